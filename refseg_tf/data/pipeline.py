@@ -176,7 +176,7 @@ def load(
         pad_value: "zero" or "grey" (128) outside the letterboxed image.
         normalization: "vgg_rgb", "caffe_bgr", "unit" or "none" (see `transforms.normalize_image`).
         label_grid: None, or g to add a `label` [g, g, 1] downsampled from the mask.
-        label_mode: "binary", "soft" or "any" (see `transforms.downsample_label`).
+        label_mode: "binary", "soft", "any" or "point" (see `refseg_tf.labels.downsample_mask`).
         sentences: train mode only: "sample" one sentence per ref per epoch, or "all" of them.
         shuffle_buffer: train mode only: elements (sentences) in the shuffle buffer.
         seed: makes train mode reproducible (file order, sampling, shuffling); None: random.

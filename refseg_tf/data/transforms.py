@@ -16,10 +16,11 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
+from refseg_tf.labels import LABEL_MODES, downsample_mask
+
 RESIZE_METHODS = ("bilinear", "bicubic")
 PAD_VALUES = {"zero": 0.0, "grey": 128.0}
 NORMALIZATIONS = ("vgg_rgb", "caffe_bgr", "unit", "none")
-LABEL_MODES = ("binary", "soft", "any")
 
 VGG_RGB_MEAN = (123.68, 116.779, 103.939)
 CAFFE_BGR_MEAN = (104.008, 116.669, 122.679)
@@ -153,22 +154,19 @@ def _as_batched(mask):
     return (mask[tf.newaxis] if rank == 3 else mask), rank == 3
 
 
-def _reduce_cells(mask, grid: int, reduce_fn):
-    """Reduces each of the grid x grid cells of a [B, H, W, C] mask (H, W divisible by grid)."""
-    _, height, width, channels = mask.shape
-    cells = tf.reshape(mask, [-1, grid, height // grid, grid, width // grid, channels])
-    return reduce_fn(cells, axis=[2, 4])
-
-
 def downsample_label(mask, grid: int, mode: str = "binary"):
     """Downsamples an input-size binary mask to a grid x grid training label.
+
+    The rule is `refseg_tf.labels.downsample_mask`, the one the losses use too; this function
+    only accepts an unbatched `[S, S, 1]` mask and a square grid.
 
     Args:
         mask: float [S, S, 1] or [B, S, S, 1] in {0, 1} (the output of `resize_and_pad_mask`).
         grid: side g of the label.
-        mode: "soft": area average of the pixels of each cell (RMI's 40x40 target);
-            "any": a cell is positive if any of its pixels is (Hu's 16x16 coarse label, a max-pool);
-            "binary": soft >= 0.5.
+        mode: one of `LABEL_MODES`: "soft" (area average of the pixels of each cell), "any"
+            (a cell is positive if any of its pixels is: Hu's 16x16 coarse label), "binary"
+            (soft >= 0.5) or "point" (`label[i, j] = mask[i*S//g, j*S//g]`, TF1
+            `resize_bilinear` without half-pixel centres: the RMI code's 40x40 target).
 
     Returns:
         float32 [g, g, 1] (or [B, g, g, 1]).
@@ -187,22 +185,7 @@ def downsample_label(mask, grid: int, mode: str = "binary"):
     check_positive_int("grid", grid)
     check_choice("mode", mode, LABEL_MODES)
     batched, was_single = _as_batched(mask)
-    batched = tf.cast(batched, tf.float32)
-    height, width = batched.shape[1], batched.shape[2]
-    divisible = height is not None and width is not None
-    divisible = divisible and height % grid == 0 and width % grid == 0
-    if mode == "any":
-        if divisible:
-            label = _reduce_cells(batched, grid, tf.reduce_max)
-        else:
-            label = tf.cast(tf.image.resize(batched, [grid, grid], method="area") > 0.0, tf.float32)
-    else:
-        if divisible:
-            label = _reduce_cells(batched, grid, tf.reduce_mean)
-        else:
-            label = tf.image.resize(batched, [grid, grid], method="area")
-        if mode == "binary":
-            label = tf.cast(label >= 0.5, tf.float32)
+    label = downsample_mask(tf.cast(batched, tf.float32), (grid, grid), mode)
     return label[0] if was_single else label
 
 

@@ -33,6 +33,8 @@ class TextVisualFusion(keras.layers.Layer):
         normalize_visual / normalize_text: L2-normalise the visual feature / h_T (True in every
             paper of the family).
         embedding_dropout: dropout on word embeddings (training only).
+        mask_text_padding: the text LSTM skips `<pad>` steps (True, RMI/RRN code) or runs over
+            them (False, Hu et al.'s code); see `LSTMTextEncoder(mask_padding=...)`.
 
     Call args:
         visual: `[B, h, w, C]` image feature map.
@@ -66,6 +68,7 @@ class TextVisualFusion(keras.layers.Layer):
         normalize_visual=True,
         normalize_text=True,
         embedding_dropout=0.0,
+        mask_text_padding=True,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -79,6 +82,7 @@ class TextVisualFusion(keras.layers.Layer):
         self.normalize_visual = bool(normalize_visual)
         self.normalize_text = bool(normalize_text)
         self.embedding_dropout = float(embedding_dropout)
+        self.mask_text_padding = bool(mask_text_padding)
 
         self.visual_projection = None
         if self.visual_projection_dim is not None:
@@ -90,6 +94,7 @@ class TextVisualFusion(keras.layers.Layer):
             self.embedding_dim,
             self.text_units,
             embedding_dropout=self.embedding_dropout,
+            mask_padding=self.mask_text_padding,
             name="text_encoder",
         )
         self.visual_norm = L2Normalize(name="visual_l2")
@@ -143,5 +148,6 @@ class TextVisualFusion(keras.layers.Layer):
             normalize_visual=self.normalize_visual,
             normalize_text=self.normalize_text,
             embedding_dropout=self.embedding_dropout,
+            mask_text_padding=self.mask_text_padding,
         )
         return config

@@ -99,6 +99,10 @@ class ConvLSTMStep(keras.layers.Layer):
         the authors' public code (`util/cell.py`), which the paper does not describe.
     """
 
+    # A recurrent cell: its gate convolution is not a plain convolution for weight decay
+    # (`refseg_tf.training.optimizers`, scope "conv_kernels").
+    is_recurrent_cell = True
+
     def __init__(
         self,
         units,

@@ -11,10 +11,12 @@ PAD_ID = 0
 class LSTMTextEncoder(keras.layers.Layer):
     """Word embedding + LSTM that encodes a padded expression into its last hidden state h_T.
 
-    `<pad>` (id 0) steps are masked: the LSTM state is carried over them unchanged, so front
-    padding (the project's default: the last word sits at the last step) and back padding
-    give the same h_T, the hidden state after the last real word. A sentence of pads only
-    encodes to zeros.
+    With `mask_padding=True` (the RMI/RRN code) `<pad>` (id 0) steps are masked: the LSTM
+    state is carried over them unchanged, so front padding (the project's default: the last
+    word sits at the last step) and back padding give the same h_T, the hidden state after the
+    last real word, and a sentence of pads only encodes to zeros. With `mask_padding=False`
+    (Hu et al.'s code) the LSTM runs over every step, the front `<pad>` steps included, which
+    then read the learned embedding of `<pad>`.
 
     Args:
         vocabulary_size: number of word ids (including the special tokens).
@@ -28,6 +30,8 @@ class LSTMTextEncoder(keras.layers.Layer):
             code had this option, disabled by default).
         embeddings_initializer: the authors' RMI/RRN code used uniform(-0.08, 0.08); the papers
             only say "randomly initialized".
+        mask_padding: skip the `<pad>` steps (True: RMI/RRN code, a `tf.cond` on id 0) or run
+            the LSTM over them (False: Hu et al.'s `lstm_net.py`, no mask).
 
     Call args:
         word_ids: `[B, T]` integer ids.
@@ -43,7 +47,8 @@ class LSTMTextEncoder(keras.layers.Layer):
 
     Reference:
         Hu et al. 2016, Sec. 3.2 (LSTM encoder, final hidden state h_T); Liu et al. 2017 (RMI),
-        Eq. 1-4. Skipping pad steps follows the authors' RMI/RRN code (a `tf.cond` on id 0).
+        Eq. 1-4. Skipping pad steps follows the authors' RMI/RRN code (a `tf.cond` on id 0);
+        running over them, Hu et al.'s code (`models/lstm_net.py`).
     """
 
     def __init__(
@@ -55,6 +60,7 @@ class LSTMTextEncoder(keras.layers.Layer):
         return_sequences=False,
         embedding_dropout=0.0,
         embeddings_initializer=None,
+        mask_padding=True,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -67,13 +73,15 @@ class LSTMTextEncoder(keras.layers.Layer):
         self.units = int(units)
         self.return_sequences = bool(return_sequences)
         self.embedding_dropout = float(embedding_dropout)
+        self.mask_padding = bool(mask_padding)
         if embeddings_initializer is None:
             embeddings_initializer = keras.initializers.RandomUniform(-0.08, 0.08)
         self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
         self.embedding = keras.layers.Embedding(
             self.vocabulary_size,
             self.embedding_dim,
-            mask_zero=True,
+            # Without masking, no implicit Keras mask may reach the LSTM either.
+            mask_zero=self.mask_padding,
             embeddings_initializer=self.embeddings_initializer,
             name="embedding",
         )
@@ -93,7 +101,9 @@ class LSTMTextEncoder(keras.layers.Layer):
         word_ids = ops.cast(word_ids, "int32")
         mask = ops.not_equal(word_ids, PAD_ID)
         embeddings = self.dropout(self.embedding(word_ids), training=training)
-        sequence, final, _ = self.lstm(embeddings, mask=mask, training=training)
+        sequence, final, _ = self.lstm(
+            embeddings, mask=mask if self.mask_padding else None, training=training
+        )
         if not self.return_sequences:
             return final
         return {"final": final, "sequence": sequence, "embeddings": embeddings, "mask": mask}
@@ -118,5 +128,6 @@ class LSTMTextEncoder(keras.layers.Layer):
             return_sequences=self.return_sequences,
             embedding_dropout=self.embedding_dropout,
             embeddings_initializer=keras.initializers.serialize(self.embeddings_initializer),
+            mask_padding=self.mask_padding,
         )
         return config

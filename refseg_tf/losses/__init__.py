@@ -3,6 +3,7 @@
 from refseg_tf.losses.segmentation import (
     LABEL_MODES,
     LOSS_NAMES,
+    PIXEL_REDUCTIONS,
     RESOLUTIONS,
     SigmoidCrossEntropyLoss,
     WeightedLogisticLoss,
@@ -16,6 +17,7 @@ from refseg_tf.losses.segmentation import (
 __all__ = [
     "LABEL_MODES",
     "LOSS_NAMES",
+    "PIXEL_REDUCTIONS",
     "RESOLUTIONS",
     "SigmoidCrossEntropyLoss",
     "WeightedLogisticLoss",

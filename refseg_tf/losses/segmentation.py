@@ -3,10 +3,13 @@
 import keras
 from keras import ops
 
+from refseg_tf.labels import LABEL_MODES
+from refseg_tf.labels import downsample_mask as _downsample_mask
 from refseg_tf.layers.spatial import resize_bilinear, spatial_size
 
-LABEL_MODES = ("any", "soft", "binary")
 RESOLUTIONS = ("logits", "image")
+# Per-example reduction over the pixels of the loss grid (always averaged over the batch).
+PIXEL_REDUCTIONS = ("mean", "sum")
 
 
 def _as_mask_batch(mask):
@@ -30,19 +33,16 @@ def _check_divisible(mask_size, grid_size):
 
 
 def downsample_mask(mask, size, mode="soft"):
-    """Pools a `[B, H, W, 1]` mask onto a `size = (h, w)` grid whose cells are whole pixel blocks.
+    """The training label of a loss at the logit grid: `refseg_tf.labels.downsample_mask`.
 
-    Modes:
-    - "any": a cell is 1 if any of its pixels is (max pooling; Hu et al.'s 16x16 coarse label).
-    - "soft": the share of foreground pixels in the cell (area average; RMI's 40x40 target.
-      The RMI code called TF1 `resize_bilinear` without half-pixel centres, which for an integer
-      factor samples one pixel per cell; the area average is the intended soft label).
-    - "binary": 1 where at least half of the cell is foreground.
+    The same rule as the input pipeline's labels (modes "any", "soft", "binary", "point");
+    a loss additionally requires the mask size to be a multiple of the logit grid (a model's
+    logits are at an integer output stride of the input).
 
     Args:
         mask: `[B, H, W, 1]` (or `[B, H, W]`) with values in [0, 1].
         size: `(h, w)` with `H % h == 0` and `W % w == 0`.
-        mode: one of "any", "soft", "binary".
+        mode: one of `LABEL_MODES`.
 
     Returns:
         float32 `[B, h, w, 1]`.
@@ -50,18 +50,8 @@ def downsample_mask(mask, size, mode="soft"):
     if mode not in LABEL_MODES:
         raise ValueError(f"label mode must be one of {LABEL_MODES}; got {mode!r}.")
     mask = _as_mask_batch(mask)
-    shape = ops.shape(mask)
-    height, width = size
-    _check_divisible((shape[1], shape[2]), (height, width))
-    blocks = ops.reshape(
-        mask, (shape[0], height, shape[1] // height, width, shape[2] // width, shape[3])
-    )
-    if mode == "any":
-        return ops.max(blocks, axis=(2, 4))
-    share = ops.mean(blocks, axis=(2, 4))
-    if mode == "soft":
-        return share
-    return ops.cast(share >= 0.5, "float32")
+    _check_divisible(tuple(mask.shape[1:3]), tuple(size))
+    return _downsample_mask(mask, size, mode)
 
 
 def weighted_logistic_map(labels, logits, foreground_weight=1.0, background_weight=1.0):
@@ -92,6 +82,13 @@ def align_target_and_logits(mask, logits, resolution="logits", label_mode="binar
     return downsample_mask(mask, spatial_size(logits), label_mode), logits
 
 
+def _check_pixel_reduction(pixel_reduction):
+    if pixel_reduction not in PIXEL_REDUCTIONS:
+        raise ValueError(
+            f"pixel_reduction must be one of {PIXEL_REDUCTIONS}; received {pixel_reduction!r}."
+        )
+
+
 def weighted_logistic_loss(
     mask,
     logits,
@@ -99,10 +96,15 @@ def weighted_logistic_loss(
     background_weight=1.0,
     label_mode="binary",
     resolution="logits",
+    pixel_reduction="mean",
 ):
-    """Per-example loss `[B]`: weighted logistic loss averaged over the pixels (Hu et al. Eq. 1)."""
+    """Per-example loss `[B]`: the weighted logistic loss averaged ("mean", Hu et al. Eq. 1)
+    or summed ("sum", the RMI/RRN code's `util/loss.py`) over the pixels of the loss grid."""
+    _check_pixel_reduction(pixel_reduction)
     labels, logits = align_target_and_logits(mask, logits, resolution, label_mode)
     per_pixel = weighted_logistic_map(labels, logits, foreground_weight, background_weight)
+    if pixel_reduction == "sum":
+        return ops.sum(per_pixel, axis=(1, 2, 3))
     return ops.mean(per_pixel, axis=(1, 2, 3))
 
 
@@ -110,8 +112,9 @@ def weighted_logistic_loss(
 class WeightedLogisticLoss(keras.losses.Loss):
     """Weighted per-pixel logistic loss between a full-size mask and logits at any stride.
 
-    `L = mean_ij [a_f * M_ij * log(1 + exp(-v_ij)) + a_b * (1 - M_ij) * log(1 + exp(v_ij))]`,
-    the per-example means then averaged over the batch. `y_true` is always the full-size mask;
+    `L = mean_ij [a_f * M_ij * log(1 + exp(-v_ij)) + a_b * (1 - M_ij) * log(1 + exp(v_ij))]`
+    (or the sum over ij, `pixel_reduction="sum"`), the per-example values then averaged over
+    the batch. `y_true` is always the full-size mask;
     the loss brings it to the logits (`resolution="logits"`, pooled with `label_mode`) or the
     logits to it (`resolution="image"`, bilinear). Computed in float32.
 
@@ -119,12 +122,17 @@ class WeightedLogisticLoss(keras.losses.Loss):
         foreground_weight: a_f (Hu et al.: 3 in the paper; their code used 1 for the low-res
             stage and 1 with background 1/3 for the high-res stage).
         background_weight: a_b.
-        label_mode: "any" (Hu low-res), "soft" (RMI's 40x40 target) or "binary"; used only
-            when the logits are coarser than the mask and `resolution="logits"`.
+        label_mode: "any" (Hu low-res), "point" (the RMI code's 40x40 target), "soft" (area
+            share) or "binary"; used only when the logits are coarser than the mask and
+            `resolution="logits"` (see `refseg_tf.labels.downsample_mask`).
         resolution: "logits" (loss at the logit grid; Hu low-res, R/D+LSTM) or "image" (logits
             upsampled to the mask; RRN and D-LSTM-ours). For logits already at image size the
             two are the same.
-        name, reduction, dtype: as `keras.losses.Loss`.
+        pixel_reduction: "mean" (Hu et al. Eq. 1 and their code) or "sum" (the RMI and RRN
+            code, `util/loss.py`: a sum over the grid, averaged over the batch; with weight
+            decay this sets the balance of the two terms, 1,600x (40x40) to 102,400x
+            (320x320) a mean). The config key is `model.loss.reduction`.
+        name, reduction, dtype: as `keras.losses.Loss` (`reduction` is over the batch).
 
     Call args:
         y_true: `[B, H, W, 1]` (or `[B, H, W]`) mask in {0, 1}.
@@ -145,11 +153,13 @@ class WeightedLogisticLoss(keras.losses.Loss):
         background_weight=1.0,
         label_mode="binary",
         resolution="logits",
+        pixel_reduction="mean",
         name="weighted_logistic_loss",
         reduction="sum_over_batch_size",
         dtype=None,
     ):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
+        _check_pixel_reduction(pixel_reduction)
         if label_mode not in LABEL_MODES:
             raise ValueError(f"label_mode must be one of {LABEL_MODES}; got {label_mode!r}.")
         if resolution not in RESOLUTIONS:
@@ -158,6 +168,7 @@ class WeightedLogisticLoss(keras.losses.Loss):
         self.background_weight = float(background_weight)
         self.label_mode = label_mode
         self.resolution = resolution
+        self.pixel_reduction = pixel_reduction
 
     def call(self, y_true, y_pred):
         return weighted_logistic_loss(
@@ -167,6 +178,7 @@ class WeightedLogisticLoss(keras.losses.Loss):
             self.background_weight,
             self.label_mode,
             self.resolution,
+            self.pixel_reduction,
         )
 
     def get_config(self):
@@ -176,6 +188,7 @@ class WeightedLogisticLoss(keras.losses.Loss):
             background_weight=self.background_weight,
             label_mode=self.label_mode,
             resolution=self.resolution,
+            pixel_reduction=self.pixel_reduction,
         )
         return config
 
@@ -185,7 +198,8 @@ class SigmoidCrossEntropyLoss(WeightedLogisticLoss):
     """Binary cross-entropy on logits: `WeightedLogisticLoss` with both class weights 1.
 
     Args:
-        label_mode, resolution, name, reduction, dtype: as `WeightedLogisticLoss`.
+        label_mode, resolution, pixel_reduction, name, reduction, dtype: as
+            `WeightedLogisticLoss`.
 
     Example:
         >>> SigmoidCrossEntropyLoss(resolution="image")(mask, logits)  # RRN's training loss
@@ -199,6 +213,7 @@ class SigmoidCrossEntropyLoss(WeightedLogisticLoss):
         self,
         label_mode="binary",
         resolution="logits",
+        pixel_reduction="mean",
         name="sigmoid_cross_entropy",
         reduction="sum_over_batch_size",
         dtype=None,
@@ -208,6 +223,7 @@ class SigmoidCrossEntropyLoss(WeightedLogisticLoss):
             1.0,
             label_mode=label_mode,
             resolution=resolution,
+            pixel_reduction=pixel_reduction,
             name=name,
             reduction=reduction,
             dtype=dtype,

@@ -5,7 +5,7 @@ import keras
 from keras import ops
 
 from refseg_tf.layers.spatial import resize_bilinear
-from refseg_tf.losses import LABEL_MODES, LOSS_NAMES, RESOLUTIONS, get_loss
+from refseg_tf.losses import LABEL_MODES, LOSS_NAMES, PIXEL_REDUCTIONS, RESOLUTIONS, get_loss
 from refseg_tf.metrics import MeanIoU, OverallIoU, PrecisionAtIoU
 
 OPTIMIZER_NAMES = ("sgd", "adam")
@@ -17,6 +17,8 @@ DEFAULT_LOSS_CONFIG = {
     "background_weight": 1.0,
     "label_mode": "binary",
     "resolution": "logits",
+    # Over the pixels of the loss grid: "mean" (Hu) or "sum" (the RMI/RRN code).
+    "reduction": "mean",
 }
 # RMI / RRN: Adam with a fixed base learning rate of 2.5e-4.
 DEFAULT_OPTIMIZER_CONFIG = {"name": "adam", "learning_rate": 2.5e-4}
@@ -36,6 +38,11 @@ def validate_loss_config(config):
     if config["resolution"] not in RESOLUTIONS:
         raise ValueError(
             f"loss_config['resolution'] must be one of {RESOLUTIONS}; got {config['resolution']!r}."
+        )
+    if config["reduction"] not in PIXEL_REDUCTIONS:
+        raise ValueError(
+            f"loss_config['reduction'] must be one of {PIXEL_REDUCTIONS}; "
+            f"received {config['reduction']!r}."
         )
     if config["name"] == "sigmoid_cross_entropy":
         config.pop("foreground_weight", None)
@@ -76,7 +83,8 @@ class ReferringSegmenter(keras.Model):
             the authors' rule); also used by `default_metrics()`.
         loss_config: dict for `default_loss()`: `name` ("weighted_logistic" or
             "sigmoid_cross_entropy"), `foreground_weight`, `background_weight`, `label_mode`
-            ("any", "soft", "binary"), `resolution` ("logits" or "image").
+            ("any", "soft", "binary", "point"), `resolution` ("logits" or "image"),
+            `reduction` over the pixels ("mean" or "sum"; always a mean over the batch).
         optimizer_config: dict for `default_optimizer()`: `name` ("sgd" or "adam"),
             `learning_rate`, and for SGD `momentum`.
         **kwargs: `keras.Model` arguments (`name`, `dtype`, `trainable`).
@@ -113,6 +121,8 @@ class ReferringSegmenter(keras.Model):
     def default_loss(self):
         """The paper's training loss, built from `loss_config`."""
         config = dict(self.loss_config)
+        # `reduction` of a loss config is over pixels; Keras's own `reduction` is over the batch.
+        config["pixel_reduction"] = config.pop("reduction")
         return get_loss(config.pop("name"), **config)
 
     def default_optimizer(self):

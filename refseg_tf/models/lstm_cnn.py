@@ -26,6 +26,7 @@ HU_LOW_RES_LOSS = {
     "background_weight": 1.0,
     "label_mode": "any",
     "resolution": "logits",
+    "reduction": "mean",  # the authors' util/loss.py: tf.reduce_mean over all scores
 }
 # High-resolution stage: the authors' script weights foreground 1 and background 1/3 (the
 # paper's 3:1 ratio, scaled); logits are at image size, so the mask is used as is.
@@ -35,6 +36,7 @@ HU_HIGH_RES_LOSS = {
     "background_weight": 1.0 / 3.0,
     "label_mode": "binary",
     "resolution": "logits",
+    "reduction": "mean",
 }
 
 
@@ -51,9 +53,11 @@ class LSTMCNN(ReferringSegmenter):
     |---|---|---|---|---|
     | Hu low-res | VGG16FCN `fc8` (stride 32) | none | 1 | weighted (3, 1), "any" label at 16x16 |
     | Hu high-res | VGG16FCN `fc8` | deconv | 1 | weighted (1, 1/3) at image size |
-    | R+LSTM (RMI 3.2) | ResNetOS8 `fc1000` (stride 8) | none | 1 | BCE vs "soft" 40x40 label |
-    | D+LSTM (RMI 3.2) | ResNetOS8 `C5` + 1x1 projection to 1000 | none | 1 | BCE vs "soft" label |
-    | D-LSTM-ours (RRN) | as D+LSTM | none | 3 | BCE at image size |
+    | R+LSTM (RMI 3.2) | ResNetOS8 `fc1000` (stride 8) | none | 1 | BCE vs "point" 40x40 label, sum |
+    | D+LSTM (RMI 3.2) | ResNetOS8 `C5` + 1x1 projection to 1000 | none | 1 | BCE vs "point" label, sum |
+    | D-LSTM-ours (RRN) | as D+LSTM | none | 3 | BCE at image size, sum |
+
+    Hu's losses are means over the pixels, the RMI/RRN code's sums (`reduction`).
 
     Without deconvolution the logits stay at the feature stride; predictions are upsampled
     bilinearly (`predict_probabilities`), as RMI does at test time.
@@ -70,6 +74,9 @@ class LSTMCNN(ReferringSegmenter):
         score_kernel_size: kernel of the last convolution (1; 3 in RRN's D-LSTM-ours).
         upsampling: "none" or "deconv" (Hu's high-resolution stage).
         embedding_dropout: dropout on word embeddings during training.
+        mask_text_padding: the text LSTM skips the front `<pad>` steps (True: the RMI code of
+            R/D+LSTM) or runs over them with a learned `<pad>` embedding (False: Hu et al.'s
+            code; the preset "lstm_cnn" sets it).
         threshold, loss_config, optimizer_config: see `ReferringSegmenter`. Defaults: Hu's
             low- or high-resolution loss (by `upsampling`) and SGD(0.01, momentum 0.9).
 
@@ -106,6 +113,7 @@ class LSTMCNN(ReferringSegmenter):
         score_kernel_size=1,
         upsampling="none",
         embedding_dropout=0.0,
+        mask_text_padding=True,
         threshold=0.5,
         loss_config=None,
         optimizer_config=None,
@@ -130,6 +138,7 @@ class LSTMCNN(ReferringSegmenter):
         self.score_kernel_size = int(score_kernel_size)
         self.upsampling = upsampling
         self.embedding_dropout = float(embedding_dropout)
+        self.mask_text_padding = bool(mask_text_padding)
         self.feature_stride = self.backbone.feature_strides[self.visual_feature]
 
         self.fusion = TextVisualFusion(
@@ -139,6 +148,7 @@ class LSTMCNN(ReferringSegmenter):
             fused_channels=self.classifier_units,
             visual_projection_dim=visual_projection_dim,
             embedding_dropout=self.embedding_dropout,
+            mask_text_padding=self.mask_text_padding,
             name="fusion",
         )
         # float32 layers keep the logits float32 under mixed precision.
@@ -213,6 +223,7 @@ class LSTMCNN(ReferringSegmenter):
             score_kernel_size=self.score_kernel_size,
             upsampling=self.upsampling,
             embedding_dropout=self.embedding_dropout,
+            mask_text_padding=self.mask_text_padding,
         )
         return config
 

@@ -44,9 +44,15 @@ TABLE1_ROWS = {
 # input, and their ConvLSTM cell (layer norm, per-position peepholes, forget bias 1).
 RRN_AUTHORS_CODE = {"initial_state": "input", "lstm_cell": "layer_norm", "peephole": "spatial"}
 
-# RRN Sec. 3.3 / authors' code: Adam 2.5e-4 (poly decay in refseg_tf.training), BCE at image size.
+# RRN Sec. 3.3 / authors' code: Adam 2.5e-4 (poly decay in refseg_tf.training), BCE at image
+# size summed over the 320x320 pixels and averaged over the batch (`util/loss.py`).
 RRN_OPTIMIZER = {"name": "adam", "learning_rate": 2.5e-4}
-RRN_LOSS = {"name": "sigmoid_cross_entropy", "label_mode": "binary", "resolution": "image"}
+RRN_LOSS = {
+    "name": "sigmoid_cross_entropy",
+    "label_mode": "binary",
+    "resolution": "image",
+    "reduction": "sum",
+}
 
 
 @keras.saving.register_keras_serializable(package="refseg_tf")

@@ -61,6 +61,8 @@ def base_config() -> ml_collections.ConfigDict:
     config.data.pad_value = "zero"
     config.data.normalization = "caffe_bgr"
     config.data.sentences = "sample"
+    # "refseg" (the library's tokeniser) or "authors" (Hu/RMI/RRN's `re.split(r'(\W+)')`).
+    config.data.tokenizer = "refseg"
     config.data.shuffle_buffer = 1000
     # The text-blind control: every expression replaced by this one word ("" = off).
     config.data.blind_expression = ""
@@ -81,8 +83,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.train.optimizer.name = "adam"
     config.train.optimizer.learning_rate = 2.5e-4
     config.train.optimizer.momentum = 0.9
+    config.train.optimizer.epsilon = 1e-7  # Adam; Keras's default (TF1's, in RMI/RRN rows: 1e-8)
     config.train.optimizer.schedule = "polynomial"
-    config.train.optimizer.decay_steps = 0  # 0: train.steps
+    config.train.optimizer.decay_steps = 0  # the decay horizon; 0: train.steps
     config.train.optimizer.decay_rate = 0.1  # staircase
     config.train.optimizer.end_learning_rate = 1e-5  # polynomial
     config.train.optimizer.power = 0.9  # polynomial
@@ -90,6 +93,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.train.optimizer.bias_lr_multiplier = 2.0
     config.train.optimizer.clipnorm = 0.0
     config.train.weight_decay = 5e-4
+    # Which kernels are decayed: "conv_kernels" (RMI/RRN code: convolutions only, never the
+    # LSTM, ConvLSTM or embedding) or "matrices" (Hu's code: every weight matrix, LSTM included).
+    config.train.weight_decay_scope = "conv_kernels"
     config.train.backbone_weights = ""  # "" | "imagenet" | a DeepLab .npz/.h5 or darknet .weights file
     config.train.freeze_backbone = True
     config.train.trainable_backbone_layers = ()  # layer-name prefixes kept trainable when frozen

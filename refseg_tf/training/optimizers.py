@@ -3,9 +3,15 @@
 - Schedules: "constant"; "staircase" (Hu et al.: x0.1 every `decay_steps`); "polynomial"
   (RMI/RRN: power 0.9 down to `end_learning_rate` over `decay_steps`); "piecewise"
   (LTS/MCN: x`decay_rate` at each of `boundaries`).
-- Weight decay is Caffe/TF1 style (an L2 term on the loss, 0.5 * decay * ||w||^2 on kernels only;
-  biases, normalisation parameters and embeddings are not decayed), attached as variable
-  regularizers so Keras scales it correctly under `tf.distribute`.
+- Weight decay is Caffe/TF1 style (an L2 term on the loss, 0.5 * decay * ||w||^2; biases,
+  normalisation parameters, peepholes and embeddings are never decayed), attached as variable
+  regularizers so Keras scales it correctly under `tf.distribute`. Its scope
+  (`train.weight_decay_scope`, `WEIGHT_DECAY_SCOPES`) is the authors' choice:
+  "conv_kernels" (RMI/RRN/R,D+LSTM code: variables named `DW`, i.e. the kernels of plain
+  convolutions; never the LSTM, ConvLSTM or embedding) or "matrices" (Hu et al.'s code: every
+  `weights` and `Matrix` variable, the LSTM's included).
+- Adam's `epsilon` is `train.optimizer.epsilon` (1e-8 in the TF1 code of RMI and RRN; Keras's
+  default is 1e-7).
 - `bias_lr_multiplier`: the authors' code doubled the gradient of biases. With SGD that doubles
   their learning rate; Adam is almost invariant to the scale of a gradient, so there it mostly
   matters through epsilon. We reproduce it faithfully either way.
@@ -136,27 +142,92 @@ def build_optimizer(optimizer_config, total_steps: int):
             **extra,
         )
     if name == "adam":
+        epsilon = float(optimizer_config.get("epsilon", 1e-7))
+        if epsilon <= 0:
+            raise ValueError(f"`train.optimizer.epsilon` must be > 0; received {epsilon}.")
         return AdamWithBiasMultiplier(
-            learning_rate=schedule, bias_lr_multiplier=multiplier, **extra
+            learning_rate=schedule, epsilon=epsilon, bias_lr_multiplier=multiplier, **extra
         )
     raise ValueError(f"Unknown `train.optimizer.name` {name!r}; expected 'sgd' or 'adam'.")
 
 
 DECAYED_WEIGHT_NAMES = ("kernel", "recurrent_kernel", "depthwise_kernel", "pointwise_kernel")
+WEIGHT_DECAY_SCOPES = ("conv_kernels", "matrices")
+CONVOLUTION_TYPES = (
+    keras.layers.Conv1D,
+    keras.layers.Conv2D,
+    keras.layers.Conv3D,
+    keras.layers.Conv1DTranspose,
+    keras.layers.Conv2DTranspose,
+    keras.layers.Conv3DTranspose,
+    keras.layers.DepthwiseConv2D,
+    keras.layers.SeparableConv2D,
+)
 
 
-def apply_weight_decay(model, weight_decay: float) -> int:
-    """Attaches an L2 regularizer (0.5 * decay * ||w||^2) to every trainable kernel.
+def is_recurrent_layer(layer) -> bool:
+    """True for a recurrent layer or cell: `keras.layers.RNN` (LSTM, GRU, ConvLSTM2D) or a
+    layer that declares `is_recurrent_cell = True` (e.g. `refseg_tf.layers.ConvLSTMStep`)."""
+    return isinstance(layer, keras.layers.RNN) or bool(getattr(layer, "is_recurrent_cell", False))
+
+
+def _all_layers(model):
+    return model._flatten_layers(include_self=True, recursive=True)
+
+
+def convolution_kernels(model) -> set:
+    """Ids of the kernels of every convolution that is not part of a recurrent layer."""
+    recurrent = set()
+    for layer in _all_layers(model):
+        if is_recurrent_layer(layer):
+            recurrent.update(id(variable) for variable in layer.weights)
+    kernels = set()
+    for layer in _all_layers(model):
+        if isinstance(layer, CONVOLUTION_TYPES):
+            for variable in layer.weights:
+                if _leaf_name(variable) in DECAYED_WEIGHT_NAMES and id(variable) not in recurrent:
+                    kernels.add(id(variable))
+    return kernels
+
+
+def _leaf_name(variable) -> str:
+    return variable.path.split("/")[-1]
+
+
+def _check_scope(scope):
+    if scope not in WEIGHT_DECAY_SCOPES:
+        raise ValueError(
+            f"`train.weight_decay_scope` must be one of {WEIGHT_DECAY_SCOPES}; received {scope!r}."
+        )
+
+
+def decayed_variables(model, scope: str = "matrices") -> list:
+    """The trainable variables `apply_weight_decay` decays under `scope`.
+
+    - "matrices": every trainable kernel (`DECAYED_WEIGHT_NAMES`: convolution and dense
+      kernels, the LSTM's kernel and recurrent kernel): Hu et al.'s `weights` + `Matrix`.
+    - "conv_kernels": only the kernels of convolution layers outside recurrent layers: the
+      `DW` variables of the RMI/RRN code (a trainable backbone layer such as R+LSTM's fc1000
+      counts; LSTM, ConvLSTM and embedding never do).
+    """
+    _check_scope(scope)
+    if scope == "matrices":
+        return [v for v in model.trainable_weights if _leaf_name(v) in DECAYED_WEIGHT_NAMES]
+    kernels = convolution_kernels(model)
+    return [v for v in model.trainable_weights if id(v) in kernels]
+
+
+def apply_weight_decay(model, weight_decay: float, scope: str = "matrices") -> int:
+    """Attaches an L2 regularizer (0.5 * decay * ||w||^2) to the trainable kernels of `scope`.
 
     Returns the number of decayed variables. Call after freezing: frozen variables are not
-    trainable and are skipped.
+    trainable and are skipped. `scope`: see `decayed_variables`.
     """
+    _check_scope(scope)
     if weight_decay <= 0:
         return 0
     regularizer = keras.regularizers.L2(0.5 * weight_decay)
-    count = 0
-    for variable in model.trainable_weights:
-        if variable.path.split("/")[-1] in DECAYED_WEIGHT_NAMES:
-            variable.regularizer = regularizer
-            count += 1
-    return count
+    variables = decayed_variables(model, scope)
+    for variable in variables:
+        variable.regularizer = regularizer
+    return len(variables)

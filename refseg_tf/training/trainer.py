@@ -323,7 +323,11 @@ def train(config, model_dir: str, verbose="auto"):
         load_backbone_weights(model, config)
         _init_from(model, config)
         _freeze(model, config)
-        decayed = apply_weight_decay(model, float(config.train.weight_decay))
+        decayed = apply_weight_decay(
+            model,
+            float(config.train.weight_decay),
+            config.train.get("weight_decay_scope", "matrices"),
+        )
         model.compile(
             optimizer=build_optimizer(config.train.optimizer, steps),
             jit_compile=jit_compile_option(config.train.jit_compile),

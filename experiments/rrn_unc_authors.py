@@ -1,0 +1,12 @@
+"""RRN (Li et al. 2018, Table 2) with the ConvLSTM cell of the authors' code, UNC / RefCOCO.
+
+Layer-normalised ConvLSTM with spatial peepholes and no bias, zero initial state with q as the
+first input (`RRN_AUTHORS_CODE`, referseg_rrn `util/cell.py`): the model that produced the
+published numbers. `rrn_unc.py` is the recurrence as the paper describes it.
+"""
+
+from refseg_tf.training import experiments
+
+
+def get_config():
+    return experiments.rrn(dataset="unc", table1_row=12, authors_cell=True)
