@@ -181,6 +181,25 @@ def test_text_encoder_front_and_back_padding_agree_and_pads_only_give_zero(encod
     assert not np.allclose(front[0], front[1])
 
 
+def test_text_encoder_without_padding_mask_runs_over_the_pad_steps(encoder):
+    """Hu's lstm_net.py: no mask, the LSTM reads the learned <pad> embedding at front pads."""
+    layer = LSTMTextEncoder(VOCAB, 8, 12, mask_padding=False)
+    layer.build((None, 6))
+    layer.set_weights(encoder.get_weights())
+    ids = np.array([_front_pad(s, 6) for s in SENTENCES], "int32")
+    # Reference: a plain Keras LSTM over every embedded step, pads included.
+    embedding, kernel, recurrent, bias = encoder.get_weights()
+    reference = keras.layers.LSTM(12)
+    reference.build((None, 6, 8))
+    reference.set_weights([kernel, recurrent, bias])
+    expected = _np(reference(embedding[ids]))
+    np.testing.assert_allclose(_np(layer(ids)), expected, atol=1e-5)
+    assert not np.allclose(_np(layer(ids)), _np(encoder(ids)), atol=1e-4)
+    assert float(np.abs(_np(layer(np.zeros((1, 4), "int32")))).max()) > 0  # pads are read
+    again = LSTMTextEncoder.from_config(layer.get_config())
+    assert again.mask_padding is False
+
+
 def test_text_encoder_sequence_outputs(encoder):
     layer = LSTMTextEncoder(VOCAB, 8, 12, return_sequences=True)
     layer.build((None, 6))

@@ -200,6 +200,16 @@ def test_predict_probabilities_and_masks(low_res):
     assert masks.dtype == bool and (masks == (expected > 0.5)).all()
 
 
+def test_hu_preset_runs_the_lstm_over_front_pads(vgg):
+    """Hu's code has no pad mask: front and back padding then give different logits."""
+    model = build_preset("lstm_cnn", VOCAB, size="tiny", backbone=vgg)
+    assert model.mask_text_padding is False and model.fusion.text_encoder.mask_padding is False
+    assert model.default_loss().pixel_reduction == "mean"
+    front = _np(model(_inputs(4, "front")))
+    back = _np(model(_inputs(4, "back")))
+    assert not np.allclose(front, back, atol=1e-6)
+
+
 def test_logits_stay_float32_under_mixed_precision():
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:
@@ -225,7 +235,9 @@ def test_rmi_and_rrn_baselines(resnet, name, feature, projection, kernel, loss_c
     loss = model.default_loss()
     assert isinstance(loss, loss_class) and loss.resolution == resolution
     if resolution == "logits":
-        assert loss.label_mode == "soft"
+        assert loss.label_mode == "point"  # the RMI code's TF1 resize_bilinear target
+    assert loss.pixel_reduction == "sum"  # the RMI/RRN code's util/loss.py
+    assert model.mask_text_padding is True  # the RMI code skips <pad> steps
     assert isinstance(model.default_optimizer(), keras.optimizers.Adam)
     logits = _np(model(_inputs(2)))
     assert logits.shape == (2, IMAGE // 8, IMAGE // 8, 1) and np.isfinite(logits).all()
@@ -318,6 +330,7 @@ def test_build_model_from_config_dict():
         "name": "sigmoid_cross_entropy",
         "label_mode": "binary",
         "resolution": "logits",
+        "reduction": "sum",
     }
     high = build_model(
         {"name": "lstm_cnn", "size": "tiny", "vocabulary_size": VOCAB, "stage": "high"}

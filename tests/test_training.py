@@ -339,6 +339,68 @@ def test_weight_decay_only_on_trainable_kernels():
     assert total - data_loss == pytest.approx(expected, rel=1e-4)
 
 
+def test_conv_kernels_scope_decays_only_convolution_kernels():
+    """RMI/RRN code: only `DW` (convolution) variables; not the LSTM, Dense or embedding."""
+    model = _decay_model()
+    assert optimizers.apply_weight_decay(model, 1e-3, "conv_kernels") == 1
+    assert [v.path for v in model.weights if v.regularizer is not None] == ["conv/kernel"]
+    with pytest.raises(ValueError, match="weight_decay_scope"):
+        optimizers.apply_weight_decay(_decay_model(), 1e-3, "everything")
+
+
+def _tiny_rrn_authors():
+    from refseg_tf.models import RRN_AUTHORS_CODE, build_preset
+
+    model = build_preset("rrn", 20, size="tiny", **RRN_AUTHORS_CODE)
+    model({"image": np.zeros((1, 64, 64, 3), np.float32),
+           "word_ids": np.ones((1, 4), np.int32)}, training=False)
+    model.backbone.trainable = False
+    return model
+
+
+def test_weight_decay_scopes_select_exactly_the_authors_variables_of_an_rrn():
+    model = _tiny_rrn_authors()
+    # The `DW` variables of referseg_rrn LSTM_model_convlstm_p543.py, by the library's names.
+    conv = sorted(
+        f"{model.name}/{name}/kernel"
+        for name in ("fusion/visual_projection", "fusion/fusion_conv", "lateral_C5",
+                     "lateral_C4", "lateral_C3", "score")
+    )
+    assert sorted(v.path for v in optimizers.decayed_variables(model, "conv_kernels")) == conv
+    # Hu's rule would add the word LSTM's matrices and the ConvLSTM's gate kernel.
+    matrices = sorted(v.path for v in optimizers.decayed_variables(model, "matrices"))
+    extra = {p.split(model.name + "/", 1)[1] for p in set(matrices) - set(conv)}
+    assert extra == {
+        "fusion/text_encoder/lstm/lstm_cell/kernel",
+        "fusion/text_encoder/lstm/lstm_cell/recurrent_kernel",
+        "refinement/conv_lstm_step/gates/kernel",
+    }
+
+
+def test_conv_kernels_scope_decays_the_trained_fc1000_of_r_lstm():
+    """R+LSTM trains fc1000 (in the RMI code's tvars, a `DW` variable) and decays it."""
+    from refseg_tf.models import build_preset
+
+    config = experiments.rmi_baseline("r_lstm", "unc")
+    model = build_preset("r_lstm", 20, size="tiny")
+    model({"image": np.zeros((1, 64, 64, 3), np.float32),
+           "word_ids": np.ones((1, 4), np.int32)}, training=False)
+    trainer._freeze(model, config)
+    trainable = {v.path.split("/")[-2] for v in model.backbone.trainable_weights}
+    assert trainable == {"fc1000"}
+    paths = [v.path for v in optimizers.decayed_variables(model, config.train.weight_decay_scope)]
+    assert any(p.endswith("fc1000/kernel") for p in paths)
+    assert not any("text_encoder" in p for p in paths)  # word embedding and LSTM
+
+
+def test_adam_epsilon_comes_from_the_config():
+    assert optimizers.build_optimizer(_optimizer_config(epsilon=1e-8), 10).epsilon == 1e-8
+    assert experiments.rrn("unc").train.optimizer.epsilon == 1e-8
+    assert experiments.hu_lstm_cnn("referit").train.weight_decay_scope == "matrices"
+    with pytest.raises(ValueError, match="epsilon"):
+        optimizers.build_optimizer(_optimizer_config(epsilon=0.0), 10)
+
+
 # --------------------------------------------------------------------------- copying weights
 
 
@@ -720,12 +782,18 @@ def test_resumed_training_data_starts_elsewhere(trained):
     assert first.tolist() != later.tolist()
 
 
-def test_paper_configs_decay_over_their_own_steps():
-    for config in (experiments.rrn("unc"), experiments.rmi_baseline("d_lstm", "unc")):
-        assert int(config.train.optimizer.decay_steps) == 0  # 0 means train.steps
-        config.train.steps = 1000
-        schedule = optimizers.build_schedule(config.train.optimizer, int(config.train.steps))
-        assert _lr_at(schedule, 1000) == pytest.approx(config.train.optimizer.end_learning_rate)
+def test_paper_configs_decay_over_their_own_horizon():
+    """RMI decays over the 750k steps it trains; RRN over 800k of which it trains 700k."""
+    for config, horizon, steps in (
+        (experiments.rrn("unc"), 800000, 700000),
+        (experiments.rmi_baseline("d_lstm", "unc"), 750000, 750000),
+    ):
+        optimizer = config.train.optimizer
+        assert (int(optimizer.decay_steps), int(config.train.steps)) == (horizon, steps)
+        schedule = optimizers.build_schedule(optimizer, int(config.train.steps))
+        assert _lr_at(schedule, horizon) == pytest.approx(optimizer.end_learning_rate)
+        expected = (2.5e-4 - 1e-5) * (1 - steps / horizon) ** 0.9 + 1e-5
+        assert _lr_at(schedule, steps) == pytest.approx(expected, rel=1e-4)
 
 
 def test_model_options_are_reachable_from_the_command_line():
