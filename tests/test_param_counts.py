@@ -1,11 +1,20 @@
-"""Parameter counts of the paper-scale presets against the counts implied by the papers.
+"""Parameter counts of the paper-scale presets against counts worked out from their dimensions.
 
-Heads (text encoder, fusion, refinement, score) are counted analytically from the papers'
-dimensions: D_im = D_I = 1000, D_text = D_S = 1000 (embeddings 1000), D_cls = D_Q = 500, 8
-spatial channels, the LSTM formula 4 * (input + units + 1) * units and the ConvLSTM formula
-4 * units * (k * k * (input + units) + 1); vocabularies of the authors' code: ReferIt 8,803 and
-COCO 12,112 words. Backbones: VGG-16 (with fc6-fc8 as convolutions) 138,357,544 and ResNet-101
-44,707,176 weights (keras.applications counts, batch-norm statistics included).
+Heads (text encoder, fusion, refinement, score) are counted analytically. Which dimension
+comes from where:
+- the papers: D_im = D_I = 1000, D_text = D_S = 1000, D_cls = D_Q = 500, the 8 spatial
+  channels (RMI Sec. 3.2; Hu's text writes 2), the 1x1 fusion convolution, the 1x1 laterals
+  to D_Q (RRN Sec. 3.2), the LSTM formula 4 * (input + units + 1) * units, Hu's 2s x 2s
+  deconvolution;
+- the authors' code, where the papers are silent: the embedding size 1000 and the
+  vocabularies (ReferIt 8,803 and COCO 12,112 words, their fixed files); the learned
+  2048 -> 1000 projection of res5c (RMI's D+LSTM `conv0`, RRN's `mlp0`; R+LSTM reads fc1000
+  instead); the 3x3 score convolution of RRN and D-LSTM-ours; the bias-free deconvolution
+  (text_objseg `upsample32s`); the 1x1 ConvLSTM kernel (ConvLSTM formula
+  4 * units * (k * k * (input + units) + 1), k = 1); and for `RRN_AUTHORS_CODE` the cell of
+  referseg_rrn `util/cell.py` (no bias, 3 spatial peepholes, 5 layer norms).
+Backbones: VGG-16 (with fc6-fc8 as convolutions) 138,357,544 and ResNet-101 44,707,176
+weights (keras.applications counts, batch-norm statistics included).
 """
 
 import numpy as np
@@ -130,3 +139,37 @@ def test_paper_scale_presets_total_count(case):
     print(f"{name} {overrides}: {total:,} = backbone {backbone:,} + head {total - backbone:,}")
     assert backbone == BACKBONE_PARAMS[backbone_name]
     assert total == BACKBONE_PARAMS[backbone_name] + by_hand
+
+
+# The RRN authors' ConvLSTM cell (referseg_rrn util/cell.py, `ConvLSTMCell([40, 40], 500, [1, 1])`
+# with normalize=True, peephole=True) at the 40x40 grid of a 320 input.
+GRID = 40
+
+
+def authors_conv_lstm_params(units=D_Q, inputs=D_Q, grid=GRID):
+    kernel = 1 * 1 * (inputs + units) * 4 * units  # `kernel` [1, 1, n, 4 * filters], no bias
+    peepholes = 3 * grid * grid * units  # W_ci, W_cf, W_co, each of shape c.shape[1:]
+    layer_norms = 5 * 2 * units  # layer_norm of j, i, f, o and c: beta and gamma per channel
+    return kernel, peepholes, layer_norms
+
+
+def test_rrn_authors_refinement_count_from_the_cell_dimensions():
+    from refseg_tf.layers import RecurrentRefinement
+    from refseg_tf.models import RRN_AUTHORS_CODE
+
+    kernel, peepholes, layer_norms = authors_conv_lstm_params()
+    assert kernel + peepholes + layer_norms == 4_405_000
+    assert peepholes == 2_400_000
+    refinement = RecurrentRefinement(
+        D_Q, 3, update="lstm", activation="tanh", **RRN_AUTHORS_CODE
+    )
+    q = np.zeros((1, GRID, GRID, D_Q), "float32")
+    refinement(q, [q, q, q])
+    assert refinement.count_params() == 4_405_000
+    peephole_count = sum(
+        int(np.prod(v.shape)) for v in refinement.weights if "peephole" in v.path
+    )
+    assert peephole_count == peepholes
+    # The whole authors' head: the paper's RRN head with this cell instead of the ConvLSTM.
+    head = rrn_head(VOCAB_COCO, PAPER_CHANNELS) - conv_lstm_params(1, D_Q, D_Q) + 4_405_000
+    assert head == 29_372_501
