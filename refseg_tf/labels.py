@@ -28,6 +28,11 @@ def _check_mode(mode):
         raise ValueError(f"label mode must be one of {LABEL_MODES}; received {mode!r}.")
 
 
+def _static_int(value):
+    """A Python int for a static size (int, numpy int), the tensor itself otherwise."""
+    return int(value) if isinstance(value, (int, np.integer)) else value
+
+
 def _is_static(*values):
     return all(isinstance(value, int) for value in values)
 
@@ -41,24 +46,24 @@ def point_sample_indices(source, target):
 
 
 def _point_sample(mask, height, width):
-    rows = point_sample_indices(mask.shape[1] if mask.shape[1] is not None else ops.shape(mask)[1], height)
-    cols = point_sample_indices(mask.shape[2] if mask.shape[2] is not None else ops.shape(mask)[2], width)
+    shape = ops.shape(mask)  # ints where static, tensors otherwise
+    rows = point_sample_indices(shape[1], height)
+    cols = point_sample_indices(shape[2], width)
     return ops.take(ops.take(mask, rows, axis=1), cols, axis=2)
 
 
 def _cell_share(mask, height, width, reduce_max=False):
-    """Area average (or max) of each cell; exact block pooling when the sizes divide."""
+    """Area average (or max) of each cell: exact block pooling when the sizes divide (or are
+    only known at run time, where they must divide), area-resize footprints otherwise."""
     shape = ops.shape(mask)
-    source_h, source_w = mask.shape[1], mask.shape[2]
-    divisible = _is_static(source_h, source_w) and source_h % height == 0 and source_w % width == 0
-    if divisible:
-        blocks = ops.reshape(
-            mask, (shape[0], height, source_h // height, width, source_w // width, shape[3])
-        )
-        return ops.max(blocks, axis=(2, 4)) if reduce_max else ops.mean(blocks, axis=(2, 4))
-    # Uneven or unknown sizes: cells are the footprints of an area resize.
-    share = ops.image.resize(mask, (height, width), interpolation="area")
-    return ops.cast(share > 0.0, "float32") if reduce_max else share
+    static = _is_static(shape[1], shape[2], height, width)
+    if static and (shape[1] % height or shape[2] % width):
+        share = ops.image.resize(mask, (height, width), interpolation="area")
+        return ops.cast(share > 0.0, "float32") if reduce_max else share
+    blocks = ops.reshape(
+        mask, (shape[0], height, shape[1] // height, width, shape[2] // width, shape[3])
+    )
+    return ops.max(blocks, axis=(2, 4)) if reduce_max else ops.mean(blocks, axis=(2, 4))
 
 
 def downsample_mask(mask, size, mode="binary"):
@@ -87,8 +92,8 @@ def downsample_mask(mask, size, mode="binary"):
     mask = ops.cast(mask, "float32")
     if len(mask.shape) != 4:
         raise ValueError(f"mask must be [B, H, W, C]; received shape {tuple(mask.shape)}.")
-    height, width = int(size[0]), int(size[1])
-    if height <= 0 or width <= 0:
+    height, width = (_static_int(value) for value in size)
+    if _is_static(height, width) and (height <= 0 or width <= 0):
         raise ValueError(f"size must be two positive ints; received {tuple(size)!r}.")
     if mode == "point":
         return _point_sample(mask, height, width)

@@ -164,3 +164,18 @@ def test_l2_to_data_ratio_of_a_built_rrn_matches_the_authors_code():
     assert library == pytest.approx(l2 / data, rel=0.01)
     # With a per-pixel mean the same decay would weigh size * size times more.
     assert l2 / data < 1.0
+
+
+@pytest.mark.parametrize("mode", LABEL_MODES)
+def test_labels_with_shapes_known_only_at_run_time(mode):
+    """Inside a graph with unknown sizes (e.g. a traced loss), the same labels come out."""
+    rng = np.random.default_rng(5)
+    mask = (rng.uniform(size=(2, 64, 64, 1)) < 0.4).astype(np.float32)
+    spec = tf.TensorSpec([None, None, None, 1])
+
+    @tf.function(input_signature=[spec, spec])
+    def labels(mask, logits):
+        return downsample_mask(mask, (tf.shape(logits)[1], tf.shape(logits)[2]), mode)
+
+    got = labels(mask, np.zeros((2, 8, 8, 1), np.float32)).numpy()
+    np.testing.assert_array_equal(got, np.asarray(downsample_mask(mask, (8, 8), mode)))
