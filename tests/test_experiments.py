@@ -237,6 +237,9 @@ def test_hu_recipe(name):
     # text_objseg: weights + LSTM Matrix decayed, mean over pixels, LSTM over the <pad> steps.
     assert config.train.weight_decay_scope == "matrices"
     assert config.model.loss.reduction == "mean"
+    # exp_train_referit_seg_{lowres,highres}.py: pos/neg loss multipliers 1/1 and 1/(1/3).
+    weights = (config.model.loss.foreground_weight, config.model.loss.background_weight)
+    assert weights == pytest.approx((1.0, 1.0) if stage == "low" else (1.0, 1 / 3))
     assert config.model.mask_text_padding is False
     assert _model_kwargs(config)["mask_text_padding"] is False
     if stage == "low":

@@ -134,8 +134,9 @@ def hu_lstm_cnn(dataset="referit", stage="low"):
     """Hu et al. 2016: VGG-16 FCN-32s + LSTM at 512 x 512; two stages (Sec. 3.3, 4.2).
 
     As the authors' code (text_objseg `exp_train_referit_seg_*.py`): a mean over the pixels,
-    weight decay on every weight matrix (`weights` and the LSTM's `Matrix`), the LSTM run over
-    the front `<pad>` steps. Hu's code starts the low-resolution stage from a detection model
+    class weights 1 / 1 in the low-resolution stage (the paper's a_f = 3 is the preset's
+    default) and 1 / (1/3) in the high-resolution one, weight decay on every weight matrix
+    (`weights` and the LSTM's `Matrix`), the LSTM run over the front `<pad>` steps. Hu's code starts the low-resolution stage from a detection model
     trained on boxes of the same data (also RMI Sec. 4.2); that stage does not fit the
     library's pixel-level models and data, so it is not reproduced (`HU_DETECTION_STAGE_GAP`).
     """
@@ -152,6 +153,9 @@ def hu_lstm_cnn(dataset="referit", stage="low"):
     config.model.stage = stage
     config.model.mask_text_padding = False  # Hu's lstm_net.py: no mask over <pad> steps
     _set_loss(config, HU_HIGH_RES_LOSS if stage == "high" else HU_LOW_RES_LOSS)
+    if stage == "low":
+        # exp_train_referit_seg_lowres.py: pos_loss_mult = neg_loss_mult = 1 (the paper: 3, 1).
+        config.model.loss.foreground_weight = 1.0
     config.model.backbone.name = "vgg16_fcn"
     config.train.backbone_weights = "imagenet"
     config.train.freeze_backbone = True  # VGG conv layers fixed; fc6-fc8 fine-tuned
@@ -193,6 +197,11 @@ def rmi_baseline(model="r_lstm", dataset="unc"):
     _set_dataset(config, dataset)
     names = {"r_lstm": "R+LSTM", "d_lstm": "D+LSTM", "d_lstm_ours": "D-LSTM-ours (RRN)"}
     config.description = f"{names[model]} baseline, {dataset}"
+    if model == "d_lstm_ours":
+        config.description += (
+            " (no public code: the RMI code's recipe with the loss at image resolution, "
+            "summed as in the RRN code)"
+        )
     _authors_data(config)
     config.model.name = model
     config.model.mask_text_padding = True  # the code skips <pad> steps (tf.cond on id 0)
