@@ -104,8 +104,8 @@ def build_model(config):
       `get_backbone` constructor arguments, e.g. `{"output_stride": 8}`).
     - `loss` (optional dict): overrides of the preset's loss configuration: `name`
       ("weighted_logistic" | "sigmoid_cross_entropy"), `foreground_weight`,
-      `background_weight`, `label_mode` ("any" | "soft" | "binary"), `resolution`
-      ("logits" | "image").
+      `background_weight`, `label_mode` ("any" | "soft" | "binary" | "point"), `resolution`
+      ("logits" | "image"), `reduction` over the pixels ("mean" | "sum").
     - `optimizer` (optional dict): overrides of the preset's optimizer configuration:
       `name` ("sgd" | "adam"), `learning_rate`, `momentum`.
     - `stage` (lstm_cnn only): "low" (default) or "high" (bilinear deconvolution, Hu's
@@ -113,7 +113,7 @@ def build_model(config):
     - `table1_row` (rrn only): 3-15, the variant and pyramid of that row of RRN's Table 1.
     - any other key: a keyword argument of the preset's model class, e.g. `threshold`,
       `embedding_dim`, `text_units`, `classifier_units`, `score_kernel_size`,
-      `visual_feature`, `visual_projection_dim`, `upsampling` (LSTMCNN) or `fused_channels`,
+      `visual_feature`, `visual_projection_dim`, `upsampling`, `mask_text_padding` (LSTMCNN) or `fused_channels`,
       `pyramid`, `variant`, `kernel_size`, `initial_state`, `lstm_cell`, `peephole` (RRN).
 
     Example:

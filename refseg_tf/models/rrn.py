@@ -93,7 +93,7 @@ class RRN(ReferringSegmenter):
             fixed image size), not with `lstm_cell="keras"`.
         embedding_dropout: dropout on word embeddings during training.
         threshold, loss_config, optimizer_config: see `ReferringSegmenter`; the keys given
-            override BCE at image resolution and Adam(2.5e-4).
+            override BCE at image resolution summed over the pixels (the code) and Adam(2.5e-4).
 
     Call args:
         inputs: `{"image": [B, S, S, 3] float32, "word_ids": [B, T] int32}`.
