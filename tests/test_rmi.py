@@ -278,3 +278,46 @@ def test_rmi_rows_follow_the_authors_recipe(name):
     assert all(crf[split] >= PAPER_IOU[name][split] - 0.5 for split in crf)
     model, logits = build_tiny(config)
     assert isinstance(model, RMI) and logits.shape == (1, 8, 8, 1)
+
+
+# --------------------------------------------------------------------------- pictures
+
+
+def test_step_maps_picture_has_a_panel_per_word(tmp_path):
+    from refseg_tf import visualize
+
+    image = np.random.default_rng(0).integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    maps = np.random.default_rng(1).normal(size=(3, 30, 40)).astype("float32")
+    picture = visualize.render_step_maps(image, maps, ["a", "b", "c"], title="a b c", padding=2)
+    assert picture.dtype == np.uint8
+    # Four panels (title + 3 words) of 40 px in a 2 x 2 grid.
+    assert picture.shape[1] == 2 * 40 + 3 * 2 and picture.shape[0] > 2 * 30
+    with pytest.raises(ValueError, match="labels"):
+        visualize.render_step_maps(image, maps, ["a"])
+    with pytest.raises(ValueError, match="maps must have shape"):
+        visualize.render_step_maps(image, maps[:, :10], ["a", "b", "c"])
+    colors = visualize.heat_colors(np.array([0.0, 1.0]))
+    assert tuple(colors[0]) == (0, 0, 96) and tuple(colors[1]) == (255, 255, 96)
+
+
+def test_predict_explain_writes_one_panel_per_word(tmp_path, resnet):
+    from PIL import Image
+
+    from refseg_tf.inference import Predictor
+    from refseg_tf.predict import default_explain_path, explain_to_file
+    from refseg_tf.text import Vocabulary
+    from refseg_tf.training import experiments
+
+    config = experiments.synthetic_rmi("r_rmi")
+    config.data.image_size = IMAGE
+    vocabulary = Vocabulary.build(["the red circle on the left"])
+    model = build_preset("r_rmi", len(vocabulary), size="tiny", backbone=resnet)
+    predictor = Predictor(model, config, vocabulary)
+    image = np.random.default_rng(0).integers(0, 256, (48, 80, 3), dtype=np.uint8)
+    path = default_explain_path(str(tmp_path / "mask.png"))
+    assert path.endswith("mask_explain.jpg")
+    written = explain_to_file(predictor, image, "the red square", path)
+    with Image.open(written) as picture:
+        width, height = picture.size
+    # Title + 3 words ("square" is <unk>) in a 2 x 2 grid of 80-px-wide panels.
+    assert width == 2 * 80 + 3 * 4 and height > 2 * 48

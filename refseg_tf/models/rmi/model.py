@@ -146,10 +146,13 @@ class RMI(ReferringSegmenter):
             visual = self.visual_projection(visual)
         visual = self.visual_norm(visual)
         text = self.text_encoder(word_ids, training=training)
+        # Zero at pads (the mLSTM skips those steps anyway); it also drops the Keras mask the
+        # LSTM attaches, which L2Normalize would warn about.
+        text_states = ops.where(text["mask"][..., None], text["sequence"], 0.0)
         states = self.mlstm(
             visual,
             text["embeddings"],
-            self.text_norm(text["sequence"]),
+            self.text_norm(text_states),
             self.spatial(visual),
             word_mask=text["mask"],
             return_sequences=return_sequences,
