@@ -300,7 +300,8 @@ def test_step_maps_picture_has_a_panel_per_word(tmp_path):
     assert tuple(colors[0]) == (0, 0, 96) and tuple(colors[1]) == (255, 255, 96)
 
 
-def test_predict_explain_writes_one_panel_per_word(tmp_path, resnet):
+@pytest.mark.parametrize("name, panels", [("r_rmi", 4), ("rrn", 4)])
+def test_predict_explain_writes_one_panel_per_step(tmp_path, resnet, name, panels):
     from PIL import Image
 
     from refseg_tf.inference import Predictor
@@ -311,7 +312,7 @@ def test_predict_explain_writes_one_panel_per_word(tmp_path, resnet):
     config = experiments.synthetic_rmi("r_rmi")
     config.data.image_size = IMAGE
     vocabulary = Vocabulary.build(["the red circle on the left"])
-    model = build_preset("r_rmi", len(vocabulary), size="tiny", backbone=resnet)
+    model = build_preset(name, len(vocabulary), size="tiny", backbone=resnet)
     predictor = Predictor(model, config, vocabulary)
     image = np.random.default_rng(0).integers(0, 256, (48, 80, 3), dtype=np.uint8)
     path = default_explain_path(str(tmp_path / "mask.png"))
@@ -319,5 +320,25 @@ def test_predict_explain_writes_one_panel_per_word(tmp_path, resnet):
     written = explain_to_file(predictor, image, "the red square", path)
     with Image.open(written) as picture:
         width, height = picture.size
-    # Title + 3 words ("square" is <unk>) in a 2 x 2 grid of 80-px-wide panels.
-    assert width == 2 * 80 + 3 * 4 and height > 2 * 48
+    # Title + 3 words ("square" is <unk>) or 3 levels: a 2 x 2 grid of 80-px-wide panels.
+    columns = int(np.ceil(np.sqrt(panels)))
+    assert width == columns * 80 + (columns + 1) * 4 and height > 2 * 48
+
+
+@pytest.mark.parametrize("case", [{}, {"lstm_cell": "unrolled", "initial_state": "input"}])
+def test_rrn_explain_gives_the_state_after_each_refinement_step(resnet, case):
+    model = build_preset("rrn", VOCAB, size="tiny", backbone=resnet, **case)
+    inputs = _inputs(2)
+    explanation = model.explain(inputs)
+    labels = ("q",) * (case.get("initial_state") == "input") + ("C5", "C4", "C3")
+    assert tuple(explanation["labels"]) == labels
+    maps = _np(explanation["maps"])
+    assert maps.shape == (2, len(labels), IMAGE, IMAGE) and np.isfinite(maps).all()
+    # The last map is the channel mean of the state the score convolution reads.
+    image_features = model.backbone(inputs["image"])
+    fused = model.fusion(image_features["C5"], inputs["word_ids"])
+    laterals = [model.laterals[lv](model.resize(image_features[lv], fused)) for lv in model.pyramid]
+    final = model.refinement(fused, laterals)
+    mean = _np(ops.mean(final, axis=-1, keepdims=True))
+    expected = tf.image.resize(mean, (IMAGE, IMAGE)).numpy()[..., 0]
+    np.testing.assert_allclose(maps[:, -1], expected, atol=1e-5)
