@@ -10,6 +10,7 @@ from refseg_tf.backbones import get_backbone
 from refseg_tf.losses import SigmoidCrossEntropyLoss
 from refseg_tf.models import RMI, MultimodalLSTM, build_preset, get_preset
 from refseg_tf.models.rmi import ClippedArctanh
+from tests.test_param_counts import PAPER_CHANNELS, rmi_head
 from tests.test_models import (
     IMAGE,
     TINY_RESNET,
@@ -215,20 +216,11 @@ def test_rmi_explain_gives_one_map_per_real_word_at_image_size(r_rmi):
 VOCAB_COCO = 12112
 
 
-def rmi_head(vocabulary_size, visual_channels, projection=None):
-    """RMI Sec. 4.2 + authors' code: embedding 1000, word LSTM 1000, mLSTM 500, 1x1 score."""
-    embedding, text, units, spatial = 1000, 1000, 500, 8
-    total = vocabulary_size * embedding + 4 * (embedding + text + 1) * text
-    if projection:
-        total += visual_channels * projection + projection
-        visual_channels = projection
-    total += (visual_channels + embedding + text + spatial + units) * 4 * units + 4 * units
-    return total + units + 1
-
-
 def test_rmi_head_formula_gives_the_hand_computed_paper_counts():
-    assert rmi_head(VOCAB_COCO, 1000) == 27_134_501  # r_rmi: fc1000 is the backbone's
-    assert rmi_head(VOCAB_COCO, 2048, projection=1000) == 29_183_501  # d_rmi: + conv0
+    # r_rmi: embedding 12,112,000 + word LSTM 8,004,000 + mLSTM 7,018,000 + score 501.
+    assert rmi_head(VOCAB_COCO, PAPER_CHANNELS) == 27_134_501
+    # d_rmi: + conv0 (2048 -> 1000, 2,049,000); fc1000 of the backbone is unused.
+    assert rmi_head(VOCAB_COCO, PAPER_CHANNELS, "C5", projection=1000) == 29_183_501
 
 
 @pytest.mark.parametrize("name", ["r_rmi", "d_rmi"])
@@ -239,7 +231,7 @@ def test_paper_scale_rmi_heads_on_tiny_backbones(name, resnet):
     preset = get_preset(name)
     feature = preset.kwargs["visual_feature"]
     projection = preset.kwargs.get("visual_projection_dim")
-    assert head == rmi_head(VOCAB_COCO, resnet.feature_channels[feature], projection)
+    assert head == rmi_head(VOCAB_COCO, resnet.feature_channels, feature, projection)
 
 
 # --------------------------------------------------------------------------- configs
