@@ -334,3 +334,16 @@ def test_rrn_explain_gives_the_state_after_each_refinement_step(resnet, case):
     mean = _np(ops.mean(final, axis=-1, keepdims=True))
     expected = tf.image.resize(mean, (IMAGE, IMAGE)).numpy()[..., 0]
     np.testing.assert_allclose(maps[:, -1], expected, atol=1e-5)
+
+
+def test_rmi_logits_stay_float32_under_mixed_precision(resnet):
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = build_preset("d_rmi", VOCAB, size="tiny", backbone_kwargs=TINY_RESNET)
+        logits = model(_inputs(2))
+        maps = model.explain(_inputs(2))["maps"]
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert model.mlstm.compute_dtype == "float16"
+    assert logits.dtype == "float32" and np.isfinite(_np(logits)).all()
+    assert maps.dtype == "float32" and np.isfinite(_np(maps)).all()
