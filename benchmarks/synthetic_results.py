@@ -15,13 +15,14 @@ import time
 
 from absl import app, flags
 
-MODELS = ("lstm_cnn", "r_lstm", "d_lstm", "d_lstm_ours", "rrn")
+MODELS = ("lstm_cnn", "r_lstm", "d_lstm", "d_lstm_ours", "rrn", "rmi")
 PAPER_ROWS = {  # the papers' headline row for each model (overall IoU, %)
     "lstm_cnn": "48.03 (ReferIt test, high-res; Hu Table 1)",
     "r_lstm": "38.74 (UNC val; RMI Table 1)",
     "d_lstm": "43.27 (UNC val; RMI Table 1)",
     "d_lstm_ours": "46.49 (UNC val; RRN Table 1 row 2)",
     "rrn": "54.26 (UNC val; RRN Table 1 row 12)",
+    "rmi": "39.74 (UNC val; RMI Table 1, R+RMI)",
 }
 
 flags.DEFINE_string("output_dir", "runs/synthetic_results", "Where data, models and the table go.")
@@ -34,7 +35,10 @@ FLAGS = flags.FLAGS
 def synthetic_config(model, data_dir, blind, steps):
     from refseg_tf.training import experiments
 
-    config = experiments.synthetic(model, **({"stage": "high"} if model == "lstm_cnn" else {}))
+    if model == "rmi":  # experiments/synthetic_rmi.py: the R+RMI preset
+        config = experiments.synthetic_rmi("r_rmi")
+    else:
+        config = experiments.synthetic(model, **({"stage": "high"} if model == "lstm_cnn" else {}))
     config.data.dir = data_dir
     if blind:
         config.data.blind_expression = "object"

@@ -26,6 +26,8 @@ def define_flags():
         flags.DEFINE_float("threshold", None, "Probability threshold (default: the model's).")
         flags.DEFINE_string("probabilities", None, "Optional .npy path for the probability map.")
         flags.DEFINE_string("checkpoint", "auto", "'auto', 'final', 'latest' or a checkpoint path.")
+        flags.DEFINE_bool("explain", False, "Also draw the model's per-step response maps (RMI: "
+                          "one panel per word; RRN: per refinement step) to <output>_explain.jpg.")
     flags.mark_flags_as_required(["model_dir", "image", "expression", "output"])
 
 
@@ -66,17 +68,83 @@ def predict_to_files(model_dir, image_path, expression, output, overlay=None, th
     return mask, overlay
 
 
+def default_explain_path(output: str) -> str:
+    stem, _ = os.path.splitext(output)
+    return stem + "_explain.jpg"
+
+
+def explain_to_file(predictor, image, expression, path):
+    """Draws the per-step response maps of `predictor.model.explain` over the image.
+
+    RMI: the mLSTM state after each word (RMI Sec. 4.4, Fig. 6), one panel per word, labelled
+    with the vocabulary word read at that step (`<unk>` for an unknown word). RRN: the state
+    after each refinement step, labelled with its pyramid level. Maps are restored to the
+    image's own size with the inverse letterbox.
+
+    Returns:
+        The path written.
+    """
+    import tensorflow as tf
+
+    from refseg_tf.data import preprocess_image
+    from refseg_tf.data.transforms import restore_to_original
+    from refseg_tf.visualize import save_step_maps
+
+    model = predictor.model
+    if not hasattr(model, "explain"):
+        raise ValueError(
+            f"--explain needs a model with per-step maps (RMI, RRN); {type(model).__name__} "
+            "has none."
+        )
+    config = predictor.config
+    prepared, _ = preprocess_image(
+        image, predictor.image_size, resize_method=config.data.resize_method,
+        pad_value=config.data.pad_value, normalization=config.data.normalization,
+    )
+    if predictor.blind_word_ids is not None:
+        word_ids = tf.constant([predictor.blind_word_ids], tf.int32)
+    else:
+        word_ids = predictor.tokenizer(tf.constant([expression]))
+    explanation = model.explain({"image": prepared[tf.newaxis], "word_ids": word_ids})
+    maps = np.asarray(explanation["maps"])[0]
+    if "is_word" in explanation:
+        steps = np.flatnonzero(np.asarray(explanation["is_word"])[0])
+        words = predictor.tokenizer.vocabulary.words
+        labels = [f"{n + 1}. {words[int(i)]}" for n, i in enumerate(np.asarray(word_ids)[0, steps])]
+    else:
+        steps = np.arange(maps.shape[0])
+        labels = [f"{n + 1}. {label}" for n, label in enumerate(explanation["labels"])]
+    height, width = image.shape[:2]
+    restored = [
+        np.asarray(restore_to_original(maps[i][..., None], (height, width), predictor.image_size))
+        .reshape(height, width)
+        for i in steps
+    ]
+    return save_step_maps(path, image, np.stack(restored), labels, title=expression)
+
+
 @user_errors_as_messages("refseg-predict")
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     FLAGS = flags.FLAGS
+    predictor = None
+    if FLAGS.explain:  # one loaded model for the mask and the maps
+        from refseg_tf.inference import Predictor
+
+        predictor = Predictor.from_model_dir(FLAGS.model_dir, checkpoint=FLAGS.checkpoint)
     mask, overlay = predict_to_files(
         FLAGS.model_dir, FLAGS.image, FLAGS.expression, FLAGS.output, FLAGS.overlay,
-        FLAGS.threshold, FLAGS.probabilities, FLAGS.checkpoint,
+        FLAGS.threshold, FLAGS.probabilities, FLAGS.checkpoint, predictor=predictor,
     )
     print(f"Mask ({mask.shape[1]}x{mask.shape[0]}, {mask.mean():.1%} foreground) -> {FLAGS.output}")
     print(f"Picture -> {overlay}")
+    if FLAGS.explain:
+        from refseg_tf.inference import read_image
+
+        path = explain_to_file(predictor, read_image(FLAGS.image), FLAGS.expression,
+                               default_explain_path(FLAGS.output))
+        print(f"Per-step response maps -> {path}")
 
 
 def run():

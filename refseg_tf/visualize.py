@@ -297,3 +297,70 @@ def mask_grid(
         for image, mask, caption, truth in zip(images, masks, captions, ground_truths, strict=True)
     ]
     return tile_images(overlays, columns=columns, padding=padding)
+
+
+# --------------------------------------------------------------------------- response maps
+
+
+def heat_colors(values) -> np.ndarray:
+    """Maps values in [0, 1] to uint8 RGB, dark blue (0) -> red -> yellow (1)."""
+    v = np.clip(np.asarray(values, np.float32), 0.0, 1.0)[..., None]
+    stops = np.array([[0, 0, 96], [200, 0, 60], [255, 128, 0], [255, 255, 96]], np.float32)
+    position = v * (len(stops) - 1)
+    lower = np.minimum(np.floor(position).astype(int), len(stops) - 2)
+    fraction = position - lower
+    colors = stops[lower[..., 0]] * (1.0 - fraction) + stops[lower[..., 0] + 1] * fraction
+    return np.clip(np.rint(colors), 0, 255).astype(np.uint8)
+
+
+def render_step_maps(
+    image,
+    maps,
+    labels: Sequence[str],
+    title: str | None = None,
+    *,
+    alpha: float = 0.6,
+    columns: int | None = None,
+    padding: int = 4,
+) -> np.ndarray:
+    """One panel per recurrent step (a word for RMI, a pyramid level for RRN) over the image.
+
+    Every map is shown as a heat map blended over the image, with its label as caption; all
+    panels share one colour scale (the min and max over every map), so they can be compared
+    step to step as in RMI's Fig. 6.
+
+    Args:
+        image: uint8 RGB [H, W, 3].
+        maps: [N, H, W] float response maps at the image size (`RMI.explain`, `RRN.explain`
+            restored to the original image).
+        labels: N captions (the words, or the levels).
+        title: optional caption of an extra first panel showing the image alone.
+        alpha: weight of the heat map in each panel.
+    """
+    rgb = as_rgb_image(image)
+    maps = np.asarray(maps, np.float32)
+    labels = list(labels)
+    if maps.ndim != 3 or maps.shape[1:] != rgb.shape[:2]:
+        raise ValueError(
+            f"maps must have shape [N, {rgb.shape[0]}, {rgb.shape[1]}] (the image's size); "
+            f"received {maps.shape}."
+        )
+    if len(labels) != maps.shape[0] or not labels:
+        raise ValueError(
+            f"labels must name each of the {maps.shape[0]} maps (at least one); "
+            f"received {len(labels)} labels."
+        )
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1]; received {alpha}.")
+    low, high = float(maps.min()), float(maps.max())
+    scaled = (maps - low) / (high - low) if high > low else np.zeros_like(maps)
+    panels = [] if title is None else [draw_caption(rgb, title)]
+    for heat, label in zip(scaled, labels):
+        blended = (1.0 - alpha) * rgb.astype(np.float32) + alpha * heat_colors(heat)
+        panels.append(draw_caption(np.clip(np.rint(blended), 0, 255).astype(np.uint8), label))
+    return tile_images(panels, columns=columns, padding=padding)
+
+
+def save_step_maps(path, image, maps, labels, title=None, **options) -> str:
+    """Renders `render_step_maps(image, maps, labels, title, **options)` and saves it."""
+    return save_image(path, render_step_maps(image, maps, labels, title, **options))

@@ -97,16 +97,22 @@ def _assert_batch_equals_single_runs(model, padding, count=4):
         )
 
 
+def _head_weights(model):
+    """Values of the weights outside the backbone (text encoder, fusion, recurrence, score)."""
+    backbone = {id(variable) for variable in model.backbone.weights}
+    return [np.array(v) for v in model.weights if id(v) not in backbone]
+
+
 def _assert_trains_and_round_trips(model, tmp_path):
     """compile() defaults, fit 2 steps, loss goes down on a repeated batch, .keras round trip."""
     model.compile()
     model(_inputs(1))  # build, to compare weights before and after training
-    before = [np.array(w) for w in model.fusion.get_weights()]
+    before = _head_weights(model)
     assert before
     history = model.fit(_dataset(), epochs=1, verbose=0, shuffle=False)
     assert {"loss", "overall_iou", "mean_iou", "precision@0.5"} <= set(history.history)
     assert np.isfinite(history.history["loss"][0])
-    after = model.fusion.get_weights()
+    after = _head_weights(model)
     assert any(not np.allclose(b, a) for b, a in zip(before, after))
 
     inputs, masks = _inputs(2), _masks(2)
@@ -359,7 +365,9 @@ def test_build_model_rejects_bad_configs():
         build_model(dict(base, name="rrn", stage="high"))
     with pytest.raises(ValueError, match="table1_row"):
         build_model(dict(base, name="rrn", table1_row=2))
-    assert list_presets() == ["d_lstm", "d_lstm_ours", "lstm_cnn", "r_lstm", "rrn"]
+    assert list_presets() == [
+        "d_lstm", "d_lstm_ours", "d_rmi", "lstm_cnn", "r_lstm", "r_rmi", "rrn"
+    ]
 
 
 def test_models_reject_bad_arguments(vgg, resnet, low_res):
@@ -391,7 +399,9 @@ def test_refinement_is_a_registered_layer_of_the_model(rrn):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["lstm_cnn", "r_lstm", "d_lstm", "d_lstm_ours", "rrn"])
+@pytest.mark.parametrize(
+    "name", ["lstm_cnn", "r_lstm", "d_lstm", "d_lstm_ours", "rrn", "r_rmi", "d_rmi"]
+)
 def test_every_preset_fits_with_a_trainable_backbone(name, tmp_path):
     kwargs = {} if name == "lstm_cnn" else {"backbone_kwargs": TINY_RESNET}
     model = build_preset(name, VOCAB, size="tiny", **kwargs)

@@ -75,6 +75,17 @@ def rrn_head(vocabulary_size, channels, pyramid=("C5", "C4", "C3")):
     return total + conv_lstm_params(1, D_Q, D_Q) + conv_params(3, D_Q, 1)
 
 
+def rmi_head(vocabulary_size, channels, feature="fc1000", projection=None, units=500):
+    """RMI Sec. 3.3 / 4.2 and authors' code: text, [v; w_t; h_t; 8] -> mLSTM (n) -> 1x1 score."""
+    total = text_params(vocabulary_size)
+    visual_channels = channels[feature]
+    if projection:
+        total += conv_params(1, visual_channels, projection)
+        visual_channels = projection
+    mlstm_inputs = visual_channels + EMBEDDING + D_TEXT + SPATIAL
+    return total + conv_lstm_params(1, mlstm_inputs, units) + conv_params(1, units, 1)
+
+
 # (preset, overrides, vocabulary, backbone, head formula, head count worked out by hand)
 CASES = [
     ("lstm_cnn", {"stage": "low"}, VOCAB_REFERIT, "vgg16_fcn",
@@ -88,8 +99,12 @@ CASES = [
     ("d_lstm_ours", {}, VOCAB_COCO, "resnet101_os8",
      lambda v, c: lstm_cnn_head(v, c, "C5", projection=PROJECTION, score_kernel=3), 23_174_001),
     ("rrn", {}, VOCAB_COCO, "resnet101_os8", lambda v, c: rrn_head(v, c), 26_969_501),
+    ("r_rmi", {}, VOCAB_COCO, "resnet101_os8", lambda v, c: rmi_head(v, c), 27_134_501),
+    ("d_rmi", {}, VOCAB_COCO, "resnet101_os8",
+     lambda v, c: rmi_head(v, c, "C5", projection=PROJECTION), 29_183_501),
 ]
-CASE_IDS = ["lstm_cnn_low", "lstm_cnn_high", "r_lstm", "d_lstm", "d_lstm_ours", "rrn"]
+CASE_IDS = ["lstm_cnn_low", "lstm_cnn_high", "r_lstm", "d_lstm", "d_lstm_ours", "rrn", "r_rmi",
+            "d_rmi"]
 BACKBONE_PARAMS = {"vgg16_fcn": VGG16_PARAMS, "resnet101_os8": RESNET101_PARAMS}
 
 

@@ -382,6 +382,25 @@ class RecurrentRefinement(keras.layers.Layer):
             states.append(hidden)
         return ops.stack(states, axis=1) if self.return_sequences else hidden
 
+    def step_states(self, initial, inputs, training=None):
+        """The hidden state after every update, whatever `return_sequences` says: a list of
+        `[B, H, W, units]` (`total_steps` of them; with `initial_state="input"` the first is the
+        state after reading q). For per-step pictures (`RRN.explain`)."""
+        if not self.built:
+            self.build(tuple(initial.shape), [tuple(x.shape) for x in inputs])
+        hidden, sequence = self._sequence(initial, list(inputs))
+        if self.update == "lstm" and self.lstm_cell == "keras":
+            # The Keras ConvLSTM returns the last state only: run it on each prefix.
+            return [
+                self._run_keras_conv_lstm(hidden, sequence[: count + 1], training)
+                for count in range(len(sequence))
+            ]
+        states, carry = [], ops.zeros_like(hidden)
+        for index, step_input in enumerate(sequence):
+            hidden, carry = self._step(index, hidden, carry, step_input)
+            states.append(hidden)
+        return states
+
     def _step(self, index, hidden, carry, step_input):
         step_input = ops.cast(step_input, hidden.dtype)
         if self.update == "fpn":

@@ -19,6 +19,7 @@ from refseg_tf.models.presets import (
     list_presets,
     preset_kwargs,
 )
+from refseg_tf.models.rmi import RMI, MultimodalLSTM, register as _register_rmi
 from refseg_tf.models.rrn import (
     RRN,
     RRN_AUTHORS_CODE,
@@ -33,8 +34,10 @@ __all__ = [
     "HU_LOW_RES_LOSS",
     "HU_OPTIMIZER",
     "LSTMCNN",
+    "MultimodalLSTM",
     "PRESETS",
     "Preset",
+    "RMI",
     "RRN",
     "RRN_AUTHORS_CODE",
     "RRN_LOSS",
@@ -50,6 +53,8 @@ __all__ = [
     "list_presets",
     "preset_kwargs",
 ]
+
+_register_rmi()  # the r_rmi / d_rmi presets (refseg_tf.models.rmi.presets)
 
 # Keys of the `model` section that are not model keyword arguments.
 _SECTION_KEYS = ("name", "vocabulary_size", "size", "backbone", "loss", "optimizer")
@@ -96,7 +101,7 @@ def build_model(config):
     Reads `config.model` (or `config` itself when it has no `model` section):
 
     - `name` (str, required): a preset, one of "lstm_cnn", "r_lstm", "d_lstm",
-      "d_lstm_ours", "rrn" (see `refseg_tf.models.presets`).
+      "d_lstm_ours", "rrn", "r_rmi", "d_rmi" (see `refseg_tf.models.presets`).
     - `vocabulary_size` (int, required): size of the dataset's `vocab.txt`.
     - `size` (str, default "paper"): "paper" or "tiny" (few channels, for tests).
     - `backbone` (optional): a backbone name, or a section with `name` (str; default the

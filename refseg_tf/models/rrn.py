@@ -1,10 +1,11 @@
 """Recurrent Refinement Network (Li et al. 2018) and its Table 1 ablation variants."""
 
 import keras
+from keras import ops
 
 from refseg_tf.layers.fusion import TextVisualFusion
 from refseg_tf.layers.refinement import RecurrentRefinement
-from refseg_tf.layers.spatial import ResizeLike
+from refseg_tf.layers.spatial import ResizeLike, resize_bilinear
 from refseg_tf.models.base import (
     ReferringSegmenter,
     check_feature,
@@ -210,6 +211,29 @@ class RRN(ReferringSegmenter):
         ]
         refined = self.refinement(fused, lateral_inputs, training=training)
         return self.score_conv(refined)
+
+    def explain(self, inputs):
+        """Per-step response maps: the refinement state after each pyramid level (Fig. 4 view).
+
+        Each state `[B, H', W', D_Q]` is averaged over its channels and upsampled bilinearly to
+        the image size, as RMI's per-word maps (`RMI.explain`).
+
+        Returns:
+            A dict: `maps` float32 `[B, N, S, S]` and `labels` (N names: the pyramid levels, with
+            "q" first when `initial_state="input"` reads q as its first input).
+        """
+        image, word_ids = self.check_inputs(inputs)
+        features = self.backbone(image, training=False)
+        fused = self.fusion(features[self.visual_feature], word_ids, training=False)
+        lateral_inputs = [
+            self.laterals[level](self.resize(features[level], fused)) for level in self.pyramid
+        ]
+        states = self.refinement.step_states(fused, lateral_inputs, training=False)
+        response = ops.stack([ops.mean(ops.cast(h, "float32"), axis=-1) for h in states], -1)
+        size = tuple(ops.shape(image)[1:3])
+        maps = ops.transpose(resize_bilinear(response, size), (0, 3, 1, 2))
+        labels = (("q",) if self.initial_state == "input" else ()) + self.pyramid
+        return {"maps": maps, "labels": labels}
 
     def get_config(self):
         config = super().get_config()

@@ -1,0 +1,7 @@
+"""D+RMI (RMI, Liu et al. 2017, Table 1), unc+; the D+RMI+DCRF row = this model with `refseg-evaluate --dense_crf`."""
+
+from refseg_tf.training import experiments
+
+
+def get_config():
+    return experiments.rmi(model="d_rmi", dataset="unc+")

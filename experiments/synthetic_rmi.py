@@ -1,0 +1,7 @@
+"""R+RMI (mLSTM over the words), tiny, on the synthetic data: trains in minutes on two CPU cores."""
+
+from refseg_tf.training import experiments
+
+
+def get_config():
+    return experiments.synthetic_rmi(model="r_rmi")

@@ -1,0 +1,209 @@
+"""RMI (Liu et al. 2017): recurrent multimodal interaction, R+RMI and D+RMI."""
+
+import keras
+from keras import ops
+
+from refseg_tf.layers.spatial import L2Normalize, SpatialCoordinates, resize_bilinear
+from refseg_tf.layers.text import LSTMTextEncoder
+from refseg_tf.models.base import (
+    ReferringSegmenter,
+    check_feature,
+    merge_config,
+    resolve_backbone,
+)
+from refseg_tf.models.presets import ADAM_RMI, RMI_BASELINE_LOSS
+from refseg_tf.models.rmi.layers import ClippedArctanh, MultimodalLSTM
+
+# "atanh_relu": the authors' code (atanh-like transform of h_T, ReLU, 1x1 conv);
+# "none": the paper (Sec. 3.3: "a convolution layer" on the mLSTM output).
+OUTPUT_TRANSFORMS = ("atanh_relu", "none")
+
+# RMI shares the training recipe of its R+LSTM / D+LSTM baselines (the same code base, RMIc
+# `train_op`): BCE at the 40x40 grid, Adam 2.5e-4. One definition for both (models.presets).
+RMI_LOSS = RMI_BASELINE_LOSS
+RMI_OPTIMIZER = ADAM_RMI
+
+
+@keras.saving.register_keras_serializable(package="refseg_tf")
+class RMI(ReferringSegmenter):
+    """RMI: a word LSTM and a convolutional multimodal LSTM read the expression word by word.
+
+    1. Visual feature `v` (D_I = 1000) at stride 8: the ResNet's `fc1000` (R+RMI) or a learned
+       1x1 projection of `C5` (res5c) to 1000 (D+RMI, `visual_projection_dim`), L2-normalised
+       over channels.
+    2. Word LSTM (D_S = 1000) over the embedded words (1000): `h_t` after every word,
+       L2-normalised; pad steps are skipped (`LSTMTextEncoder(return_sequences=True)`).
+    3. mLSTM (`MultimodalLSTM`, n = 500) over `[L2(v_ij); w_t; L2(h_t); spatial_ij]` for every
+       word t and cell (i, j), zero initial state, pads skipped per example.
+    4. Head on the state after the last word: `output_transform="atanh_relu"` (the authors'
+       code) applies `0.5 * (log(1.001 + h) - log(1.001 - h))` and a ReLU, then a 1x1
+       convolution to one logit per cell; `"none"` is the paper's plain convolution on h_T.
+
+    `explain(inputs)` returns the per-word response maps of Sec. 4.4 / Fig. 6.
+
+    Args:
+        backbone: a `refseg_tf.backbones.Backbone` (ResNetOS8) or its serialised dict.
+        vocabulary_size: number of word ids.
+        visual_feature: backbone feature used as `v` ("fc1000" for R+RMI, "C5" for D+RMI).
+        visual_projection_dim: learned 1x1 projection of `visual_feature` (1000 for D+RMI, the
+            authors' `conv0`; None = use the feature as is).
+        embedding_dim: word embedding size (1000 in the authors' code).
+        text_units: word LSTM size D_S (1000).
+        mlstm_units: mLSTM cell size n (500).
+        output_transform: one of `OUTPUT_TRANSFORMS`.
+        embedding_dropout: dropout on word embeddings during training (0 in the authors' code).
+        threshold, loss_config, optimizer_config: see `ReferringSegmenter`; the keys given
+            override RMI's BCE at the logits' grid and Adam(2.5e-4).
+
+    Call args:
+        inputs: `{"image": [B, S, S, 3] float32, "word_ids": [B, T] int32}`; T must be static
+            (the mLSTM is unrolled over the words).
+        training: Python bool.
+
+    Returns:
+        float32 logits `[B, S / 8, S / 8, 1]` on ResNetOS8.
+
+    Example:
+        >>> model = build_preset("r_rmi", vocabulary_size=12112)
+        >>> model.compile()
+        >>> maps = model.explain({"image": images, "word_ids": word_ids})
+
+    Reference:
+        Liu et al. 2017, Sec. 3.2-3.3 (Eq. 1-7), Sec. 4.2 (sizes), Sec. 4.4 (Fig. 6); where the
+        paper is silent or differs, the authors' code (TF-phrasecut-public `RMI_model.py`):
+        the mLSTM input order and normalisations, the atanh head, the D+RMI projection.
+    """
+
+    def __init__(
+        self,
+        backbone,
+        vocabulary_size,
+        *,
+        visual_feature="fc1000",
+        visual_projection_dim=None,
+        embedding_dim=1000,
+        text_units=1000,
+        mlstm_units=500,
+        output_transform="atanh_relu",
+        embedding_dropout=0.0,
+        threshold=0.5,
+        loss_config=None,
+        optimizer_config=None,
+        **kwargs,
+    ):
+        if output_transform not in OUTPUT_TRANSFORMS:
+            raise ValueError(
+                f"`output_transform` must be one of {OUTPUT_TRANSFORMS}; "
+                f"received {output_transform!r}."
+            )
+        super().__init__(
+            threshold=threshold,
+            loss_config=merge_config(RMI_LOSS, loss_config),
+            optimizer_config=merge_config(RMI_OPTIMIZER, optimizer_config),
+            **kwargs,
+        )
+        self.backbone = resolve_backbone(backbone)
+        self.visual_feature = check_feature(self.backbone, visual_feature, "visual_feature")
+        self.vocabulary_size = int(vocabulary_size)
+        self.visual_projection_dim = (
+            None if visual_projection_dim is None else int(visual_projection_dim)
+        )
+        self.embedding_dim = int(embedding_dim)
+        self.text_units = int(text_units)
+        self.mlstm_units = int(mlstm_units)
+        self.output_transform = output_transform
+        self.embedding_dropout = float(embedding_dropout)
+
+        # === Layers ===
+        self.visual_projection = None
+        if self.visual_projection_dim is not None:
+            self.visual_projection = keras.layers.Conv2D(
+                self.visual_projection_dim, 1, name="visual_projection"
+            )
+        self.visual_norm = L2Normalize(name="visual_l2")
+        self.spatial = SpatialCoordinates(name="spatial")
+        self.text_encoder = LSTMTextEncoder(
+            self.vocabulary_size,
+            self.embedding_dim,
+            self.text_units,
+            return_sequences=True,
+            embedding_dropout=self.embedding_dropout,
+            name="text_encoder",
+        )
+        self.text_norm = L2Normalize(name="text_l2")
+        self.mlstm = MultimodalLSTM(self.mlstm_units, name="mlstm")
+        self.arctanh = ClippedArctanh(name="arctanh") if output_transform == "atanh_relu" else None
+        self.score_conv = keras.layers.Conv2D(1, 1, dtype="float32", name="score")
+
+    @property
+    def output_stride(self):
+        return self.backbone.feature_strides[self.visual_feature]
+
+    def _mlstm_states(self, inputs, training, return_sequences):
+        image, word_ids = self.check_inputs(inputs)
+        visual = self.backbone(image, training=training)[self.visual_feature]
+        if self.visual_projection is not None:
+            visual = self.visual_projection(visual)
+        visual = self.visual_norm(visual)
+        text = self.text_encoder(word_ids, training=training)
+        # Zero at pads (the mLSTM skips those steps anyway); it also drops the Keras mask the
+        # LSTM attaches, which L2Normalize would warn about.
+        text_states = ops.where(text["mask"][..., None], text["sequence"], 0.0)
+        states = self.mlstm(
+            visual,
+            text["embeddings"],
+            self.text_norm(text_states),
+            self.spatial(visual),
+            word_mask=text["mask"],
+            return_sequences=return_sequences,
+        )
+        return states, text["mask"]
+
+    def _head_input(self, hidden):
+        if self.arctanh is None:
+            return hidden
+        return ops.relu(self.arctanh(hidden))
+
+    def call(self, inputs, training=None):
+        hidden, _ = self._mlstm_states(inputs, training, return_sequences=False)
+        return self.score_conv(self._head_input(hidden))
+
+    def explain(self, inputs):
+        """Per-word response maps (RMI Sec. 4.4, Fig. 6).
+
+        After each word t, the mLSTM hidden state `[B, H', W', n]` (through the head's atanh
+        transform when the model has one, as the authors' visualisation) is averaged over its
+        channels and bilinearly upsampled to the image size.
+
+        Args:
+            inputs: `{"image": [B, S, S, 3], "word_ids": [B, T]}`.
+
+        Returns:
+            A dict: `maps` float32 `[B, T, S, S]` (a pad step repeats the previous map) and
+            `is_word` bool `[B, T]` (True at real words; select those maps to draw).
+        """
+        hidden, mask = self._mlstm_states(inputs, training=False, return_sequences=True)
+        if self.arctanh is not None:
+            hidden = self.arctanh(hidden)
+        response = ops.mean(ops.cast(hidden, "float32"), axis=-1)  # [B, T, H', W']
+        size = tuple(ops.shape(inputs["image"])[1:3])
+        # Time folded into channels: one resize for all words.
+        channels_last = ops.transpose(response, (0, 2, 3, 1))
+        upsampled = resize_bilinear(channels_last, size)
+        maps = ops.transpose(upsampled, (0, 3, 1, 2))
+        return {"maps": maps, "is_word": mask}
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            backbone=keras.saving.serialize_keras_object(self.backbone),
+            vocabulary_size=self.vocabulary_size,
+            visual_feature=self.visual_feature,
+            visual_projection_dim=self.visual_projection_dim,
+            embedding_dim=self.embedding_dim,
+            text_units=self.text_units,
+            mlstm_units=self.mlstm_units,
+            output_transform=self.output_transform,
+            embedding_dropout=self.embedding_dropout,
+        )
+        return config
