@@ -20,7 +20,8 @@ authors' batch builders used), `raw` (the annotators' original text) with
 
 Bad input, as counted skips (see `report.py`): an annotation without (usable) segmentation, a
 sentence that is empty or only whitespace, a ref whose annotation or image is missing, a ref
-whose annotation lies on another image, a duplicate ref id, a mask that decodes empty; a
+whose annotation lies on another image, a duplicate ref id, an RLE whose runs do not cover
+exactly height*width pixels (`rle.py`), a mask that decodes empty; a
 missing, corrupt or wrongly sized image file. Malformed files (invalid JSON, a missing key, a
 wrong type) raise `ConversionError` naming the file and field.
 """
@@ -36,6 +37,7 @@ import numpy as np
 from refseg_tf.data import schema
 from refseg_tf.data.converters import images
 from refseg_tf.data.converters.report import IMAGE, REF, SENTENCE, ConversionError
+from refseg_tf.data.converters.rle import rle_problem
 from refseg_tf.data.converters.safe_pickle import load_pickle
 
 KNOWN_DATASETS = {
@@ -135,6 +137,13 @@ class ReferReader:
     @property
     def refs_path(self) -> str:
         return os.path.join(self.data_root, self.dataset, f"refs({self.split_by}).p")
+
+    def source_files(self, item: ReferImageItem) -> list:
+        """The image file `materialize` reads for `item` (for the resume fingerprint).
+
+        The annotations need no stamp: the item itself holds every segmentation and sentence.
+        """
+        return [os.path.join(self.image_root, item.file_name)]
 
     def options(self) -> dict:
         return {
@@ -370,7 +379,8 @@ def decode_segmentation(segmentation, height: int, width: int) -> np.ndarray:
     All parts are united (a pixel covered by several polygons is 1, not their count).
 
     Raises:
-        ValueError: the segmentation is malformed or its size differs from (height, width).
+        ValueError: the segmentation is malformed, its size differs from (height, width), or
+            its RLE runs do not cover exactly height*width pixels (`rle.rle_problem`).
     """
     from pycocotools import mask as coco_mask
 
@@ -385,6 +395,9 @@ def decode_segmentation(segmentation, height: int, width: int) -> np.ndarray:
         if size != [height, width]:
             raise ValueError(f"RLE size {size} differs from the image size {[height, width]}")
         counts = segmentation["counts"]
+        problem = rle_problem(counts, height, width)
+        if problem is not None:  # pycocotools would decode it from uninitialised memory
+            raise ValueError(problem)
         if isinstance(counts, list):
             rle = coco_mask.frPyObjects({"size": size, "counts": counts}, height, width)
         else:

@@ -152,6 +152,11 @@ class ReferItReader:
         self.splits = tuple(splits)
         self.vocabulary_split = vocabulary_split
 
+    def source_files(self, item: ReferItImage) -> list:
+        """The image and mask files `materialize` reads for `item` (for the resume fingerprint)."""
+        masks = [self.mask_root / (region.imcrop_name + MASK_SUFFIX) for region in item.regions]
+        return [self.image_root / item.file_name, *masks]
+
     def options(self) -> dict:
         return {
             "format": DATASET_NAME,
