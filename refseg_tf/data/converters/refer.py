@@ -93,6 +93,8 @@ class ReferReader:
         split_by: "unc", "google" or "umd" (selects `refs(<split_by>).p`).
         image_root: folder of the images named in instances.json; default `data_root/images`.
         sentence_field: "sent" (default) or "raw".
+        max_pickle_objects: the objects the refs pickle may expand to (None: the default of
+            `safe_pickle.PickleBudget.for_data`).
 
     Example:
         >>> reader = ReferReader("/data/refer", "refcoco", "unc", image_root="/data/coco/train2014")
@@ -112,6 +114,7 @@ class ReferReader:
         split_by: str,
         image_root=None,
         sentence_field: str = "sent",
+        max_pickle_objects: Optional[int] = None,
     ):
         if sentence_field not in SENTENCE_FIELDS:
             raise ValueError(
@@ -128,6 +131,7 @@ class ReferReader:
             os.fspath(image_root) if image_root else os.path.join(self.data_root, "images")
         )
         self.sentence_field = sentence_field
+        self.max_pickle_objects = max_pickle_objects
         self.name = f"{dataset}_{split_by}"
 
     @property
@@ -160,7 +164,7 @@ class ReferReader:
         """Groups the refs by (split, image); see the reader protocol."""
         self._check_inputs_exist()
         image_table, annotations = _load_instances(self.instances_path)
-        refs = load_pickle(self.refs_path)
+        refs = load_pickle(self.refs_path, max_objects=self.max_pickle_objects)
         if not isinstance(refs, list):
             raise ConversionError(
                 f"{self.refs_path}: expected a list of refs, found {type(refs).__name__}."
@@ -319,6 +323,7 @@ def make_reader(flags) -> ReferReader:
         split_by=flags.split_by,
         image_root=getattr(flags, "image_root", None),
         sentence_field=getattr(flags, "sentence_field", None) or "sent",
+        max_pickle_objects=getattr(flags, "max_pickle_objects", None) or None,
     )
 
 
@@ -431,6 +436,8 @@ def _load_instances(path):
             data = json.load(file)
     except json.JSONDecodeError as error:
         raise ConversionError(f"{path}: invalid JSON ({error}).") from error
+    except RecursionError:
+        raise ConversionError(f"{path}: JSON nested too deeply to be COCO instances.") from None
     except (OSError, UnicodeDecodeError) as error:
         raise ConversionError(f"{path}: cannot be read ({error}).") from error
     if not isinstance(data, dict):

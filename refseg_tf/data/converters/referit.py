@@ -432,7 +432,7 @@ def _load_json_dict(path: pathlib.Path) -> dict:
     try:
         with open(path, encoding="utf-8") as file:
             table = json.load(file)
-    except (OSError, UnicodeDecodeError, ValueError) as error:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
         raise ConversionError(f"Cannot read {path} as JSON: {error}") from error
     if not isinstance(table, dict):
         raise ConversionError(

@@ -572,7 +572,7 @@ def load_coco_index(path: str) -> _CocoIndex:
     try:
         with open(path, encoding="utf-8") as file:
             data = json.load(file)
-    except (OSError, UnicodeDecodeError, ValueError) as error:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
         raise ConversionError(f"Cannot read the COCO instances file {path}: {error}") from error
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise ConversionError(f"{path} is not a COCO instances file: no 'images' list.")

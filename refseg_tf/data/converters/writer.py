@@ -36,7 +36,7 @@ from typing import Optional
 from absl import logging
 
 from refseg_tf.data import schema
-from refseg_tf.files import atomic_write_json
+from refseg_tf.files import FILE_MODE, atomic_write_json
 from refseg_tf.data.converters.report import (
     DEFAULT_MAX_SKIP_FRACTION,
     IMAGE,
@@ -310,6 +310,7 @@ def _write_shard(context, chunk, output_dir, name, fingerprint):
                     texts.extend(result["texts"] if context.keep_texts else [])
                 context.progress.update(1)
                 context.report.check_skip_budget(context.split, context.total_images)
+        os.chmod(temp_path, FILE_MODE)  # the mode of every output (refseg_tf.files)
         os.replace(temp_path, shard_path)
     finally:
         temp_path.unlink(missing_ok=True)
