@@ -166,8 +166,8 @@ def test_damaged_shard_is_named_before_reading(converted, tmp_path, name, mode):
 
 def test_undamaged_split_loads_and_size_mode_skips_the_checksum(converted, tmp_path):
     data_dir = _copy_output(converted, tmp_path)
-    batches = list(pipeline.load(str(data_dir), "train", "eval", batch_size=8, image_size=32))
-    assert sum(int(b["image"].shape[0]) for b in batches) == 4  # 4 train sentences
+    for split in ("train", "val", "testA"):  # no error on the undamaged splits
+        pipeline.verify_split(str(data_dir), split, pipeline.find_shards(str(data_dir), split))
     _flip_a_byte(data_dir / "train-00001-of-00002.tfrecord")
     pipeline.load(str(data_dir), "train", "eval", image_size=32, verify="size")  # no error
     with pytest.raises(ValueError, match="`verify` must be one of"):
