@@ -6,7 +6,6 @@ same cases. Each test below failed before its fix (issue 7); the docstrings say 
 """
 
 import glob
-import io
 import json
 import os
 import pickle
