@@ -173,6 +173,20 @@ def test_undamaged_split_loads_and_size_mode_skips_the_checksum(converted, tmp_p
         pipeline.load(str(data_dir), "train", "eval", image_size=32, verify="sometimes")
 
 
+def test_training_checks_its_shards_before_writing_anything(converted, tmp_path):
+    """Before: training read a zero-byte shard as empty and went on with the others."""
+    from refseg_tf.training import trainer
+
+    data_dir = _copy_output(converted, tmp_path)
+    shard = data_dir / "train-00001-of-00002.tfrecord"
+    _zero_bytes(shard)
+    model_dir = tmp_path / "model"
+    config = _model_dir_config(data_dir, **{"model.vocabulary_size": 0})
+    with pytest.raises(pipeline.DamagedDataError, match=str(shard)):
+        trainer.train(config, str(model_dir))
+    assert not model_dir.exists()
+
+
 def test_unfinished_conversion_without_metadata_is_refused(converted, tmp_path):
     data_dir = _copy_output(converted, tmp_path)
     os.remove(data_dir / schema.METADATA_FILENAME)
