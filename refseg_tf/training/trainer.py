@@ -145,11 +145,16 @@ def load_trained_model(model_dir: str, checkpoint: str = "auto"):
 
         return keras.saving.load_model(final_path, compile=False), config
     if checkpoint in ("auto", "latest"):
-        checkpoint = tf.train.latest_checkpoint(os.path.join(model_dir, callbacks_lib.CHECKPOINT_SUBDIR))
-        if checkpoint is None:
+        state = tf.train.get_checkpoint_state(
+            os.path.join(model_dir, callbacks_lib.CHECKPOINT_SUBDIR)
+        )
+        if state is None or not state.all_model_checkpoint_paths:
             raise FileNotFoundError(f"No {MODEL_FILENAME} and no checkpoint in {model_dir}.")
+        candidates = list(reversed(state.all_model_checkpoint_paths))
+    else:
+        candidates = [checkpoint]
     model = build_model(config)
-    tf.train.Checkpoint(model=model).restore(checkpoint).expect_partial()
+    restore_first_readable(tf.train.Checkpoint(model=model), candidates)
     return model, config
 
 
@@ -253,30 +258,52 @@ def restore_newest_readable(manager) -> int:
     Raises:
         ValueError: every kept checkpoint failed to load (each is named with its error).
     """
-    candidates = list(reversed(manager.checkpoints))
-    if not candidates:
+    if not manager.checkpoints:
         return 0
+    restore_first_readable(
+        manager.checkpoint,
+        list(reversed(manager.checkpoints)),
+        require_all=True,
+        hint="Remove the checkpoints folder to train from the start.",
+    )
+    return int(manager.checkpoint.optimizer.iterations.numpy())
+
+
+def restore_first_readable(checkpoint, paths, require_all: bool = False, hint: str = "") -> str:
+    """Restores into `checkpoint` the first of `paths` that loads; returns that path.
+
+    Args:
+        checkpoint: a `tf.train.Checkpoint`.
+        paths: checkpoint prefixes, newest first.
+        require_all: every object of `checkpoint` must be in the file (resuming training);
+            False allows a partial restore (a model without its optimizer).
+        hint: what to do, appended to the error when no checkpoint loads.
+
+    Raises:
+        ValueError: none of `paths` loads (each is named with its error).
+    """
     failures = []
-    for path in candidates:
+    for path in paths:
         try:
-            status = manager.checkpoint.restore(path)
-            status.assert_existing_objects_matched()
+            status = checkpoint.restore(path)
+            if require_all:
+                status.assert_existing_objects_matched()
+            else:
+                status.expect_partial()
         # A damaged file shows as any of OpError, IndexError ("Read less bytes than requested"),
-        # ValueError...: every failure is named, and the last one raised if no checkpoint loads.
+        # ValueError...: every failure is named, and all are listed if no checkpoint loads.
         except Exception as error:  # noqa: BLE001
-            message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+            text = str(error).strip()
+            message = text.splitlines()[0] if text else repr(error)
             failures.append(f"{path}: {message}")
             logging.warning("Checkpoint %s cannot be restored (%s); trying the previous one.",
                             path, message)
             continue
         if failures:
-            logging.warning("Resuming from %s: the newer checkpoint(s) %s are damaged.", path,
+            logging.warning("Restored %s: the newer checkpoint(s) %s are damaged.", path,
                             ", ".join(f.split(": ")[0] for f in failures))
-        return int(manager.checkpoint.optimizer.iterations.numpy())
-    raise ValueError(
-        "No kept checkpoint can be restored: " + "; ".join(failures)
-        + ". Remove the checkpoints folder to train from the start."
-    )
+        return path
+    raise ValueError(f"No checkpoint can be restored: {'; '.join(failures)}. {hint}".strip())
 
 
 def blind_word_ids(config, vocabulary_path=None):
