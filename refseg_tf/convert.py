@@ -74,6 +74,14 @@ _FLAG_SPECS = (
     ("string", "dataset", "refcoco", "refer: refcoco, refcoco+, refcocog, synthetic, ...", {}),
     ("string", "split_by", "unc", "refer: unc, google or umd (selects refs(<split_by>).p).", {}),
     (
+        "integer",
+        "max_pickle_objects",
+        None,
+        "refer: objects the refs pickle may hold once shared references are copied (default "
+        "1,000,000 plus 2 per byte of the file); a larger pickle is refused as a possible bomb.",
+        {},
+    ),
+    (
         "enum",
         "sentence_field",
         "sent",
@@ -125,6 +133,7 @@ def convert_with_flags(flag_values: flags.FlagValues) -> int:
         raise app.UsageError("--output_dir is required.")
     from refseg_tf.data.converters.report import ConversionError
     from refseg_tf.data.converters.writer import write_dataset
+    from refseg_tf.cli import tensorflow_file_error_message
 
     try:
         reader = make_reader(flag_values)
@@ -145,6 +154,13 @@ def convert_with_flags(flag_values: flags.FlagValues) -> int:
         )
     except ConversionError as error:
         return _fail(error)
+    except OSError as error:  # a read-only or full output folder: the message names the path
+        return _fail(error)
+    except Exception as error:
+        message = tensorflow_file_error_message(error)
+        if message is None:
+            raise
+        return _fail(message)
     return 0
 
 

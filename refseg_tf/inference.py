@@ -22,6 +22,13 @@ def read_image(path: str) -> np.ndarray:
             return np.asarray(image.convert("RGB"), dtype=np.uint8)
     except FileNotFoundError:
         raise FileNotFoundError(f"Image {path} not found.") from None
+    except Image.DecompressionBombError as error:
+        raise ValueError(
+            f"Cannot read image {path}: {error} Pillow refuses images over "
+            f"{2 * Image.MAX_IMAGE_PIXELS} pixels (twice PIL.Image.MAX_IMAGE_PIXELS) as a "
+            f"possible decompression bomb; if you trust the file, raise "
+            f"PIL.Image.MAX_IMAGE_PIXELS in your program or downscale the image first."
+        ) from None
     except (UnidentifiedImageError, OSError) as error:
         raise ValueError(f"Cannot read image {path}: {error}") from error
 

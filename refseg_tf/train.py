@@ -3,7 +3,9 @@
     refseg-train --config=experiments/synthetic_rrn.py --config.data.dir=data/synthetic_tfrecords \
         --config.train.steps=2000 --model_dir=runs/rrn
 
-Re-running the same command resumes from the newest checkpoint in `--model_dir`.
+Re-running the same command resumes from the newest checkpoint in `--model_dir` (a larger
+`--config.train.steps` trains longer); a changed model, preprocessing or vocabulary is refused
+before anything is written, and a damaged newest checkpoint falls back to the previous one.
 Flags are defined when `run()` starts, so importing several entry points never clashes.
 """
 

@@ -298,6 +298,36 @@ def test_predict_model_dir_without_config(images, tmp_path):
     assert os.path.join(str(empty), "config.json") in _last_line(result.stderr), _explain(result)
 
 
+def test_predict_model_dir_whose_config_is_not_a_config(images, tmp_path):
+    """Before: `{}` as config.json gave an AttributeError traceback (issue 7, item 9)."""
+    model_dir = tmp_path / "odd_model_dir"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text("{}")
+    path, _ = images["rgb.png"]
+    result = run_cli("predict", f"--model_dir={model_dir}", f"--image={path}",
+                     "--expression=the dog", f"--output={tmp_path / 'mask.png'}")
+    assert result.returncode == 1, _explain(result)
+    line = _last_line(result.stderr)
+    assert str(model_dir / "config.json") in line and "lacks" in line, _explain(result)
+
+
+@pytest.mark.slow
+def test_evaluate_on_a_damaged_shard_names_it(untrained_model_dir, tfrecords, tmp_path):
+    """Before: a zero-byte shard was read as empty and the evaluation exited 0 (issue 7, item 2)."""
+    import shutil
+
+    data_dir, _ = tfrecords
+    damaged = tmp_path / "damaged"
+    shutil.copytree(data_dir, damaged)
+    shard = sorted(damaged.glob("val-*.tfrecord"))[0]
+    shard.write_bytes(b"")
+    result = run_cli("evaluate", f"--model_dir={untrained_model_dir}", "--split=val",
+                     f"--data_dir={damaged}")
+    assert result.returncode == 1, _explain(result)
+    line = _last_line(result.stderr)
+    assert str(shard) in line and "re-run refseg-convert" in line, _explain(result)
+
+
 def test_predict_requires_its_flags(tmp_path):
     result = run_cli("predict", f"--model_dir={tmp_path}", "--image=x.png", "--output=o.png")
     assert result.returncode != 0

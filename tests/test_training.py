@@ -565,6 +565,29 @@ def test_trained_model_reloads_with_identical_outputs(trained):
     assert not np.allclose(early(inputs, training=False).numpy(), expected, atol=1e-7)
 
 
+def test_damaged_newest_checkpoint_loads_the_previous_one(trained, tmp_path, caplog):
+    """Before: `load_trained_model(checkpoint="latest")` raised on a cut newest checkpoint."""
+    from refseg_tf.training.evaluation import evaluation_dataset
+
+    _, config, model_dir = trained
+    copy = str(tmp_path / "copy")
+    shutil.copytree(model_dir, copy)
+    newest = os.path.join(copy, "checkpoints", "ckpt-3.data-00000-of-00001")
+    with open(newest, "r+b") as f:
+        f.truncate(os.path.getsize(newest) // 2)
+    batch = next(iter(evaluation_dataset(config, "val", 2)))
+    inputs = {"image": batch["image"], "word_ids": batch["word_ids"]}
+    with caplog.at_level("WARNING"):
+        fallback, _ = trainer.load_trained_model(copy, checkpoint="latest")
+    assert os.path.join(copy, "checkpoints", "ckpt-3") in caplog.text
+    early, _ = trainer.load_trained_model(
+        model_dir, checkpoint=os.path.join(model_dir, "checkpoints", "ckpt-2")
+    )
+    np.testing.assert_allclose(
+        fallback(inputs, training=False).numpy(), early(inputs, training=False).numpy()
+    )
+
+
 def test_train_resumes_from_the_newest_checkpoint(trained, tmp_path, caplog):
     _, config, model_dir = trained
     resumed_dir = str(tmp_path / "resumed")

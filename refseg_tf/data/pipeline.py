@@ -20,6 +20,7 @@ code of Hu et al. 2016, RMI and RRN; MCN/LTS for the grey/bicubic/unit presets).
 
 import dataclasses
 import functools
+import json
 import os
 import random
 import re
@@ -27,11 +28,19 @@ from typing import Optional
 
 import tensorflow as tf
 
+from absl import logging
+
 from refseg_tf.data import schema, transforms
 
 MODES = ("train", "eval")
 SENTENCE_MODES = ("sample", "all")
 TEXT_PADDINGS = ("front", "back")
+VERIFY_MODES = ("checksum", "size", "none")
+_RECONVERT = "re-run refseg-convert with the same flags (it resumes and rewrites only what is damaged)"
+
+
+class DamagedDataError(ValueError):
+    """A converted split is incomplete or damaged: a shard missing, cut short or changed."""
 
 _SHARD_NAME = re.compile(r"^(?P<split>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.tfrecord$")
 _MODEL_INPUTS = ("image", "word_ids")
@@ -113,6 +122,96 @@ def _check_shard_set(paths: list, data_dir: str, split: str) -> None:
         )
 
 
+def verify_split(data_dir, split: str, paths: list, checksum: bool = True) -> None:
+    """Checks the shards of `split` against what the conversion wrote into metadata.json.
+
+    For every shard: it is listed, and its size, record count and (with `checksum`) CRC-32
+    equal the values of metadata.json `shard_files`, so a zero-byte shard, one cut at or
+    inside a record, or one with flipped bytes is found before any record is read. Reading
+    the record headers costs a few reads per image; the CRC-32 reads each file once (several
+    GB/s). A directory without metadata.json that the writer left (it has `.shards/`) is an
+    unfinished conversion; one written by other means (no `.shards/`) is read unchecked.
+
+    Raises:
+        DamagedDataError: naming the shard, what differs and what to do.
+    """
+    data_dir = os.fspath(data_dir)
+    metadata = _read_metadata(data_dir)
+    if metadata is None:
+        return
+    entry = metadata.get("splits", {}).get(split)
+    if entry is None:
+        raise DamagedDataError(
+            f"{os.path.join(data_dir, schema.METADATA_FILENAME)} does not list the split "
+            f"{split!r} whose shards are in {data_dir!r}: shards of another conversion; {_RECONVERT}."
+        )
+    expected = entry.get("shard_files")
+    if expected is None:  # written before shard_files existed: the total size only
+        _check_total_size(data_dir, split, paths, entry)
+        return
+    found = {os.path.basename(path): path for path in paths}
+    unexpected = sorted(set(found) - set(expected)) + sorted(set(expected) - set(found))
+    if unexpected:
+        raise DamagedDataError(
+            f"Split {split!r} in {data_dir!r}: shards {unexpected} differ from the list in "
+            f"metadata.json; {_RECONVERT}."
+        )
+    for name, path in sorted(found.items()):
+        _check_shard(path, expected[name], checksum)
+
+
+def _read_metadata(data_dir: str):
+    path = os.path.join(data_dir, schema.METADATA_FILENAME)
+    if not tf.io.gfile.exists(path):
+        if tf.io.gfile.isdir(os.path.join(data_dir, ".shards")):
+            raise DamagedDataError(
+                f"{data_dir!r} has no {schema.METADATA_FILENAME}: its conversion did not finish; "
+                f"{_RECONVERT}."
+            )
+        logging.warning("%s has no %s: its shards are read unchecked.", data_dir, path)
+        return None
+    try:
+        with tf.io.gfile.GFile(path, "r") as file:
+            metadata = json.load(file)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:
+        raise DamagedDataError(f"{path} is not valid JSON ({error}); {_RECONVERT}.") from error
+    if not isinstance(metadata, dict):
+        raise DamagedDataError(f"{path} must hold a JSON object; {_RECONVERT}.")
+    return metadata
+
+
+def _check_total_size(data_dir, split, paths, entry) -> None:
+    total = sum(tf.io.gfile.stat(path).length for path in paths)
+    if "bytes" in entry and total != entry["bytes"]:
+        raise DamagedDataError(
+            f"Split {split!r} in {data_dir!r}: its shards hold {total} bytes, metadata.json "
+            f"says {entry['bytes']}; {_RECONVERT}."
+        )
+
+
+def _check_shard(path: str, expected: dict, checksum: bool) -> None:
+    if "://" in path:  # a remote file system: the size only
+        size = tf.io.gfile.stat(path).length
+        if size != expected["bytes"]:
+            raise DamagedDataError(
+                f"Shard {path} has {size} bytes, metadata.json says {expected['bytes']}; "
+                f"{_RECONVERT}."
+            )
+        return
+    scan = schema.scan_shard(path, checksum=checksum)
+    problems = []
+    if scan.bytes != expected["bytes"]:
+        problems.append(f"{scan.bytes} bytes instead of {expected['bytes']}")
+    if scan.problem is not None:
+        problems.append(scan.problem)
+    if scan.records != expected["images"]:
+        problems.append(f"{scan.records} records instead of {expected['images']}")
+    if checksum and not problems and scan.crc32 != expected["crc32"]:
+        problems.append("its CRC-32 differs from the one written at conversion (damaged bytes)")
+    if problems:
+        raise DamagedDataError(f"Shard {path} is damaged: {'; '.join(problems)}; {_RECONVERT}.")
+
+
 def choose_auto_shard_policy(num_shards: int, num_workers: int):
     """FILE when every worker gets at least one shard file, else DATA.
 
@@ -160,6 +259,7 @@ def load(
     deterministic: Optional[bool] = None,
     num_workers: Optional[int] = None,
     input_context: Optional[tf.distribute.InputContext] = None,
+    verify: str = "checksum",
 ) -> tf.data.Dataset:
     """Reads a converted split as batches of referring-segmentation examples.
 
@@ -195,6 +295,9 @@ def load(
             from the current strategy or TF_CONFIG.
         input_context: from `strategy.distribute_datasets_from_function`: this pipeline then reads
             its own part of the shards (or of the records when there are fewer shards).
+        verify: how the shards are checked against metadata.json before reading
+            (`verify_split`): "checksum" (sizes, record counts and CRC-32), "size" (sizes and
+            record counts) or "none".
 
     Returns:
         a `tf.data.Dataset` of dicts: `image` float32 [B, S, S, 3], `word_ids` int32 [B, T],
@@ -206,6 +309,7 @@ def load(
     Raises:
         ValueError: an argument is invalid (the message names it and the allowed values).
         FileNotFoundError: no shards of `split` or no vocabulary file in `data_dir`.
+        DamagedDataError: a shard differs from metadata.json (see `verify_split`).
 
     Example:
         train = load("data/unc", "train", batch_size=8, image_size=320, label_grid=40,
@@ -220,6 +324,8 @@ def load(
     _validate_arguments(locals())
     training = mode == "train"
     paths = find_shards(data_dir, split)
+    if verify != "none":
+        verify_split(data_dir, split, paths, checksum=verify == "checksum")
     tokenizer = _make_tokenizer(data_dir, vocabulary, max_length, text_padding)
     schedule = _Schedule(
         training=training,
@@ -268,6 +374,7 @@ def _validate_arguments(arguments: dict) -> None:
     transforms.check_choice("normalization", arguments["normalization"], transforms.NORMALIZATIONS)
     transforms.check_choice("label_mode", arguments["label_mode"], transforms.LABEL_MODES)
     transforms.check_choice("sentences", arguments["sentences"], SENTENCE_MODES)
+    transforms.check_choice("verify", arguments["verify"], VERIFY_MODES)
     if not isinstance(arguments["split"], str) or not arguments["split"]:
         raise ValueError(f"`split` must be a non-empty string; received {arguments['split']!r}.")
     for name in ("batch_size", "image_size", "max_length", "shuffle_buffer"):

@@ -26,7 +26,8 @@ Files are `<split>-NNNNN-of-MMMMM.tfrecord` beside `vocab.txt` and `metadata.jso
 
 import dataclasses
 import io
-from typing import Sequence
+import os
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -199,3 +200,81 @@ def decode_example_numpy(serialized: bytes) -> dict:
         return list(getattr(feature[key], kind).value) if kind else []
 
     return {key: values(key) for key in feature_spec()}
+
+
+# --------------------------------------------------------------------------------- shard files
+# Each shard's size, record count and CRC-32 are written at conversion (metadata.json
+# "shard_files" and the writer's sidecars) and checked when the split is read.
+_RECORD_HEADER_BYTES = 12  # uint64 length + masked CRC-32C of the length
+_RECORD_FOOTER_BYTES = 4  # masked CRC-32C of the data
+_READ_CHUNK = 1 << 22
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardScan:
+    """What `scan_shard` found in a TFRecord file.
+
+    `records` counts the complete records; `problem` says where the framing breaks (a file
+    cut inside a record), None for a well-formed file; `crc32` is of the whole file (None when
+    only the framing was read).
+    """
+
+    bytes: int
+    records: int
+    crc32: Optional[int]
+    problem: Optional[str]
+
+
+def scan_shard(path, checksum: bool = True) -> ShardScan:
+    """Reads the TFRecord framing of `path` (record count, truncation) and its CRC-32.
+
+    With `checksum=False` only the 12-byte record headers are read (seeking over the data), so
+    the scan costs a few reads per record.
+    """
+    import zlib
+
+    size = os.path.getsize(path)
+    records, crc, problem = 0, 0, None
+    with open(path, "rb") as file:
+        while True:
+            header = file.read(_RECORD_HEADER_BYTES)
+            if not header:
+                break
+            if checksum:
+                crc = zlib.crc32(header, crc)
+            if len(header) < _RECORD_HEADER_BYTES:
+                problem = f"cut inside the header of record {records}"
+                break
+            length = int.from_bytes(header[:8], "little")
+            remaining = length + _RECORD_FOOTER_BYTES
+            if file.tell() + remaining > size:
+                problem = f"cut inside record {records} (it needs {length} bytes)"
+                if checksum:
+                    crc = _crc_rest(file, crc)
+                break
+            if checksum:
+                crc = _crc_exactly(file, remaining, crc)
+            else:
+                file.seek(remaining, os.SEEK_CUR)
+            records += 1
+    return ShardScan(size, records, crc if checksum else None, problem)
+
+
+def _crc_exactly(file, count, crc):
+    import zlib
+
+    while count > 0:
+        chunk = file.read(min(count, _READ_CHUNK))
+        if not chunk:
+            break
+        crc = zlib.crc32(chunk, crc)
+        count -= len(chunk)
+    return crc
+
+
+def _crc_rest(file, crc):
+    import zlib
+
+    for chunk in iter(lambda: file.read(_READ_CHUNK), b""):
+        crc = zlib.crc32(chunk, crc)
+    return crc

@@ -43,6 +43,15 @@ PREPROCESSING_KEYS = (
     "normalization",
 )
 
+# Keys whose change makes existing weights mean something else: the model (architecture,
+# vocabulary size, threshold) and the preprocessing and text handling it was trained on.
+# Resuming a model directory with any of them changed is refused (`weight_meaning_changes`);
+# other keys (`train.steps` to train longer, batch size, learning rate, eval settings) may change.
+WEIGHT_MEANING_PREFIXES = ("model.",) + tuple(
+    f"data.{key}" for key in PREPROCESSING_KEYS + ("tokenizer", "blind_expression")
+)
+CONFIG_FILENAME = "config.json"
+
 
 def base_config() -> ml_collections.ConfigDict:
     """The defaults every experiment starts from (RMI/RRN-style training at 320 px)."""
@@ -155,24 +164,96 @@ def preprocessing_kwargs(config) -> dict:
 
 def save_config(config, model_dir: str) -> str:
     """Writes the resolved config as `model_dir/config.json` (atomically)."""
-    path = os.path.join(model_dir, "config.json")
+    path = os.path.join(model_dir, CONFIG_FILENAME)
     atomic_write_text(path, config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
     return path
 
 
 def load_config(model_dir: str) -> ml_collections.ConfigDict:
-    """Reads `model_dir/config.json` written by `refseg-train`."""
-    path = os.path.join(model_dir, "config.json")
+    """Reads `model_dir/config.json` written by `refseg-train`.
+
+    Raises:
+        FileNotFoundError: there is no config.json.
+        ValueError: it is not valid JSON, nested too deeply, or not a config (not an object,
+            or lacking one of `REQUIRED_KEYS`); the message names the file.
+    """
+    path = os.path.join(model_dir, CONFIG_FILENAME)
     if not os.path.exists(path):
         raise FileNotFoundError(
             f"{path} not found: is {model_dir!r} a model directory written by refseg-train?"
         )
-    with open(path, encoding="utf-8") as f:
-        try:
-            values = json.load(f)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path} is not valid JSON: {error}") from error
-    return ml_collections.ConfigDict(_lists_to_tuples(values))
+    values = _read_json(path)
+    if not isinstance(values, dict):
+        raise ValueError(
+            f"{path} must hold a JSON object (a refseg-train config); "
+            f"received {type(values).__name__}."
+        )
+    config = ml_collections.ConfigDict(_lists_to_tuples(values))
+    missing = [key for key in REQUIRED_KEYS if not _has_path(config, key)]
+    if missing:
+        raise ValueError(
+            f"{path} is not a config written by refseg-train: it lacks {', '.join(missing)}."
+        )
+    return config
+
+
+def weight_meaning_changes(saved, new) -> list:
+    """The dotted keys under `WEIGHT_MEANING_PREFIXES` whose values differ between two configs.
+
+    A key that only one config has counts as changed unless its value is the `base_config()`
+    default (a key added to the library after the saved config was written).
+    """
+    saved_values, new_values = flat_values(saved), flat_values(new)
+    defaults = flat_values(base_config())
+    changed = []
+    for key in sorted(set(saved_values) | set(new_values)):
+        if not key.startswith(WEIGHT_MEANING_PREFIXES):
+            continue
+        missing = object()
+        before = saved_values.get(key, defaults.get(key, missing))
+        after = new_values.get(key, defaults.get(key, missing))
+        if before != after:
+            changed.append(key)
+    return changed
+
+
+def flat_values(config) -> dict:
+    """{dotted key: JSON value} of a ConfigDict or dict (tuples compare equal to lists)."""
+    if isinstance(config, ml_collections.ConfigDict):
+        config = json.loads(config.to_json_best_effort())
+    else:
+        config = json.loads(json.dumps(config, default=str))
+    flat = {}
+
+    def visit(node, prefix):
+        if isinstance(node, dict) and node:
+            for key, value in node.items():
+                visit(value, f"{prefix}{key}.")
+        else:
+            flat[prefix[:-1]] = node
+
+    visit(config, "")
+    return flat
+
+
+def _read_json(path: str):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON: {error}") from error
+    except RecursionError:
+        raise ValueError(f"{path} is nested too deeply to be a config.") from None
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path} is not UTF-8 text: {error}") from error
+
+
+def _has_path(config, dotted: str) -> bool:
+    try:
+        get_by_path(config, dotted)
+    except (KeyError, TypeError, AttributeError):
+        return False
+    return True
 
 
 def _lists_to_tuples(value):

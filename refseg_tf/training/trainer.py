@@ -1,26 +1,32 @@
 """Training with Keras `fit`: resumable, distributed, logged (TensorFlow only).
 
 `train(config, model_dir)` is what `refseg-train` runs:
-1. resolves the config against the data (vocabulary size, dataset name) and writes it, with the
-   vocabulary, into `model_dir` so evaluation and prediction need nothing else;
+1. resolves the config against the data (vocabulary size, dataset name), checks it against the
+   config and vocabulary already in `model_dir` (keys that change what the weights mean are
+   refused before anything is written, `check_resumable`) and the data's shards against their
+   metadata, then writes config and vocabulary into `model_dir` so evaluation and prediction
+   need nothing else;
 2. builds the model inside the distribution strategy, loads backbone weights, copies weights from
    `train.init_from` (e.g. Hu et al.'s high-resolution stage starts from the low-resolution one),
    freezes what the paper froze and attaches weight decay;
-3. restores the newest checkpoint of `model_dir` if any, so a killed run goes on where it stopped;
+3. restores the newest readable checkpoint of `model_dir` if any, so a killed run goes on where
+   it stopped (a damaged newest checkpoint is named and the previous kept one used;
+   `ckpt-N_temp/` leftovers of a killed save are removed);
 4. fits for `train.steps` steps in epochs of `train.checkpoint_every` steps, checkpointing after
    each, with TensorBoard scalars and mask pictures in `model_dir/logs`;
 5. saves the final model as `model_dir/model.keras`.
 """
 
+import glob
 import os
 import shutil
-import tempfile
 
 import keras
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from refseg_tf.files import atomic_copy, atomic_output
 from refseg_tf.training import callbacks as callbacks_lib
 from refseg_tf.training import config as config_lib
 from refseg_tf.training.distribute import get_strategy
@@ -139,11 +145,16 @@ def load_trained_model(model_dir: str, checkpoint: str = "auto"):
 
         return keras.saving.load_model(final_path, compile=False), config
     if checkpoint in ("auto", "latest"):
-        checkpoint = tf.train.latest_checkpoint(os.path.join(model_dir, callbacks_lib.CHECKPOINT_SUBDIR))
-        if checkpoint is None:
+        state = tf.train.get_checkpoint_state(
+            os.path.join(model_dir, callbacks_lib.CHECKPOINT_SUBDIR)
+        )
+        if state is None or not state.all_model_checkpoint_paths:
             raise FileNotFoundError(f"No {MODEL_FILENAME} and no checkpoint in {model_dir}.")
+        candidates = list(reversed(state.all_model_checkpoint_paths))
+    else:
+        candidates = [checkpoint]
     model = build_model(config)
-    tf.train.Checkpoint(model=model).restore(checkpoint).expect_partial()
+    restore_first_readable(tf.train.Checkpoint(model=model), candidates)
     return model, config
 
 
@@ -180,24 +191,119 @@ def _freeze_unused_classifier(model) -> None:
         model.backbone.get_layer("fc1000").trainable = False
 
 
-def _copy_atomic(source, destination):
-    directory = os.path.dirname(os.path.abspath(destination))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
-    os.close(fd)
-    shutil.copyfile(source, tmp)
-    os.replace(tmp, destination)
-
-
 def save_model_atomic(model, path: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".keras")
-    os.close(fd)
-    try:
-        model.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    """Saves `model` as a `.keras` file at `path` atomically, with the mode of every output."""
+    with atomic_output(path, suffix=".keras") as temporary:
+        model.save(temporary)
+
+
+def check_resumable(config, model_dir: str) -> None:
+    """Refuses to train into a `model_dir` whose weights mean something else than `config` says.
+
+    Compares the resolved `config` with `model_dir/config.json` and the data's vocabulary with
+    `model_dir/vocab.txt`, before anything is written. Keys under
+    `config.WEIGHT_MEANING_PREFIXES` (architecture, preprocessing, text handling) and the
+    vocabulary must be the same; others (a larger `train.steps`, the learning rate) may differ.
+
+    Raises:
+        ValueError: listing the changed keys (or naming the vocabulary), with what to do.
+    """
+    saved_path = os.path.join(model_dir, config_lib.CONFIG_FILENAME)
+    if not os.path.exists(saved_path):
+        return
+    saved = config_lib.load_config(model_dir)
+    changed = config_lib.weight_meaning_changes(saved, config)
+    saved_vocabulary = os.path.join(model_dir, VOCAB_FILENAME)
+    if os.path.exists(saved_vocabulary) and not _same_file_content(
+        saved_vocabulary, _data_file(config, VOCAB_FILENAME)
+    ):
+        changed.append(f"the vocabulary ({_data_file(config, VOCAB_FILENAME)})")
+    if changed:
+        saved_values = config_lib.flat_values(saved)
+        new_values = config_lib.flat_values(config)
+        details = [
+            f"{key} ({saved_values.get(key)!r} -> {new_values.get(key)!r})"
+            if key in saved_values or key in new_values
+            else key
+            for key in changed
+        ]
+        raise ValueError(
+            f"{model_dir!r} holds a model trained with another setting of: {'; '.join(details)}. "
+            f"Its weights would no longer match; nothing was written. Train into a new "
+            f"--model_dir, or use --config.train.init_from={model_dir} to start from it."
+        )
+
+
+def _same_file_content(first: str, second: str) -> bool:
+    with open(first, "rb") as a, open(second, "rb") as b:
+        return a.read() == b.read()
+
+
+def remove_temporary_checkpoints(model_dir: str) -> list:
+    """Removes the `ckpt-N_temp/` folders a killed checkpoint save leaves; returns their paths."""
+    pattern = os.path.join(model_dir, callbacks_lib.CHECKPOINT_SUBDIR, "*_temp")
+    removed = [path for path in sorted(glob.glob(pattern)) if os.path.isdir(path)]
+    for path in removed:
+        logging.warning("Removing %s, left by a checkpoint save that did not finish.", path)
+        shutil.rmtree(path)
+    return removed
+
+
+def restore_newest_readable(manager) -> int:
+    """Restores the newest kept checkpoint that loads; returns its optimizer step (0 if none).
+
+    A checkpoint that fails to load (damaged or cut files) is named in a warning and the next
+    older kept one is tried.
+
+    Raises:
+        ValueError: every kept checkpoint failed to load (each is named with its error).
+    """
+    if not manager.checkpoints:
+        return 0
+    restore_first_readable(
+        manager.checkpoint,
+        list(reversed(manager.checkpoints)),
+        require_all=True,
+        hint="Remove the checkpoints folder to train from the start.",
+    )
+    return int(manager.checkpoint.optimizer.iterations.numpy())
+
+
+def restore_first_readable(checkpoint, paths, require_all: bool = False, hint: str = "") -> str:
+    """Restores into `checkpoint` the first of `paths` that loads; returns that path.
+
+    Args:
+        checkpoint: a `tf.train.Checkpoint`.
+        paths: checkpoint prefixes, newest first.
+        require_all: every object of `checkpoint` must be in the file (resuming training);
+            False allows a partial restore (a model without its optimizer).
+        hint: what to do, appended to the error when no checkpoint loads.
+
+    Raises:
+        ValueError: none of `paths` loads (each is named with its error).
+    """
+    failures = []
+    for path in paths:
+        try:
+            status = checkpoint.restore(path)
+            if require_all:
+                status.assert_existing_objects_matched()
+            else:
+                status.expect_partial()
+        # A damaged file shows as any of OpError, IndexError ("Read less bytes than requested"),
+        # ValueError...: every failure is named, and all are listed if no checkpoint loads.
+        except Exception as error:  # noqa: BLE001
+            text = str(error).strip()
+            message = text.splitlines()[0] if text else repr(error)
+            failures.append(f"{path}: {message}")
+            logging.warning("Checkpoint %s cannot be restored (%s); trying the previous one.",
+                            path, message)
+            continue
+        if failures:
+            logging.warning("Restored %s: the newer checkpoint(s) %s are damaged.", path,
+                            ", ".join(f.split(": ")[0] for f in failures))
+        return path
+    raise ValueError(f"No checkpoint can be restored: {'; '.join(failures)}. {hint}".strip())
 
 
 def blind_word_ids(config, vocabulary_path=None):
@@ -225,6 +331,14 @@ def replace_word_ids(features, word_ids):
     features = dict(features)
     features["word_ids"] = tf.tile(word_ids[tf.newaxis], [batch, 1])
     return features
+
+
+def _verify_training_data(config) -> None:
+    """Checks the training shards against metadata.json before anything is written."""
+    from refseg_tf.data import pipeline
+
+    paths = pipeline.find_shards(config.data.dir, config.data.split_train)
+    pipeline.verify_split(config.data.dir, config.data.split_train, paths)
 
 
 def training_dataset(config, batch_size, step=0):
@@ -306,10 +420,13 @@ def fit_plan(step: int, steps: int, steps_per_epoch: int):
 def train(config, model_dir: str, verbose="auto"):
     """Trains (or resumes) the configured model into `model_dir`; returns the trained model."""
     config_lib.validate_config(config, require_data_dir=True)
-    os.makedirs(model_dir, exist_ok=True)
     config = resolve_config(config)
+    check_resumable(config, model_dir)
+    _verify_training_data(config)
+    os.makedirs(model_dir, exist_ok=True)
     config_lib.save_config(config, model_dir)
-    _copy_atomic(_data_file(config, VOCAB_FILENAME), os.path.join(model_dir, VOCAB_FILENAME))
+    atomic_copy(_data_file(config, VOCAB_FILENAME), os.path.join(model_dir, VOCAB_FILENAME))
+    remove_temporary_checkpoints(model_dir)
     keras.utils.set_random_seed(int(config.train.seed))
     if config.train.mixed_precision != "float32":
         keras.mixed_precision.set_global_policy(config.train.mixed_precision)
@@ -336,7 +453,7 @@ def train(config, model_dir: str, verbose="auto"):
         manager = callbacks_lib.checkpoint_manager(
             model, model_dir, max_to_keep=int(config.train.keep_checkpoints)
         )
-        step = callbacks_lib.restore_latest(manager)
+        step = restore_newest_readable(manager)
     logging.info(
         "Model %s: %d parameters (%d trainable, %d decayed kernels); resuming at step %d of %d.",
         config.model.name, model.count_params(),

@@ -64,6 +64,11 @@ A reader has:
     kinds "ref" / "sentence"; if no ref is left, report the image skip and return None.
     Path escapes and other unsafe input raise `ConversionError` (never a skip).
 
+`source_files(item) -> list of paths` (optional)
+    The files `materialize` reads for `item` besides what the item holds (image, mask files).
+    Their sizes and modification times go into the shard fingerprint, so a re-run rebuilds the
+    shards whose source files changed (a corrupt image fixed, a mask file replaced).
+
 `options() -> dict`
     JSON-serialisable options the conversion depended on (dataset, split_by, roots as given,
     ...). They go into metadata.json and into the shard fingerprint.

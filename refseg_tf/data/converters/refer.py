@@ -20,7 +20,8 @@ authors' batch builders used), `raw` (the annotators' original text) with
 
 Bad input, as counted skips (see `report.py`): an annotation without (usable) segmentation, a
 sentence that is empty or only whitespace, a ref whose annotation or image is missing, a ref
-whose annotation lies on another image, a duplicate ref id, a mask that decodes empty; a
+whose annotation lies on another image, a duplicate ref id, an RLE whose runs do not cover
+exactly height*width pixels (`rle.py`), a mask that decodes empty; a
 missing, corrupt or wrongly sized image file. Malformed files (invalid JSON, a missing key, a
 wrong type) raise `ConversionError` naming the file and field.
 """
@@ -36,6 +37,7 @@ import numpy as np
 from refseg_tf.data import schema
 from refseg_tf.data.converters import images
 from refseg_tf.data.converters.report import IMAGE, REF, SENTENCE, ConversionError
+from refseg_tf.data.converters.rle import rle_problem
 from refseg_tf.data.converters.safe_pickle import load_pickle
 
 KNOWN_DATASETS = {
@@ -91,6 +93,8 @@ class ReferReader:
         split_by: "unc", "google" or "umd" (selects `refs(<split_by>).p`).
         image_root: folder of the images named in instances.json; default `data_root/images`.
         sentence_field: "sent" (default) or "raw".
+        max_pickle_objects: the objects the refs pickle may expand to (None: the default of
+            `safe_pickle.PickleBudget.for_data`).
 
     Example:
         >>> reader = ReferReader("/data/refer", "refcoco", "unc", image_root="/data/coco/train2014")
@@ -110,6 +114,7 @@ class ReferReader:
         split_by: str,
         image_root=None,
         sentence_field: str = "sent",
+        max_pickle_objects: Optional[int] = None,
     ):
         if sentence_field not in SENTENCE_FIELDS:
             raise ValueError(
@@ -126,6 +131,7 @@ class ReferReader:
             os.fspath(image_root) if image_root else os.path.join(self.data_root, "images")
         )
         self.sentence_field = sentence_field
+        self.max_pickle_objects = max_pickle_objects
         self.name = f"{dataset}_{split_by}"
 
     @property
@@ -135,6 +141,13 @@ class ReferReader:
     @property
     def refs_path(self) -> str:
         return os.path.join(self.data_root, self.dataset, f"refs({self.split_by}).p")
+
+    def source_files(self, item: ReferImageItem) -> list:
+        """The image file `materialize` reads for `item` (for the resume fingerprint).
+
+        The annotations need no stamp: the item itself holds every segmentation and sentence.
+        """
+        return [os.path.join(self.image_root, item.file_name)]
 
     def options(self) -> dict:
         return {
@@ -151,7 +164,7 @@ class ReferReader:
         """Groups the refs by (split, image); see the reader protocol."""
         self._check_inputs_exist()
         image_table, annotations = _load_instances(self.instances_path)
-        refs = load_pickle(self.refs_path)
+        refs = load_pickle(self.refs_path, max_objects=self.max_pickle_objects)
         if not isinstance(refs, list):
             raise ConversionError(
                 f"{self.refs_path}: expected a list of refs, found {type(refs).__name__}."
@@ -310,6 +323,7 @@ def make_reader(flags) -> ReferReader:
         split_by=flags.split_by,
         image_root=getattr(flags, "image_root", None),
         sentence_field=getattr(flags, "sentence_field", None) or "sent",
+        max_pickle_objects=getattr(flags, "max_pickle_objects", None) or None,
     )
 
 
@@ -370,7 +384,8 @@ def decode_segmentation(segmentation, height: int, width: int) -> np.ndarray:
     All parts are united (a pixel covered by several polygons is 1, not their count).
 
     Raises:
-        ValueError: the segmentation is malformed or its size differs from (height, width).
+        ValueError: the segmentation is malformed, its size differs from (height, width), or
+            its RLE runs do not cover exactly height*width pixels (`rle.rle_problem`).
     """
     from pycocotools import mask as coco_mask
 
@@ -385,6 +400,9 @@ def decode_segmentation(segmentation, height: int, width: int) -> np.ndarray:
         if size != [height, width]:
             raise ValueError(f"RLE size {size} differs from the image size {[height, width]}")
         counts = segmentation["counts"]
+        problem = rle_problem(counts, height, width)
+        if problem is not None:  # pycocotools would decode it from uninitialised memory
+            raise ValueError(problem)
         if isinstance(counts, list):
             rle = coco_mask.frPyObjects({"size": size, "counts": counts}, height, width)
         else:
@@ -418,6 +436,8 @@ def _load_instances(path):
             data = json.load(file)
     except json.JSONDecodeError as error:
         raise ConversionError(f"{path}: invalid JSON ({error}).") from error
+    except RecursionError:
+        raise ConversionError(f"{path}: JSON nested too deeply to be COCO instances.") from None
     except (OSError, UnicodeDecodeError) as error:
         raise ConversionError(f"{path}: cannot be read ({error}).") from error
     if not isinstance(data, dict):

@@ -152,6 +152,11 @@ class ReferItReader:
         self.splits = tuple(splits)
         self.vocabulary_split = vocabulary_split
 
+    def source_files(self, item: ReferItImage) -> list:
+        """The image and mask files `materialize` reads for `item` (for the resume fingerprint)."""
+        masks = [self.mask_root / (region.imcrop_name + MASK_SUFFIX) for region in item.regions]
+        return [self.image_root / item.file_name, *masks]
+
     def options(self) -> dict:
         return {
             "format": DATASET_NAME,
@@ -427,7 +432,7 @@ def _load_json_dict(path: pathlib.Path) -> dict:
     try:
         with open(path, encoding="utf-8") as file:
             table = json.load(file)
-    except (OSError, UnicodeDecodeError, ValueError) as error:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
         raise ConversionError(f"Cannot read {path} as JSON: {error}") from error
     if not isinstance(table, dict):
         raise ConversionError(

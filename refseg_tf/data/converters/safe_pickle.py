@@ -11,12 +11,22 @@ of unknown encoding. They are loaded as bytes and decoded as UTF-8, falling back
 byte strings that are not valid UTF-8 (which is what `encoding="latin1"` would do for all of
 them, garbling any UTF-8 text). Python 3 pickles (protocol 3 and later) load unchanged, except
 that `bytes` values are decoded the same way, as refs files hold text only.
+
+A pickle can also be small and still expand without bound: memo references let one list hold
+the same list twice, twenty levels deep (a 169-byte file that decodes into 2**20 lists), or
+hold itself. Loading keeps the sharing (cheap), but turning the value into plain text and
+containers copies every reference, so the objects and text characters of that copy are counted
+first, once per distinct object, and a value over the budget is refused (`PickleBudget`): by default 1,000,000 objects plus two per byte
+of the file (each object of a pickle without shared references costs at least one opcode byte,
+a memo reference two), and 64 Mi characters plus 8 per byte. A recursive structure or one
+nested too deeply is refused as well. Every refusal names the file.
 """
 
+import dataclasses
 import io
 import os
 import pickle
-from typing import Union
+from typing import Optional, Union
 
 from refseg_tf.data.converters.report import ConversionError
 
@@ -33,6 +43,10 @@ ALLOWED_GLOBALS = frozenset(
     }
 )
 _BUILTINS = {"set": set, "frozenset": frozenset}
+BASE_OBJECTS = 1_000_000
+OBJECTS_PER_BYTE = 2
+BASE_TEXT_CHARACTERS = 64 * 2**20
+TEXT_CHARACTERS_PER_BYTE = 8
 
 
 class UnsafePickleError(ConversionError):
@@ -71,11 +85,84 @@ class RestrictedUnpickler(pickle.Unpickler):
         )
 
 
-def loads_restricted(data: bytes, source: str = "<pickle>"):
+@dataclasses.dataclass(frozen=True)
+class PickleBudget:
+    """How much a decoded pickle may hold (see the module docstring).
+
+    Args:
+        max_objects: containers, strings and numbers the decoded value may hold.
+        max_text_characters: characters of all its strings together.
+    """
+
+    max_objects: int
+    max_text_characters: int
+
+    @classmethod
+    def for_data(cls, data: bytes, max_objects: Optional[int] = None) -> "PickleBudget":
+        """The default budget for a pickle of `len(data)` bytes; `max_objects` overrides it."""
+        if max_objects is not None and max_objects < 1:
+            raise ValueError(f"max_objects must be >= 1; received {max_objects}.")
+        objects = max_objects or BASE_OBJECTS + OBJECTS_PER_BYTE * len(data)
+        return cls(objects, BASE_TEXT_CHARACTERS + TEXT_CHARACTERS_PER_BYTE * len(data))
+
+    def check(self, value, source: str) -> None:
+        """Refuses `value` if copying its shared references would exceed the budget.
+
+        The expanded size is computed once per distinct object (shared ones are looked up), so
+        the check costs the size of the pickle, not of its expansion.
+        """
+        objects, characters = _expanded_size(value, {}, set(), source)
+        if objects > self.max_objects:
+            raise UnsafePickleError(
+                f"{source}: the pickle expands to {objects} objects, more than the limit of "
+                f"{self.max_objects} (shared references copied over and over); refused. A "
+                f"genuine refs file this large loads with a larger --max_pickle_objects."
+            )
+        if characters > self.max_text_characters:
+            raise UnsafePickleError(
+                f"{source}: the pickle expands to {characters} characters of text, more than "
+                f"the limit of {self.max_text_characters} (shared references copied over and "
+                f"over); refused."
+            )
+
+
+_CONTAINERS = (dict, list, tuple, set, frozenset)
+
+
+def _expanded_size(value, sizes: dict, path: set, source: str) -> tuple:
+    """(objects, text characters) of `value` once every shared reference is copied."""
+    if isinstance(value, (bytes, str)):
+        return 1, len(value)
+    if not isinstance(value, _CONTAINERS):
+        return 1, 0
+    key = id(value)
+    if key in sizes:
+        return sizes[key]
+    if key in path:
+        raise UnsafePickleError(f"{source}: the pickle holds a recursive structure; refused.")
+    path.add(key)
+    children = [*value.keys(), *value.values()] if isinstance(value, dict) else value
+    objects, characters = 1, 0
+    for child in children:
+        child_objects, child_characters = _expanded_size(child, sizes, path, source)
+        objects += child_objects
+        characters += child_characters
+    path.discard(key)
+    sizes[key] = (objects, characters)
+    return sizes[key]
+
+
+def loads_restricted(data: bytes, source: str = "<pickle>", max_objects: Optional[int] = None):
     """Unpickles `data` with `RestrictedUnpickler` and decodes byte strings to `str`.
 
+    Args:
+        data: the pickle.
+        source: the file name, for error messages.
+        max_objects: objects the decoded value may hold; None: `PickleBudget.for_data`.
+
     Raises:
-        UnsafePickleError: a forbidden global, or data that is not a valid pickle.
+        UnsafePickleError: a forbidden global, data that is not a valid pickle, or a value
+            over the budget, recursive or nested too deeply.
     """
     try:
         value = RestrictedUnpickler(io.BytesIO(data), source=source).load()
@@ -83,10 +170,14 @@ def loads_restricted(data: bytes, source: str = "<pickle>"):
         raise
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError) as error:
         raise UnsafePickleError(f"{source}: not a valid pickle ({error}).") from error
-    return decode_text(value)
+    try:
+        PickleBudget.for_data(data, max_objects).check(value, source)
+        return decode_text(value)
+    except RecursionError:
+        raise UnsafePickleError(f"{source}: the pickle is nested too deeply; refused.") from None
 
 
-def load_pickle(path: PathLike):
+def load_pickle(path: PathLike, max_objects: Optional[int] = None):
     """Loads a pickle file safely (see the module docstring); errors name the file."""
     path = os.fspath(path)
     try:
@@ -94,7 +185,7 @@ def load_pickle(path: PathLike):
             data = file.read()
     except OSError as error:
         raise ConversionError(f"Cannot read {path}: {error}") from error
-    return loads_restricted(data, source=path)
+    return loads_restricted(data, source=path, max_objects=max_objects)
 
 
 def decode_text(value):

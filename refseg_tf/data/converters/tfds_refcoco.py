@@ -51,6 +51,7 @@ import numpy as np
 
 from refseg_tf.data import schema
 from refseg_tf.data.converters import images
+from refseg_tf.data.converters.rle import rle_problem
 from refseg_tf.data.converters.report import (
     IMAGE,
     REF,
@@ -212,6 +213,10 @@ class TfdsRefCocoReader:
         state = dict(self.__dict__)
         state["_features"] = None  # rebuilt on demand in a worker process
         return state
+
+    def source_files(self, item: TfdsImage) -> list:
+        """The image file `materialize` reads for `item` with `--image_root` (resume fingerprint)."""
+        return [os.path.join(self.image_root, item.file_name)] if self.image_root else []
 
     def options(self) -> dict:
         return {
@@ -567,7 +572,7 @@ def load_coco_index(path: str) -> _CocoIndex:
     try:
         with open(path, encoding="utf-8") as file:
             data = json.load(file)
-    except (OSError, UnicodeDecodeError, ValueError) as error:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
         raise ConversionError(f"Cannot read the COCO instances file {path}: {error}") from error
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise ConversionError(f"{path} is not a COCO instances file: no 'images' list.")
@@ -645,7 +650,11 @@ def freeze_segmentation(segmentation, where: str) -> Optional[tuple]:
 
 
 def decode_segmentation(segmentation: tuple, height: int, width: int) -> np.ndarray:
-    """Decodes a frozen segmentation into a uint8 {0, 1} mask (union of the polygons)."""
+    """Decodes a frozen segmentation into a uint8 {0, 1} mask (union of the polygons).
+
+    Raises:
+        ValueError: RLE runs that do not cover exactly height*width pixels (`rle.rle_problem`).
+    """
     from pycocotools import mask as mask_utils
 
     if segmentation[0] == "polygons":
@@ -653,6 +662,9 @@ def decode_segmentation(segmentation: tuple, height: int, width: int) -> np.ndar
         rle = mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
     else:
         _, (rle_height, rle_width), counts = segmentation
+        problem = rle_problem(counts, rle_height, rle_width)
+        if problem is not None:  # pycocotools would decode it from uninitialised memory
+            raise ValueError(problem)
         if isinstance(counts, str):
             rle = {"size": [rle_height, rle_width], "counts": counts.encode("ascii")}
         else:

@@ -9,9 +9,13 @@ Output layout (`schema.SHARD_PATTERN`):
 
 Every file is written to a temporary name and renamed into place, so a crash never leaves a
 half-written shard under a final name. A shard counts as finished when its sidecar exists and
-holds the fingerprint of the shard's planned items (and the reader's options); a re-run keeps
-finished shards and takes their statistics from the sidecars, so metadata.json is complete
-after a resumed run. `metadata.json` is removed when a run starts and written when it ends, so
+holds the fingerprint of the shard's planned items, the reader's options and the size and
+modification time of every source file the items name (`reader.source_files`, so a fixed image
+or mask file rebuilds its shard), and the shard file still has the size and CRC-32 the sidecar
+recorded (a damaged shard is rewritten); a re-run keeps finished shards and takes their
+statistics from the sidecars, so metadata.json is complete after a resumed run. metadata.json
+lists each shard's size, CRC-32 and counts (`shard_files`), which `refseg_tf.data.load` checks
+before reading. `metadata.json` is removed when a run starts and written when it ends, so
 its presence marks a complete output. The sidecar of a shard is deleted before the shard is
 rewritten, so a sidecar always describes the shard file beside it. Leftover temporary files of a crashed run
 are never read and are replaced when their shard is written again.
@@ -32,7 +36,7 @@ from typing import Optional
 from absl import logging
 
 from refseg_tf.data import schema
-from refseg_tf.files import atomic_write_json
+from refseg_tf.files import FILE_MODE, atomic_write_json
 from refseg_tf.data.converters.report import (
     DEFAULT_MAX_SKIP_FRACTION,
     IMAGE,
@@ -174,8 +178,32 @@ def _check_vocabulary_split(reader, plan):
         )
 
 
-def shard_fingerprint(reader_name: str, options: dict, split: str, index: int, count: int, items):
-    """A hash of everything that decides a shard's content (used to keep finished shards)."""
+def source_stamps(reader, item) -> list:
+    """(path, size, modification time in ns) of each file `reader.source_files(item)` names.
+
+    A missing or unreadable file has size and time None. Readers without `source_files` give
+    an empty list (their shards then depend on the planned items only).
+    """
+    source_files = getattr(reader, "source_files", None)
+    if source_files is None:
+        return []
+    stamps = []
+    for path in source_files(item):
+        try:
+            status = os.stat(path)
+            stamps.append((os.fspath(path), status.st_size, status.st_mtime_ns))
+        except OSError:
+            stamps.append((os.fspath(path), None, None))
+    return stamps
+
+
+def shard_fingerprint(
+    reader_name: str, options: dict, split: str, index: int, count: int, items, stamps=()
+):
+    """A hash of everything that decides a shard's content (used to keep finished shards).
+
+    `stamps` are the items' `source_stamps`: a changed source file changes the fingerprint.
+    """
     from refseg_tf.version import __version__
 
     digest = hashlib.sha256()
@@ -189,6 +217,9 @@ def shard_fingerprint(reader_name: str, options: dict, split: str, index: int, c
     digest.update(f"|{split}|{index}|{count}|".encode("utf-8"))
     for item in items:
         digest.update(repr(item).encode("utf-8"))
+        digest.update(b"\n")
+    for stamp in stamps:
+        digest.update(repr(tuple(stamp)).encode("utf-8"))
         digest.update(b"\n")
     return digest.hexdigest()
 
@@ -218,8 +249,9 @@ def _write_split(context, items, output_dir, sharding):
         logging.warning("Split '%s' has no images left to write.", context.split)
     shard_stats = []
     for index, (name, chunk) in enumerate(zip(names, split_into_shards(items, count))):
+        stamps = [stamp for item in chunk for stamp in source_stamps(context.reader, item)]
         fingerprint = shard_fingerprint(
-            context.reader.name, context.options, context.split, index, count, chunk
+            context.reader.name, context.options, context.split, index, count, chunk, stamps
         )
         stats = _finished_shard_stats(output_dir, name, fingerprint)
         if stats is not None:
@@ -244,6 +276,10 @@ def _finished_shard_stats(output_dir, name, fingerprint):
         logging.warning("Unreadable sidecar %s: rewriting shard %s.", sidecar_path, name)
         return None
     if stats.get("fingerprint") != fingerprint or stats.get("bytes") != shard_path.stat().st_size:
+        return None
+    scan = schema.scan_shard(shard_path)
+    if scan.crc32 != stats.get("crc32") or scan.problem is not None:
+        logging.warning("Shard %s is damaged (its CRC-32 differs): rewriting it.", shard_path)
         return None
     return stats
 
@@ -274,10 +310,12 @@ def _write_shard(context, chunk, output_dir, name, fingerprint):
                     texts.extend(result["texts"] if context.keep_texts else [])
                 context.progress.update(1)
                 context.report.check_skip_budget(context.split, context.total_images)
+        os.chmod(temp_path, FILE_MODE)  # the mode of every output (refseg_tf.files)
         os.replace(temp_path, shard_path)
     finally:
         temp_path.unlink(missing_ok=True)
-    stats = dict(counts, bytes=shard_path.stat().st_size, fingerprint=fingerprint)
+    scan = schema.scan_shard(shard_path)
+    stats = dict(counts, bytes=scan.bytes, crc32=scan.crc32, fingerprint=fingerprint)
     stats["report"] = shard_report.to_dict()
     stats["vocabulary_sentences"] = texts
     write_json_atomic(sidecar_path, stats)
@@ -397,6 +435,10 @@ def _metadata(reader, options, split_stats, report, vocabulary, sharding, min_co
         }
         entry["bytes"] = sum(stats["bytes"] for _, stats in shards)
         entry["shards"] = [name for name, _ in shards]
+        entry["shard_files"] = {
+            name: {key: stats[key] for key in ("bytes", "crc32", "images", "refs", "sentences")}
+            for name, stats in shards
+        }
         entry["skipped"] = report.skipped(split)
         entry["converted"] = report.converted(split)
         entry["examples"] = {

@@ -1,0 +1,643 @@
+"""The bad-input corpus: each case is a small file generated here, with what must happen to it.
+
+Every case is either an error whose message names the file (and says what to do), a counted
+skip naming the record, or accepted. The README table "What happens on bad input" lists the
+same cases. Each test below failed before its fix (issue 7); the docstrings say how.
+"""
+
+import glob
+import json
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import types
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from refseg_tf import files
+from refseg_tf.cli import user_errors_as_messages
+from refseg_tf.data import pipeline, schema
+from refseg_tf.data.converters import refer, rle, safe_pickle, writer
+from refseg_tf.data.converters.report import ConversionError, ConversionReport
+from tests.test_convert_refer import (
+    HEIGHT,
+    REPO_ROOT,
+    WIDTH,
+    ReferBuilder,
+    _compressed_rle,
+    _convert,
+    _happy_dataset,
+    _rectangle,
+)
+
+AREA = HEIGHT * WIDTH
+
+
+# ============================================================================ 1. RLE masks
+RLE_CASES = {
+    # name: (segmentation, accepted)
+    "uncompressed runs short of h*w": ({"size": [HEIGHT, WIDTH], "counts": [10, 5]}, False),
+    "uncompressed runs beyond h*w": ({"size": [HEIGHT, WIDTH], "counts": [10, AREA]}, False),
+    "uncompressed negative run": ({"size": [HEIGHT, WIDTH], "counts": [AREA + 5, -5]}, False),
+    "compressed string that decodes short": ({"size": [HEIGHT, WIDTH], "counts": "1"}, False),
+    "compressed string cut inside a run": ({"size": [HEIGHT, WIDTH], "counts": "1`"}, False),
+    "compressed string with a foreign character": (
+        {"size": [HEIGHT, WIDTH], "counts": "1 2"},
+        False,
+    ),
+    "uncompressed exact cover": ({"size": [HEIGHT, WIDTH], "counts": [100, 50, AREA - 150]}, True),
+}
+
+
+@pytest.mark.parametrize("name", sorted(RLE_CASES))
+def test_rle_that_does_not_cover_the_mask_is_a_counted_skip(tmp_path, name):
+    """Before the fix pycocotools decoded a short RLE from uninitialised memory (no skip)."""
+    segmentation, accepted = RLE_CASES[name]
+    builder = ReferBuilder(tmp_path / "data")
+    builder.add_image(1)
+    builder.add_image(2)
+    good = builder.add_annotation(1, [_rectangle(5, 5, 30, 25)])
+    bad = builder.add_annotation(2, segmentation)
+    builder.add_ref(1, good, "train", ["good box"])
+    bad_ref = builder.add_ref(2, bad, "train", ["suspicious mask"])
+    builder.write()
+    report = ConversionReport(max_skip_fraction=1.0)
+    metadata = _convert(builder.reader(), tmp_path / "out", report=report)
+    skipped = metadata["splits"]["train"]["skipped"].get("ref", {})
+    if accepted:
+        assert skipped == {}
+        assert metadata["splits"]["train"]["refs"] == 2
+        return
+    assert skipped == {"undecodable segmentation": 1}
+    examples = [e["where"] for e in report.examples("train") if e["kind"] == "ref"]
+    assert any(f"ref_id {bad_ref}" in where and f"ann_id {bad}" in where for where in examples)
+
+
+def test_rle_check_agrees_with_pycocotools_on_valid_masks():
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        mask = (rng.random((HEIGHT, WIDTH)) > 0.7).astype(np.uint8)
+        counts = _compressed_rle(mask)["counts"]
+        assert rle.rle_problem(counts, HEIGHT, WIDTH) is None
+        assert sum(rle.compressed_runs(counts)) == AREA
+
+
+def test_decoding_is_deterministic_for_every_accepted_rle():
+    """A short RLE used to give a different mask on each decode; now it never decodes."""
+    segmentation = {"size": [200, 200], "counts": [10, 5]}
+    with pytest.raises(ValueError, match="cover 15 pixels"):
+        refer.decode_segmentation(segmentation, 200, 200)
+    from refseg_tf.data.converters import tfds_refcoco
+
+    frozen = tfds_refcoco.freeze_segmentation({"size": [200, 200], "counts": "1"}, "x")
+    with pytest.raises(ValueError, match="cover 1 pixels"):
+        tfds_refcoco.decode_segmentation(frozen, 200, 200)
+
+
+# ============================================================ 2, 5. incomplete or damaged splits
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    """A finished conversion: train in 2 shards, val and testA in 1."""
+    root = tmp_path_factory.mktemp("converted")
+    builder = _happy_dataset(root / "data")
+    output_dir = root / "out"
+    _convert(builder.reader(), output_dir, num_shards=2)
+    return builder, output_dir
+
+
+def _copy_output(converted, tmp_path):
+    _, output_dir = converted
+    copy = tmp_path / "copy"
+    shutil.copytree(output_dir, copy)
+    return copy
+
+
+def _zero_bytes(path):
+    open(path, "wb").close()
+
+
+def _cut_at_record_boundary(path):
+    data = open(path, "rb").read()
+    length = int.from_bytes(data[:8], "little")
+    open(path, "wb").write(data[: 12 + length + 4])  # the first record only
+
+
+def _cut_inside_a_record(path):
+    data = open(path, "rb").read()
+    open(path, "wb").write(data[: len(data) - 100])
+
+
+def _flip_a_byte(path):
+    data = bytearray(open(path, "rb").read())
+    data[len(data) // 2] ^= 0x40
+    open(path, "wb").write(bytes(data))
+
+
+SHARD_DAMAGE = {
+    "zero-byte shard": (_zero_bytes, "0 bytes instead of"),
+    "shard cut at a record boundary": (_cut_at_record_boundary, "1 records instead of 2"),
+    "shard cut inside a record": (_cut_inside_a_record, "cut inside record"),
+    "shard with a flipped byte": (_flip_a_byte, "CRC-32 differs"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SHARD_DAMAGE))
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_damaged_shard_is_named_before_reading(converted, tmp_path, name, mode):
+    """Before: a zero-byte or cut shard read as empty/short (exit 0), a flipped byte gave a
+    DataLossError naming no file."""
+    damage, expected = SHARD_DAMAGE[name]
+    data_dir = _copy_output(converted, tmp_path)
+    shard = data_dir / "testA-00000-of-00002.tfrecord"  # 2 of the 3 testA images
+    damage(shard)
+    with pytest.raises(pipeline.DamagedDataError) as raised:
+        pipeline.load(str(data_dir), "testA", mode, batch_size=2, image_size=32, max_length=5)
+    message = str(raised.value)
+    assert str(shard) in message and expected in message
+    assert "re-run refseg-convert" in message
+
+
+def test_undamaged_split_loads_and_size_mode_skips_the_checksum(converted, tmp_path):
+    data_dir = _copy_output(converted, tmp_path)
+    for split in ("train", "val", "testA"):  # no error on the undamaged splits
+        pipeline.verify_split(str(data_dir), split, pipeline.find_shards(str(data_dir), split))
+    _flip_a_byte(data_dir / "train-00001-of-00002.tfrecord")
+    pipeline.load(str(data_dir), "train", "eval", image_size=32, verify="size")  # no error
+    with pytest.raises(ValueError, match="`verify` must be one of"):
+        pipeline.load(str(data_dir), "train", "eval", image_size=32, verify="sometimes")
+
+
+def test_training_checks_its_shards_before_writing_anything(converted, tmp_path):
+    """Before: training read a zero-byte shard as empty and went on with the others."""
+    from refseg_tf.training import trainer
+
+    data_dir = _copy_output(converted, tmp_path)
+    shard = data_dir / "train-00001-of-00002.tfrecord"
+    _zero_bytes(shard)
+    model_dir = tmp_path / "model"
+    config = _model_dir_config(data_dir, **{"model.vocabulary_size": 0})
+    with pytest.raises(pipeline.DamagedDataError, match=str(shard)):
+        trainer.train(config, str(model_dir))
+    assert not model_dir.exists()
+
+
+def test_unfinished_conversion_without_metadata_is_refused(converted, tmp_path):
+    data_dir = _copy_output(converted, tmp_path)
+    os.remove(data_dir / schema.METADATA_FILENAME)
+    with pytest.raises(pipeline.DamagedDataError, match="did not finish"):
+        pipeline.load(str(data_dir), "val", "eval", image_size=32)
+
+
+def test_metadata_records_size_crc_and_counts_of_each_shard(converted):
+    _, output_dir = converted
+    metadata = json.loads((output_dir / schema.METADATA_FILENAME).read_text())
+    for split, entry in metadata["splits"].items():
+        assert sorted(entry["shard_files"]) == entry["shards"]
+        for name, stats in entry["shard_files"].items():
+            scan = schema.scan_shard(output_dir / name)
+            assert (scan.bytes, scan.crc32, scan.records) == (
+                stats["bytes"], stats["crc32"], stats["images"]
+            )
+        assert sum(s["sentences"] for s in entry["shard_files"].values()) == entry["sentences"]
+
+
+def test_resumed_conversion_rewrites_a_damaged_shard(converted, tmp_path):
+    """Before: a finished shard with the right size but flipped bytes was kept on resume."""
+    builder, output_dir = converted
+    data_dir = _copy_output(converted, tmp_path)
+    shard = data_dir / "train-00000-of-00002.tfrecord"
+    _flip_a_byte(shard)
+    _convert(builder.reader(), data_dir, num_shards=2)
+    assert shard.read_bytes() == (output_dir / shard.name).read_bytes()
+
+
+def test_damaged_record_while_reading_becomes_one_line(capsys):
+    import tensorflow as tf
+
+    @user_errors_as_messages("refseg-evaluate")
+    def main(argv):
+        raise tf.errors.DataLossError(None, None, "corrupted record at 1028")
+
+    assert main([]) == 1
+    line = capsys.readouterr().err.strip()
+    assert "\n" not in line and "corrupted record at 1028" in line and "refseg-convert" in line
+
+
+# =============================================================== 3. stale output, kill and resume
+def _corrupt_image(builder, image_id):
+    file_name = f"img_{image_id:04d}.jpg"
+    with open(os.path.join(builder.image_root, file_name), "wb") as file:
+        file.write(b"\xff\xd8 not really a jpeg")
+
+
+def test_fixed_source_image_rebuilds_its_shard(tmp_path):
+    """Before: the fingerprint held only the planned items, so the shard that had skipped the
+    corrupt image was kept after the image was fixed."""
+    builder = _happy_dataset(tmp_path / "data")
+    good = open(os.path.join(builder.image_root, "img_0003.jpg"), "rb").read()
+    _corrupt_image(builder, 3)  # image 3 is the only val image
+    output_dir = tmp_path / "out"
+    first = _convert(builder.reader(), output_dir, max_skip_fraction=1.0)
+    assert first["splits"]["val"]["images"] == 0
+    with open(os.path.join(builder.image_root, "img_0003.jpg"), "wb") as file:
+        file.write(good)
+    second = _convert(builder.reader(), output_dir, max_skip_fraction=1.0)
+    assert second["splits"]["val"]["images"] == 1
+    assert second["splits"]["val"]["skipped"] == {}
+
+
+def test_source_stamps_follow_size_and_time(tmp_path):
+    path = tmp_path / "a.jpg"
+    path.write_bytes(b"12345")
+    reader = types.SimpleNamespace(source_files=lambda item: [path, tmp_path / "missing.jpg"])
+    stamps = writer.source_stamps(reader, item=None)
+    assert stamps[0][:2] == (str(path), 5) and stamps[1][1:] == (None, None)
+    os.utime(path, ns=(1, 1))
+    assert writer.source_stamps(reader, None)[0] != stamps[0]
+    assert writer.source_stamps(types.SimpleNamespace(), None) == []
+
+
+def _cli_conversion(builder, output_dir, *extra):
+    return [
+        sys.executable, "-m", "refseg_tf.convert", "--format=refer",
+        f"--data_root={builder.root}", f"--dataset={builder.dataset}", "--split_by=unc",
+        f"--image_root={builder.image_root}", f"--output_dir={output_dir}",
+        "--images_per_shard=1", "--noprogress", "--max_skip_fraction=1", *extra,
+    ]
+
+
+def _big_dataset(root, count):
+    """`count` train images of 320x320 noise (slow enough to encode that a kill lands mid-run)."""
+    builder = ReferBuilder(root)
+    rng = np.random.default_rng(0)
+    for image_id in range(1, count + 1):
+        builder.add_image(image_id, rng.integers(0, 256, (320, 320, 3), dtype=np.uint8),
+                          image_format="PNG")
+        mask = np.zeros((320, 320), np.uint8)
+        mask[rng.integers(0, 320, 2000), rng.integers(0, 320, 2000)] = 1
+        annotation = builder.add_annotation(image_id, _compressed_rle(mask))
+        builder.add_ref(image_id, annotation, "train", [f"thing number {image_id}"])
+    return builder.write()
+
+
+@pytest.mark.slow
+def test_killed_conversion_with_a_changed_input_resumes_to_the_fresh_output(tmp_path):
+    """Kill a conversion after its first shards, fix the corrupt image of shard 0, re-run.
+
+    Before: shard 0 (written while the image was corrupt, so without it) was kept.
+    """
+    builder = _big_dataset(tmp_path / "data", 40)
+    first_image = os.path.join(builder.image_root, "img_0001.png")
+    good = open(first_image, "rb").read()
+    open(first_image, "wb").write(b"\x89PNG broken")
+    output_dir = tmp_path / "out"
+    process = subprocess.Popen(
+        _cli_conversion(builder, output_dir), cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 120
+    while len(glob.glob(str(output_dir / ".shards" / "*.json"))) < 3 and time.time() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "the conversion ended before it was killed"
+    assert not (output_dir / schema.METADATA_FILENAME).exists()
+    open(first_image, "wb").write(good)
+
+    resumed = subprocess.run(_cli_conversion(builder, output_dir), cwd=REPO_ROOT,
+                             capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    fresh_dir = tmp_path / "fresh"
+    subprocess.run(_cli_conversion(builder, fresh_dir), cwd=REPO_ROOT,
+                   check=True, capture_output=True)
+    resumed_metadata = _without_checksums(json.loads((output_dir / "metadata.json").read_text()))
+    fresh_metadata = _without_checksums(json.loads((fresh_dir / "metadata.json").read_text()))
+    assert resumed_metadata == fresh_metadata
+    assert resumed_metadata["splits"]["train"]["images"] == 40
+    for path in sorted(fresh_dir.glob("*.tfrecord")):
+        assert _examples(output_dir / path.name) == _examples(path), path.name
+
+
+def _without_checksums(metadata):
+    """The metadata without CRC-32s: protobuf orders a feature map differently in each process,
+    so equal examples need not be equal bytes."""
+    for entry in metadata["splits"].values():
+        for stats in entry["shard_files"].values():
+            stats.pop("crc32")
+    return metadata
+
+
+def _examples(path):
+    import tensorflow as tf
+
+    return [tf.train.Example.FromString(r.numpy()) for r in tf.data.TFRecordDataset(str(path))]
+
+
+# ======================================================== 9, 10. hostile JSON and pickle files
+def _deep_json(depth=100_000):
+    return "[" * depth + "]" * depth
+
+
+def test_deeply_nested_instances_json_is_a_clear_error(tmp_path):
+    """Before: RecursionError with a traceback."""
+    builder = _happy_dataset(tmp_path / "data")
+    with open(builder.reader().instances_path, "w") as file:
+        file.write(_deep_json())
+    with pytest.raises(ConversionError, match="instances.json: JSON nested too deeply"):
+        builder.reader().plan(ConversionReport())
+
+
+def _shared_reference_bomb(levels=20):
+    """`a = [a, a]` `levels` times: ~150 bytes that expand into 2**levels lists."""
+    value = []
+    for _ in range(levels):
+        value = [value, value]
+    return pickle.dumps(value, protocol=2)
+
+
+def _recursive_pickle():
+    value = []
+    value.append(value)
+    return pickle.dumps(value, protocol=2)
+
+
+def _deeply_nested_pickle(depth=20_000):
+    """`depth` lists each inside the previous: EMPTY_LIST depth+1 times, then APPEND depth times."""
+    return b"\x80\x02" + b"]" * (depth + 1) + b"a" * depth + b"."
+
+
+PICKLE_CASES = {
+    "shared-reference bomb": (_shared_reference_bomb, "expands to 2097151 objects"),
+    "recursive list": (_recursive_pickle, "recursive structure"),
+    "deeply nested lists": (_deeply_nested_pickle, "nested too deeply"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PICKLE_CASES))
+def test_expanding_pickle_is_refused_fast(tmp_path, name):
+    """Before: the 20-level bomb took 14 s and 830 MB; the recursive list a RecursionError."""
+    make, expected = PICKLE_CASES[name]
+    path = tmp_path / "refs(unc).p"
+    path.write_bytes(make())
+    start = time.perf_counter()
+    with pytest.raises(safe_pickle.UnsafePickleError) as raised:
+        safe_pickle.load_pickle(path)
+    assert time.perf_counter() - start < 1.0
+    assert str(path) in str(raised.value) and expected in str(raised.value)
+
+
+def test_pickle_object_limit_is_a_flag(tmp_path):
+    path = tmp_path / "refs(unc).p"
+    path.write_bytes(_shared_reference_bomb(levels=8))  # 511 objects
+    assert len(safe_pickle.load_pickle(path)) == 2
+    with pytest.raises(safe_pickle.UnsafePickleError, match="limit of 100"):
+        safe_pickle.load_pickle(path, max_objects=100)
+    flags = types.SimpleNamespace(
+        data_root=str(tmp_path), dataset="d", split_by="unc", max_pickle_objects=100
+    )
+    assert refer.make_reader(flags).max_pickle_objects == 100
+
+
+# ============================================================== 4, 6, 9, 12. model directories
+def _model_dir_config(data_dir, **changes):
+    from refseg_tf.training import config as config_lib
+
+    config = config_lib.base_config()
+    config.data.dir = str(data_dir)
+    config.model.vocabulary_size = 7
+    for dotted, value in changes.items():
+        node = config
+        *parents, last = dotted.split(".")
+        for part in parents:
+            node = node[part]
+        node[last] = value
+    return config
+
+
+@pytest.fixture()
+def trained_dir(tmp_path):
+    """A model directory as refseg-train leaves it (config.json, vocab.txt), and its data dir."""
+    from refseg_tf.training import config as config_lib
+
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "vocab.txt").write_text("\n".join(["<pad>", "<go>", "<eos>", "<unk>", "a", "b",
+                                                   "c"]) + "\n")
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    config_lib.save_config(_model_dir_config(data_dir), str(model_dir))
+    shutil.copyfile(data_dir / "vocab.txt", model_dir / "vocab.txt")
+    return data_dir, model_dir
+
+
+CONFIG_CHANGES = {
+    # dotted key: (new value, refused)
+    "data.normalization": ("unit", True),
+    "data.image_size": (64, True),
+    "model.name": ("lstm_cnn", True),
+    "model.threshold": (0.4, True),
+    "train.steps": (5000, False),
+    "train.optimizer.learning_rate": (1e-3, False),
+    "eval.batch_size": (2, False),
+}
+
+
+@pytest.mark.parametrize("key", sorted(CONFIG_CHANGES))
+def test_changed_config_is_refused_before_anything_is_written(trained_dir, key):
+    """Before: config.json was rewritten first (a changed normalisation even trained on)."""
+    from refseg_tf.training import trainer
+
+    data_dir, model_dir = trained_dir
+    value, refused = CONFIG_CHANGES[key]
+    before = (model_dir / "config.json").read_bytes()
+    config = _model_dir_config(data_dir, **{key: value})
+    if not refused:
+        trainer.check_resumable(trainer.resolve_config(config), str(model_dir))
+        return
+    with pytest.raises(ValueError) as raised:
+        trainer.train(config, str(model_dir))
+    assert key in str(raised.value) and "nothing was written" in str(raised.value)
+    assert (model_dir / "config.json").read_bytes() == before
+
+
+def test_changed_vocabulary_is_refused(trained_dir):
+    from refseg_tf.training import trainer
+
+    data_dir, model_dir = trained_dir
+    (data_dir / "vocab.txt").write_text("<pad>\n<go>\n<eos>\n<unk>\nx\ny\nz\n")
+    with pytest.raises(ValueError, match="the vocabulary"):
+        trainer.train(_model_dir_config(data_dir), str(model_dir))
+    assert (model_dir / "vocab.txt").read_text().splitlines()[4] == "a"
+
+
+NOT_A_CONFIG = {
+    "empty object": ("{}", "lacks data.dir"),
+    "a list": ("[1, 2]", "must hold a JSON object"),
+    "deeply nested": (_deep_json(), "nested too deeply"),
+    "invalid JSON": ("{", "not valid JSON"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NOT_A_CONFIG))
+def test_config_json_that_is_not_a_config_is_a_clear_error(tmp_path, name):
+    """Before: `{}` gave an AttributeError later, deep nesting a RecursionError."""
+    from refseg_tf.training import config as config_lib
+
+    text, expected = NOT_A_CONFIG[name]
+    (tmp_path / "config.json").write_text(text)
+    with pytest.raises(ValueError) as raised:
+        config_lib.load_config(str(tmp_path))
+    assert str(tmp_path / "config.json") in str(raised.value) and expected in str(raised.value)
+
+
+def _small_manager(directory):
+    import keras
+    import tensorflow as tf
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer="adam", loss="mse")
+    model.optimizer.build(model.trainable_variables)
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
+    return tf.train.CheckpointManager(checkpoint, str(directory), max_to_keep=3)
+
+
+def _cut_in_half(path):
+    data = open(path, "rb").read()
+    open(path, "wb").write(data[: len(data) // 2])
+
+
+def _flip_near_end(path):
+    data = bytearray(open(path, "rb").read())
+    data[-20] ^= 0xFF
+    open(path, "wb").write(bytes(data))
+
+
+CHECKPOINT_DAMAGE = {
+    "data file cut": (".data-00000-of-00001", _cut_in_half),
+    "data file with a flipped byte": (".data-00000-of-00001", _flip_near_end),
+    "index file missing": (".index", os.remove),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CHECKPOINT_DAMAGE))
+def test_damaged_newest_checkpoint_falls_back_with_a_warning(tmp_path, name, caplog):
+    """Before: the restore raised (IndexError "Read less bytes than requested" and others)."""
+    from refseg_tf.training import trainer
+
+    suffix, damage = CHECKPOINT_DAMAGE[name]
+    manager = _small_manager(tmp_path)
+    for step in (5, 9):
+        manager.checkpoint.optimizer.iterations.assign(step)
+        manager.save(checkpoint_number=step)
+    damage(str(tmp_path / f"ckpt-9{suffix}"))
+    manager.checkpoint.optimizer.iterations.assign(0)
+    with caplog.at_level("WARNING"):
+        assert trainer.restore_newest_readable(_small_manager(tmp_path)) == 5
+    assert str(tmp_path / "ckpt-9") in caplog.text
+
+
+def test_no_readable_checkpoint_names_each(tmp_path):
+    from refseg_tf.training import trainer
+
+    manager = _small_manager(tmp_path)
+    manager.save(checkpoint_number=3)
+    _cut_in_half(str(tmp_path / "ckpt-3.data-00000-of-00001"))
+    with pytest.raises(ValueError, match="ckpt-3"):
+        trainer.restore_newest_readable(_small_manager(tmp_path))
+
+
+def test_leftover_temporary_checkpoint_folders_are_removed(tmp_path):
+    from refseg_tf.training import callbacks, trainer
+
+    leftover = tmp_path / callbacks.CHECKPOINT_SUBDIR / "ckpt-12_temp"
+    leftover.mkdir(parents=True)
+    (leftover / "part-00000-of-00001.data-00000-of-00001").write_bytes(b"half")
+    assert trainer.remove_temporary_checkpoints(str(tmp_path)) == [str(leftover)]
+    assert not leftover.exists()
+
+
+def test_every_output_has_the_same_mode(tmp_path):
+    """Before: model.keras and the model directory's vocab.txt were 0600."""
+    import keras
+
+    from refseg_tf.training import trainer
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    trainer.save_model_atomic(model, str(tmp_path / "model.keras"))
+    (tmp_path / "source.txt").write_text("a\n")
+    files.atomic_copy(tmp_path / "source.txt", tmp_path / "vocab.txt")
+    files.atomic_write_text(tmp_path / "config.json", "{}")
+    for name in ("model.keras", "vocab.txt", "config.json"):
+        assert os.stat(tmp_path / name).st_mode & 0o777 == files.FILE_MODE, name
+
+
+def test_shards_have_the_output_mode(converted):
+    _, output_dir = converted
+    for path in output_dir.glob("*.tfrecord"):
+        assert os.stat(path).st_mode & 0o777 == files.FILE_MODE
+
+
+# ============================================================= 7. unwritable output directories
+def test_unwritable_conversion_output_is_one_line(tmp_path):
+    """Before: a traceback (the OSError escaped convert_with_flags)."""
+    builder = _happy_dataset(tmp_path / "data")
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    result = subprocess.run(
+        _cli_conversion(builder, blocker / "out"), cwd=REPO_ROOT, capture_output=True, text=True
+    )
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.startswith("refseg-convert:")]
+    assert len(lines) == 1 and str(blocker) in lines[0] and "Not a directory" in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_unwritable_model_dir_is_one_line(converted, tmp_path, capsys):
+    """Before: a PermissionError / NotADirectoryError traceback from refseg-train."""
+    from refseg_tf.training import trainer
+
+    _, data_dir = converted
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+
+    @user_errors_as_messages("refseg-train")
+    def main(argv):
+        trainer.train(_model_dir_config(data_dir, **{"model.vocabulary_size": 0}),
+                      str(blocker / "model"))
+
+    assert main([]) == 1
+    message = capsys.readouterr().err.strip()
+    assert "\n" not in message and str(blocker) in message
+
+
+def test_full_disk_is_one_line(capsys):
+    import errno
+
+    @user_errors_as_messages("refseg-export")
+    def main(argv):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/exports/model/saved_model.pb")
+
+    assert main([]) == 1
+    message = capsys.readouterr().err.strip()
+    assert message.startswith("refseg-export: error:") and "saved_model.pb" in message
+    assert "No space left on device" in message
+
+
+# =============================================================== 8. decompression-bomb images
+def test_image_over_the_pixel_limit_is_a_clear_error(tmp_path, monkeypatch):
+    """Before: PIL.Image.DecompressionBombError escaped refseg-predict as a traceback."""
+    from refseg_tf.inference import read_image
+
+    path = tmp_path / "huge.png"
+    Image.fromarray(np.zeros((60, 40, 3), np.uint8)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 2400 pixels > 2 * 1000
+    with pytest.raises(ValueError) as raised:
+        read_image(str(path))
+    message = str(raised.value)
+    assert str(path) in message and "2000" in message and "MAX_IMAGE_PIXELS" in message
