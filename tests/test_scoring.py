@@ -151,3 +151,65 @@ def test_restore_binary_mask_dilates_like_the_authors():
     # The crop-then-resize of another image size (portrait, downscaled) also matches.
     expected = _authors_resize_and_crop(binary.astype(np.float64), 300, 200) > 0
     np.testing.assert_array_equal(scoring.restore_binary_mask(binary, (300, 200)), expected)
+
+
+class _FixedLogits:
+    """A stand-in model that returns the same 40x40 logits for every input (batch-tiled)."""
+
+    threshold = 0.5
+
+    def __init__(self, logits):
+        self.logits = tf.constant(logits[None, ..., None])
+
+    def __call__(self, inputs, training=False):
+        batch = tf.shape(inputs["image"])[0]
+        return tf.tile(self.logits, [batch, 1, 1, 1])
+
+
+def test_predictor_mask_equals_authors_pipeline(reference_case):
+    from refseg_tf.inference import Predictor
+    from refseg_tf.text import Vocabulary
+    from refseg_tf.training.config import base_config
+
+    logits, expected = reference_case
+    config = base_config()
+    config.data.image_size = SIZE
+    predictor = Predictor(_FixedLogits(logits), config, Vocabulary.build(["the dog"]))
+    image = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
+    mask = predictor.predict_mask(image, "the dog")
+    np.testing.assert_array_equal(mask, expected)
+    first, second = predictor.predict_mask(image, ["the dog", "a dog"])
+    np.testing.assert_array_equal(second, expected)
+    probability = predictor.predict(image, "the dog")
+    assert probability.shape == (HEIGHT, WIDTH) and 0.0 <= probability.min() <= probability.max() <= 1
+
+
+def test_evaluation_batch_scoring_equals_authors_pipeline(reference_case):
+    """`refseg-evaluate` scores every batch with `evaluation.score_batch`."""
+    from refseg_tf.training import evaluation
+
+    logits, expected = reference_case
+    other = blob_logits(7)
+    batch = {
+        "image_window": np.stack([_window(), _window(300, 200)]),
+        "original_size": np.array([[HEIGHT, WIDTH], [300, 200]]),
+    }
+    masks = evaluation.score_batch(np.stack([logits, other])[..., None], batch, SIZE)
+    np.testing.assert_array_equal(masks[0], expected)
+    np.testing.assert_array_equal(masks[1], authors_masks(other, 300, 200))
+    assert "logit >= 1e-09" in evaluation.scoring_rule_line("upsample_logits", 0.5)
+
+
+def test_keras_metric_applies_the_rule_at_input_resolution(reference_case):
+    """The Keras metrics score steps 1-2 of the authors' pipeline against the S x S mask."""
+    from refseg_tf.metrics import OverallIoU
+
+    logits, _ = reference_case
+    predicted = _tf1_upsample_reference(logits.astype(np.float64), SIZE) >= 1e-9
+    truth = np.zeros((SIZE, SIZE), bool)
+    truth[60:200, 80:260] = True
+    intersection = np.logical_and(predicted, truth).sum()
+    union = np.logical_or(predicted, truth).sum()
+    metric = OverallIoU()
+    metric.update_state(truth[None, ..., None].astype(np.float32), logits[None, ..., None])
+    assert float(metric.result()) == pytest.approx(intersection / union, abs=1e-6)

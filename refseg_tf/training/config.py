@@ -12,7 +12,7 @@ Sections:
   `data.dir/vocab.txt`), optional `loss`/`optimizer` overrides and the model's own arguments.
 - `train`: steps, batch size, optimizer and schedule, weight decay, freezing, checkpoints,
   mixed precision, distribution.
-- `eval`: batch size, DenseCRF, threshold override.
+- `eval`: batch size, DenseCRF, threshold override, scoring rule (`refseg_tf.scoring`).
 """
 
 import json
@@ -64,6 +64,8 @@ def base_config() -> ml_collections.ConfigDict:
     config.data.shuffle_buffer = 1000
     # The text-blind control: every expression replaced by this one word ("" = off).
     config.data.blind_expression = ""
+    # "refseg" (the library's tokeniser) | "authors" (Hu/RMI/RRN `re.split(r'(\W+)')`).
+    config.data.tokenizer = "refseg"
 
     config.model = ml_collections.ConfigDict()
     config.model.name = "d_lstm"
@@ -107,6 +109,8 @@ def base_config() -> ml_collections.ConfigDict:
     config.eval.batch_size = 8
     config.eval.dense_crf = False
     config.eval.threshold = -1.0  # < 0: the model's own threshold
+    # refseg_tf.scoring.SCORING_RULES: "upsample_logits" (Hu/RMI/RRN code) | "resize_probability"
+    config.eval.scoring_rule = "upsample_logits"
     return config
 
 

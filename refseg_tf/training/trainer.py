@@ -261,6 +261,7 @@ def _image_callback(config, model_dir, dataset, model):
         denormalize=lambda images: denormalize_image(images, preset),
         threshold=getattr(model, "threshold", 0.5),
         every=int(config.train.log_images_every),
+        scoring_rule=config.eval.get("scoring_rule", "upsample_logits"),
     )
 
 
