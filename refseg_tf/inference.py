@@ -46,8 +46,10 @@ class Predictor:
         self.model = model
         self.config = config
         self.image_size = int(config.data.image_size)
+        mode = config.data.get("tokenizer", "refseg")
         self.tokenizer = Tokenizer(
-            vocabulary, max_length=int(config.data.max_length), padding=config.data.text_padding
+            vocabulary, max_length=int(config.data.max_length), padding=config.data.text_padding,
+            mode=mode,
         )
         self.blind_word_ids = None
         if config.data.get("blind_expression", ""):  # a text-blind control model
@@ -55,7 +57,7 @@ class Predictor:
 
             self.blind_word_ids = encode_sentence(
                 config.data.blind_expression, as_vocabulary(vocabulary), int(config.data.max_length),
-                config.data.text_padding,
+                config.data.text_padding, mode=mode,
             )
         threshold = float(config.eval.get("threshold", -1.0))
         self.threshold = threshold if threshold >= 0 else float(getattr(model, "threshold", 0.5))

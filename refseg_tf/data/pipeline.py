@@ -153,6 +153,7 @@ def load(
     repeat: Optional[int] = None,
     drop_remainder: Optional[bool] = None,
     vocabulary=None,
+    tokenizer: str = "refseg",
     as_supervised: bool = False,
     num_parallel_calls: Optional[int] = None,
     cycle_length: Optional[int] = None,
@@ -184,6 +185,8 @@ def load(
         drop_remainder: drop a final partial batch; None means True in train, False in eval.
         vocabulary: a `refseg_tf.text.Vocabulary`, word list or file path; None reads
             `data_dir/vocab.txt`.
+        tokenizer: "refseg" or "authors" (`refseg_tf.text.split_words`); use the mode the
+            vocabulary was built with (`metadata.json` "vocabulary"/"tokenizer").
         as_supervised: yield `({"image", "word_ids"}, target)` with target `label` when
             `label_grid` is set, else `mask` (for `model.fit`).
         num_parallel_calls: parallelism of reading and mapping; None means AUTOTUNE, 1 is fully
@@ -220,7 +223,7 @@ def load(
     _validate_arguments(locals())
     training = mode == "train"
     paths = find_shards(data_dir, split)
-    tokenizer = _make_tokenizer(data_dir, vocabulary, max_length, text_padding)
+    tokenizer = _make_tokenizer(data_dir, vocabulary, max_length, text_padding, tokenizer)
     schedule = _Schedule(
         training=training,
         seed=random.SystemRandom().randrange(2**31) if seed is None else seed,
@@ -308,7 +311,7 @@ def _default_deterministic(training: bool, seed, deterministic) -> bool:
     return not training or seed is not None
 
 
-def _make_tokenizer(data_dir, vocabulary, max_length: int, text_padding: str):
+def _make_tokenizer(data_dir, vocabulary, max_length: int, text_padding: str, mode="refseg"):
     from refseg_tf.text import Tokenizer
 
     if vocabulary is None:
@@ -318,7 +321,7 @@ def _make_tokenizer(data_dir, vocabulary, max_length: int, text_padding: str):
                 f"No vocabulary file {schema.VOCAB_FILENAME!r} in {os.fspath(data_dir)!r}; pass "
                 "`vocabulary=` or convert the dataset again."
             )
-    return Tokenizer(vocabulary, max_length=max_length, padding=text_padding)
+    return Tokenizer(vocabulary, max_length=max_length, padding=text_padding, mode=mode)
 
 
 def _map(dataset, function, schedule: _Schedule):

@@ -148,7 +148,14 @@ def validate_config(config, require_data_dir: bool = False) -> None:
 
 def preprocessing_kwargs(config) -> dict:
     """The `refseg_tf.data.load` keyword arguments shared by training, evaluation and prediction."""
-    return {key: config.data[key] for key in PREPROCESSING_KEYS}
+    kwargs = {key: config.data[key] for key in PREPROCESSING_KEYS}
+    kwargs["tokenizer"] = tokenizer_mode(config)
+    return kwargs
+
+
+def tokenizer_mode(config) -> str:
+    """`config.data.tokenizer`; "refseg" for model directories written before the key."""
+    return config.data.get("tokenizer", "refseg")
 
 
 def save_config(config, model_dir: str) -> str:

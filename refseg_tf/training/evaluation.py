@@ -106,10 +106,10 @@ def score_batch(logits, batch, image_size, rule=scoring.DEFAULT_SCORING_RULE, th
     ]
 
 
-def _sentence_length(sentence: bytes) -> int:
+def _sentence_length(sentence: bytes, mode: str = "refseg") -> int:
     from refseg_tf.text import split_words
 
-    return len(split_words(sentence))
+    return len(split_words(sentence, mode))
 
 
 def evaluate_model(model, config, split, batch_size=8, data_dir=None, use_crf=False,
@@ -148,7 +148,9 @@ def evaluate_model(model, config, split, batch_size=8, data_dir=None, use_crf=Fa
             evaluator.update(
                 prediction,
                 truth,
-                length=_sentence_length(batch["sentence"][i].numpy()),
+                length=_sentence_length(
+                    batch["sentence"][i].numpy(), config_lib.tokenizer_mode(config)
+                ),
                 sample_id=int(batch["sent_id"][i].numpy()),
             )
     if evaluator.count == 0:

@@ -213,7 +213,8 @@ def blind_word_ids(config, vocabulary_path=None):
     vocabulary = Vocabulary.load(vocabulary_path or _data_file(config, VOCAB_FILENAME))
     return tf.constant(
         encode_sentence(
-            expression, vocabulary, int(config.data.max_length), config.data.text_padding
+            expression, vocabulary, int(config.data.max_length), config.data.text_padding,
+            mode=config.data.get("tokenizer", "refseg"),
         ),
         tf.int32,
     )
