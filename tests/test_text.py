@@ -622,3 +622,21 @@ def test_vocabulary_with_inner_space_round_trips_and_line_breaks_are_refused(tmp
     assert vocabulary.id_of(". .") == 4
     with pytest.raises(VocabularyError, match="line break"):
         Vocabulary(SPECIAL_TOKENS + ("a\nb",))
+
+
+def test_tokenizer_mode_travels_with_the_config():
+    """`data.tokenizer` of a model dir's config.json decides how Predictor tokenises."""
+    from refseg_tf.inference import Predictor
+    from refseg_tf.training.config import base_config, preprocessing_kwargs, validate_config
+
+    config = base_config()
+    assert config.data.tokenizer == "refseg" and preprocessing_kwargs(config)["tokenizer"] == "refseg"
+    config.data.tokenizer = "authors"
+    vocabulary = Vocabulary.build(["left, man ."], tokenizer="authors")
+    predictor = Predictor(model=None, config=config, vocabulary=vocabulary)
+    assert predictor.tokenizer.mode == "authors"
+    expected = encode_sentence("Left, man .", vocabulary, 20, "front", mode="authors")
+    assert predictor.tokenizer(tf.constant("Left, man .")).numpy().tolist() == expected
+    config.data.tokenizer = "hu"
+    with pytest.raises(ValueError, match="`data.tokenizer` must be one of"):
+        validate_config(config)

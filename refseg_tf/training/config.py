@@ -140,6 +140,17 @@ def validate_config(config, require_data_dir: bool = False) -> None:
             problems.append(
                 f"`train.checkpoint_every` must be > 0, got {config.train.checkpoint_every}"
             )
+        rule = config.eval.get("scoring_rule", "upsample_logits")
+        if rule not in ("upsample_logits", "resize_probability"):
+            problems.append(
+                "`eval.scoring_rule` must be one of 'upsample_logits', 'resize_probability'; "
+                f"received {rule!r}"
+            )
+        tokenizer = config.data.get("tokenizer", "refseg")
+        if tokenizer not in ("refseg", "authors"):
+            problems.append(
+                f"`data.tokenizer` must be one of 'refseg', 'authors'; received {tokenizer!r}"
+            )
         if require_data_dir and not config.data.dir:
             problems.append("`data.dir` is empty: pass --config.data.dir=PATH to converted TFRecords")
     if problems:
