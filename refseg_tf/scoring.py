@@ -49,10 +49,11 @@ def check_scoring_rule(rule) -> str:
 
 
 def check_threshold(threshold) -> float:
-    """The probability threshold as a float in (0, 1), else a ValueError."""
+    """The probability threshold as a float in [0, 1] (0: everything, 1: nothing), else a
+    ValueError."""
     value = float(threshold)
-    if not 0.0 < value < 1.0:
-        raise ValueError(f"`threshold` must lie in (0, 1); received {threshold!r}.")
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"`threshold` must lie in [0, 1]; received {threshold!r}.")
     return value
 
 
@@ -61,6 +62,8 @@ def logit_threshold(threshold: float = 0.5) -> float:
     threshold = check_threshold(threshold)
     if threshold == 0.5:
         return AUTHORS_LOGIT_THRESHOLD
+    if threshold in (0.0, 1.0):
+        return -math.inf if threshold == 0.0 else math.inf
     return math.log(threshold / (1.0 - threshold))
 
 

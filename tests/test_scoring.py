@@ -139,8 +139,9 @@ def test_logit_threshold_and_bad_arguments():
     assert scoring.logit_threshold(0.25) == pytest.approx(np.log(1 / 3))
     with pytest.raises(ValueError, match="`scoring_rule` must be one of"):
         scoring.check_scoring_rule("sigmoid_first")
+    assert scoring.logit_threshold(0.0) == -np.inf and scoring.logit_threshold(1.0) == np.inf
     with pytest.raises(ValueError, match="`threshold` must lie in"):
-        scoring.logit_threshold(1.0)
+        scoring.logit_threshold(1.5)
 
 
 def test_restore_binary_mask_dilates_like_the_authors():
