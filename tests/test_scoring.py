@@ -214,3 +214,24 @@ def test_keras_metric_applies_the_rule_at_input_resolution(reference_case):
     metric = OverallIoU()
     metric.update_state(truth[None, ..., None].astype(np.float32), logits[None, ..., None])
     assert float(metric.result()) == pytest.approx(intersection / union, abs=1e-6)
+
+
+def test_dense_crf_path_uses_the_upsampled_sigmoid_and_the_same_restore(reference_case,
+                                                                        monkeypatch):
+    """DenseCRF gets sigmoid(TF1-upsampled logits) at S; its binary output is restored by the rule."""
+    from refseg_tf.training import evaluation
+
+    logits, expected = reference_case
+    seen = {}
+
+    def fake_crf(image, probability):  # a CRF that changes nothing: argmax of the unary
+        seen["probability"] = probability
+        return (probability >= 0.5).astype(np.float32)
+
+    monkeypatch.setattr(evaluation, "dense_crf", fake_crf)
+    batch = {"image_window": _window()[None], "original_size": np.array([[HEIGHT, WIDTH]])}
+    images = np.zeros((1, SIZE, SIZE, 3), np.uint8)
+    (mask,) = evaluation.score_batch(logits[None, ..., None], batch, SIZE, crf_images=images)
+    upsampled = _tf1_upsample_reference(logits.astype(np.float64), SIZE)
+    np.testing.assert_allclose(seen["probability"], 1 / (1 + np.exp(-upsampled)), atol=1e-5)
+    np.testing.assert_array_equal(mask, expected)

@@ -321,7 +321,27 @@ def _make_tokenizer(data_dir, vocabulary, max_length: int, text_padding: str, mo
                 f"No vocabulary file {schema.VOCAB_FILENAME!r} in {os.fspath(data_dir)!r}; pass "
                 "`vocabulary=` or convert the dataset again."
             )
+        _warn_on_tokenizer_mismatch(data_dir, mode)
     return Tokenizer(vocabulary, max_length=max_length, padding=text_padding, mode=mode)
+
+
+def _warn_on_tokenizer_mismatch(data_dir, mode: str) -> None:
+    """Warns when the data dir's vocab.txt was built by another tokeniser than `mode`."""
+    import json
+
+    from absl import logging
+
+    path = os.path.join(os.fspath(data_dir), schema.METADATA_FILENAME)
+    try:
+        with tf.io.gfile.GFile(path, "r") as stream:
+            built_with = json.load(stream).get("vocabulary", {}).get("tokenizer", "refseg")
+    except (tf.errors.OpError, ValueError, AttributeError):
+        return  # no or unreadable metadata: nothing to compare with
+    if built_with != mode:
+        logging.warning(
+            "%s: vocab.txt was built with tokenizer=%r but the sentences are tokenised with "
+            "tokenizer=%r; set data.tokenizer=%r.", path, built_with, mode, built_with,
+        )
 
 
 def _map(dataset, function, schedule: _Schedule):
