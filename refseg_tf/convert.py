@@ -54,6 +54,24 @@ _FLAG_SPECS = (
         {},
     ),
     ("bool", "progress", True, "Show a progress bar.", {}),
+    (
+        "enum",
+        "tokenizer",
+        "refseg",
+        "Tokeniser of the vocabulary and of the skip rule for wordless sentences: 'refseg' (the "
+        "library's) or 'authors' (Hu/RMI/RRN code, re.split(r'(\\W+)')). Train with the same "
+        "data.tokenizer.",
+        {"enum_values": ["refseg", "authors"]},
+    ),
+    (
+        "string",
+        "vocabulary",
+        None,
+        "A word list (one word per line, <pad> <go> <eos> <unk> first, e.g. the authors' "
+        "vocabulary_referit.txt) to use as vocab.txt with its ids, instead of building one; "
+        "metadata.json counts the out-of-vocabulary tokens.",
+        {},
+    ),
     # shared by several formats
     (
         "string",
@@ -134,6 +152,14 @@ def convert_with_flags(flag_values: flags.FlagValues) -> int:
     from refseg_tf.data.converters.report import ConversionError
     from refseg_tf.data.converters.writer import write_dataset
     from refseg_tf.cli import tensorflow_file_error_message
+    from refseg_tf.text import Vocabulary, VocabularyError
+
+    vocabulary = None
+    if flag_values.vocabulary:
+        try:
+            vocabulary = Vocabulary.load(flag_values.vocabulary)
+        except VocabularyError as error:
+            raise app.UsageError(f"--vocabulary: {error}") from error
 
     try:
         reader = make_reader(flag_values)
@@ -151,6 +177,8 @@ def convert_with_flags(flag_values: flags.FlagValues) -> int:
             min_count=flag_values.min_count,
             max_skip_fraction=flag_values.max_skip_fraction,
             show_progress=flag_values.progress,
+            tokenizer=flag_values.tokenizer,
+            vocabulary=vocabulary,
         )
     except ConversionError as error:
         return _fail(error)

@@ -103,10 +103,9 @@ def draw_predictions(model_dir, config, raw_dir, path, count):
         image_path = os.path.join(raw_dir, "images", f"synthetic_{int(image_ids[i]):012d}.jpg")
         image = read_image(image_path)
         text = sentence.decode("utf-8")
-        probability = predictor.predict(image, text)
         height, width = image.shape[:2]
         images.append(image)
-        predictions.append(probability >= predictor.threshold)
+        predictions.append(predictor.predict_mask(image, text))
         truths.append(batch["original_mask"][i, :height, :width].numpy() > 0)
         captions.append(text)
     _save_grid(path, images, predictions, captions, ground_truths=truths)

@@ -3,7 +3,9 @@
     refseg-evaluate --model_dir=runs/rrn --split=val [--dense_crf] [--data_dir=OTHER]
 
 Prints one table (overall IoU, mean IoU, prec@0.5..0.9, the breakdown by expression length) and
-writes it to `MODEL_DIR/eval_<split>.json`.
+writes it to `MODEL_DIR/eval_<split>.json`. Masks come from the model directory's scoring rule
+(`eval.scoring_rule`, `refseg_tf.scoring`; default the authors' "upsample_logits"), named above
+the table and in the JSON's `metadata.scoring_rule`.
 """
 
 from absl import app, flags

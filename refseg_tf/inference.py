@@ -2,14 +2,19 @@
 
 Example:
     predictor = Predictor.from_model_dir("runs/rrn")
+    mask = predictor.predict_mask(image, "the man on the left")  # bool [height, width]
     probability = predictor.predict(image, "the man on the left")  # [height, width] in [0, 1]
-    mask = probability >= predictor.threshold
+
+The mask follows the model directory's scoring rule (`eval.scoring_rule`, `refseg_tf.scoring`);
+under the authors' "upsample_logits" rule it is not a threshold of the probability map.
 """
 
 import os
 
 import numpy as np
 import tensorflow as tf
+
+from refseg_tf import scoring
 
 
 def read_image(path: str) -> np.ndarray:
@@ -48,8 +53,10 @@ class Predictor:
         self.model = model
         self.config = config
         self.image_size = int(config.data.image_size)
+        mode = config.data.get("tokenizer", "refseg")
         self.tokenizer = Tokenizer(
-            vocabulary, max_length=int(config.data.max_length), padding=config.data.text_padding
+            vocabulary, max_length=int(config.data.max_length), padding=config.data.text_padding,
+            mode=mode,
         )
         self.blind_word_ids = None
         if config.data.get("blind_expression", ""):  # a text-blind control model
@@ -57,10 +64,13 @@ class Predictor:
 
             self.blind_word_ids = encode_sentence(
                 config.data.blind_expression, as_vocabulary(vocabulary), int(config.data.max_length),
-                config.data.text_padding,
+                config.data.text_padding, mode=mode,
             )
         threshold = float(config.eval.get("threshold", -1.0))
         self.threshold = threshold if threshold >= 0 else float(getattr(model, "threshold", 0.5))
+        self.scoring_rule = scoring.check_scoring_rule(
+            config.eval.get("scoring_rule", scoring.DEFAULT_SCORING_RULE)
+        )
 
     @classmethod
     def from_model_dir(cls, model_dir: str, checkpoint: str = "auto"):
@@ -72,16 +82,41 @@ class Predictor:
         return cls(model, config, vocabulary)
 
     def predict(self, image: np.ndarray, expressions):
-        """Foreground probabilities at the image's own size.
+        """Foreground probabilities at the image's own size (for display and `--probabilities`).
 
         Args:
             image: uint8 RGB [H, W, 3].
             expressions: one string, or a list of strings (one map each).
 
         Returns:
-            float32 [H, W] for one string, else a list of them.
+            float32 [H, W] for one string, else a list of them (`scoring.probability_maps`).
         """
-        from refseg_tf.data.transforms import restore_to_original
+        logits, window, original_size, single = self._logits(image, expressions)
+        maps = scoring.probability_maps(
+            logits, [window] * len(logits), [original_size] * len(logits), self.image_size,
+            self.scoring_rule,
+        )
+        return maps[0] if single else maps
+
+    def predict_mask(self, image: np.ndarray, expressions, threshold=None):
+        """The scored masks at the image's own size: `scoring.score_masks` of the logits.
+
+        Args:
+            image: uint8 RGB [H, W, 3].
+            expressions: one string, or a list of strings (one mask each).
+            threshold: probability threshold (default: the model's, `self.threshold`).
+
+        Returns:
+            bool [H, W] for one string, else a list of them.
+        """
+        logits, window, original_size, single = self._logits(image, expressions)
+        masks = scoring.score_masks(
+            logits, [window] * len(logits), [original_size] * len(logits), self.image_size,
+            self.scoring_rule, self.threshold if threshold is None else threshold,
+        )
+        return masks[0] if single else masks
+
+    def _logits(self, image, expressions):
         from refseg_tf.data import preprocess_image
 
         single = isinstance(expressions, str)
@@ -91,7 +126,7 @@ class Predictor:
         image = np.asarray(image)
         if image.ndim != 3 or image.shape[-1] != 3:
             raise ValueError(f"Expected an RGB image [H, W, 3]; received shape {image.shape}.")
-        prepared, _ = preprocess_image(
+        prepared, window = preprocess_image(
             image,
             self.image_size,
             resize_method=self.config.data.resize_method,
@@ -104,12 +139,5 @@ class Predictor:
         if self.blind_word_ids is not None:
             word_ids = tf.constant([self.blind_word_ids] * batch, tf.int32)
         logits = self.model({"image": images, "word_ids": word_ids}, training=False)
-        probabilities = tf.image.resize(
-            tf.sigmoid(tf.cast(logits, tf.float32)), [self.image_size, self.image_size]
-        )
-        height, width = image.shape[:2]
-        maps = [
-            np.asarray(restore_to_original(p, (height, width), self.image_size)).reshape(height, width)
-            for p in probabilities
-        ]
-        return maps[0] if single else maps
+        logits = tf.cast(logits, tf.float32).numpy()
+        return logits, window.numpy(), image.shape[:2], single

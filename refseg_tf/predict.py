@@ -5,6 +5,8 @@
 
 Writes the mask at the image's own size (PNG, 0/255) to `--output` and a picture of it over the
 image to `--overlay` (default: `<output>_overlay.jpg`). Any image size or format Pillow reads.
+The mask follows the model directory's scoring rule (`eval.scoring_rule`, see
+`refseg_tf.scoring`), the same rule `refseg-evaluate` scores with.
 """
 
 import io
@@ -23,7 +25,11 @@ def define_flags():
         flags.DEFINE_string("expression", None, "The referring expression.")
         flags.DEFINE_string("output", None, "Where to write the mask (PNG, 0/255, image size).")
         flags.DEFINE_string("overlay", None, "Where to write the picture (default: beside --output).")
-        flags.DEFINE_float("threshold", None, "Probability threshold (default: the model's).")
+        flags.DEFINE_float(
+            "threshold", None,
+            "Probability threshold (default: the model's); applied by the model dir's "
+            "eval.scoring_rule (refseg_tf.scoring).",
+        )
         flags.DEFINE_string("probabilities", None, "Optional .npy path for the probability map.")
         flags.DEFINE_string("checkpoint", "auto", "'auto', 'final', 'latest' or a checkpoint path.")
         flags.DEFINE_bool("explain", False, "Also draw the model's per-step response maps (RMI: "
@@ -54,12 +60,12 @@ def predict_to_files(model_dir, image_path, expression, output, overlay=None, th
 
     image = read_image(image_path)
     predictor = predictor or Predictor.from_model_dir(model_dir, checkpoint=checkpoint)
-    probability = predictor.predict(image, expression)
-    mask = probability >= (threshold if threshold is not None else predictor.threshold)
+    mask = predictor.predict_mask(image, expression, threshold=threshold)
     write_mask_png(output, mask)
     overlay = overlay or default_overlay_path(output)
     save_overlay(overlay, image, mask, caption=expression)
     if probabilities_path:
+        probability = predictor.predict(image, expression)
         buffer = io.BytesIO()
         np.save(buffer, probability.astype(np.float32))
         from refseg_tf.files import atomic_write_bytes

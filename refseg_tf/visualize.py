@@ -1,8 +1,11 @@
 """Pictures of masks: overlays, ground-truth outlines, captions and grids (numpy + Pillow).
 
 Images are uint8 RGB arrays [H, W, 3] (grey [H, W] or [H, W, 1] is accepted and expanded); masks
-are [H, W] (or [H, W, 1]) arrays of the same height and width, bool or numeric, foreground where
-the value is above `threshold` (0.5 by default: fits {0, 1}, {0, 255} and probability maps).
+are [H, W] (or [H, W, 1]) arrays of the same height and width. Bool masks (what
+`refseg_tf.scoring.score_masks` and `Predictor.predict_mask` return) are drawn as they are; a
+numeric map is foreground where the value is at least `threshold` (0.5 by default: fits {0, 1},
+{0, 255} and probability maps; `>=`, the comparison of `refseg_tf.scoring`). Pass the scored
+mask, not a probability map, to picture what the evaluation counted.
 
 Example:
     from refseg_tf import visualize
@@ -68,7 +71,7 @@ def as_binary_mask(mask, shape: Sequence[int], threshold: float = 0.5, name: str
         return array
     if not np.issubdtype(array.dtype, np.number):
         raise TypeError(f"{name} must be bool or numeric; received {array.dtype}.")
-    return array > threshold
+    return array >= threshold
 
 
 def overlay_mask(

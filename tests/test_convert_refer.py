@@ -948,3 +948,78 @@ def test_cli_bad_data_and_bad_flags_in_process(tmp_path, capsys):
     metadata = json.loads((tmp_path / "out" / schema.METADATA_FILENAME).read_text())
     assert metadata["options"]["sentence_field"] == "raw"
     assert metadata["writer"]["num_shards"] == 1
+
+
+# ============================================================== given vocabulary, tokeniser mode
+def test_given_vocabulary_file_is_used_with_its_ids(tmp_path):
+    """`refseg-convert --vocabulary=FILE`: vocab.txt is that file; word ids are its line numbers."""
+    from refseg_tf import convert
+    from refseg_tf.data import load
+
+    builder = _happy_dataset(tmp_path / "data")
+    words = ["<pad>", "<go>", "<eos>", "<unk>", "zebra", "red", "man", ". .", "left", "the"]
+    vocabulary_file = tmp_path / "vocabulary_fixed.txt"
+    vocabulary_file.write_text("".join(w + "\n" for w in words), encoding="utf-8")
+    flag_values = _parsed_flags(
+        f"--data_root={builder.root}", "--dataset=tiny", "--noprogress",
+        f"--vocabulary={vocabulary_file}", "--tokenizer=authors",
+        f"--output_dir={tmp_path / 'out'}",
+    )
+    assert convert.convert_with_flags(flag_values) == 0
+    out = tmp_path / "out"
+    assert (out / schema.VOCAB_FILENAME).read_bytes() == vocabulary_file.read_bytes()
+    metadata = json.loads((out / schema.METADATA_FILENAME).read_text())
+    # train: "the left man" (0 unknown), "man in red shirt" (2), "small box on the right" (4),
+    # "round thing" (2): 8 of 14 tokens are out of vocabulary.
+    assert metadata["vocabulary"]["source"] == "given"
+    assert metadata["vocabulary"]["tokenizer"] == "authors"
+    assert (metadata["vocabulary"]["out_of_vocabulary_tokens"], metadata["vocabulary"]["tokens"]) \
+        == (8, 14)
+    batch = next(iter(load(str(out), "train", mode="eval", batch_size=8, max_length=4,
+                           tokenizer="authors")))
+    by_sentence = dict(zip([s.decode() for s in batch["sentence"].numpy()],
+                           batch["word_ids"].numpy().tolist()))
+    assert by_sentence["the left man"] == [0, 9, 8, 6]
+    assert by_sentence["man in red shirt"] == [6, 3, 5, 3]
+
+
+def test_given_vocabulary_errors_name_the_file(tmp_path):
+    from absl import app
+
+    from refseg_tf import convert
+
+    bad = tmp_path / "bad_vocabulary.txt"
+    bad.write_text("the\nman\n", encoding="utf-8")
+    flag_values = _parsed_flags(
+        f"--data_root={tmp_path}", f"--vocabulary={bad}", f"--output_dir={tmp_path / 'out'}"
+    )
+    with pytest.raises(app.UsageError, match="bad_vocabulary.txt"):
+        convert.convert_with_flags(flag_values)
+
+
+@pytest.mark.parametrize("tokenizer", ["refseg", "authors"])
+def test_sentences_without_words_are_counted_skips(tmp_path, tokenizer):
+    """Only control characters, or a lone "." (dropped as the final token): no word, a skip."""
+    builder = ReferBuilder(tmp_path / "data")
+    builder.add_image(1)
+    builder.add_image(2)
+    good = [_rectangle(2, 2, 30, 30)]
+    builder.add_ref(1, builder.add_annotation(1, good), "train", ["the dog", "\x00\x07", "."])
+    builder.add_ref(2, builder.add_annotation(2, good), "train", ["\x1b\x1b"])
+    builder.write()
+    metadata = _convert(builder.reader(), tmp_path / "out", max_skip_fraction=1.0,
+                        tokenizer=tokenizer)
+    train = metadata["splits"]["train"]
+    assert train["skipped"]["sentence"] == {"sentence tokenises to no word": 3}
+    assert train["skipped"]["ref"] == {"no sentence with a word": 1}
+    assert train["skipped"]["image"] == {"no ref with a sentence": 1}
+    assert (train["images"], train["refs"], train["sentences"]) == (1, 1, 1)
+    examples = train["examples"]["skipped"]
+    assert any("sent" in e["where"] and "image 1" in e["where"] for e in examples)
+    texts = [t.decode() for r in _read_split(str(tmp_path / "out"), "train")
+             for t in r["sentence/text"]]
+    assert texts == ["the dog"]
+    from refseg_tf.text import Vocabulary
+
+    words = Vocabulary.load(str(tmp_path / "out" / schema.VOCAB_FILENAME)).words[4:]
+    assert set(words) == {"the", "dog"}

@@ -231,7 +231,11 @@ def test_predict_on_other_formats_and_sizes(name, images, predictor, untrained_m
     probability = np.load(probabilities)
     assert probability.shape == shown and probability.dtype == np.float32
     assert np.all((probability >= 0) & (probability <= 1))
-    np.testing.assert_array_equal(written, (probability >= predictor.threshold) * 255)
+    from refseg_tf.inference import read_image
+
+    # The mask is the scoring rule's (refseg_tf.scoring), not a threshold of the probabilities.
+    expected = predictor.predict_mask(read_image(path), "the big red circle")
+    np.testing.assert_array_equal(written, expected * 255)
     assert overlay == str(tmp_path / "mask_overlay.jpg")
     _check_overlay(overlay, shown)
 
@@ -242,8 +246,8 @@ def test_predict_on_other_formats_and_sizes(name, images, predictor, untrained_m
         predict_to_files(untrained_model_dir, path, "the big red circle", output,
                          threshold=threshold, predictor=predictor)
         written = _check_mask_file(output, shown)
-        np.testing.assert_array_equal(written, (probability >= threshold) * 255)
-        assert set(np.unique(written).tolist()) == {0, 255}
+        expected = predictor.predict_mask(read_image(path), "the big red circle", threshold)
+        np.testing.assert_array_equal(written, expected * 255)
 
 
 @pytest.mark.slow
@@ -401,6 +405,8 @@ def test_evaluate_cli(trained_cli, raw):
     assert scores["count"] > 0
     assert sum(bucket["count"] for bucket in document["by_length"].values()) == scores["count"]
     assert "rrn on" in result.stdout and "eval_val.json" in result.stdout
+    assert document["metadata"]["scoring_rule"] == "upsample_logits"
+    assert "Scoring rule: upsample_logits" in result.stdout
 
 
 @pytest.mark.slow

@@ -355,6 +355,7 @@ def test_save_scores_json_round_trip_and_atomic(tmp_path):
 
 keras = pytest.importorskip("keras")
 from refseg_tf.metrics import MeanIoU, OverallIoU, PrecisionAtIoU  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
 
 def _all_metrics(**kwargs):
@@ -390,11 +391,37 @@ def test_keras_metrics_resize_lower_resolution_logits():
     logits = np.array([[5.0, 5.0], [-5.0, -5.0]], np.float32)[None, :, :, None]
     y_true = np.zeros((1, 4, 4, 1), np.float32)
     y_true[0, :3, :2] = 1  # I = 4 (rows 0-1, cols 0-1), U = 8 + 2 = 10
-    overall, precision = OverallIoU(), PrecisionAtIoU(0.4)
+    rule = "resize_probability"
+    overall, precision = OverallIoU(scoring_rule=rule), PrecisionAtIoU(0.4, scoring_rule=rule)
     overall.update_state(y_true, logits)
     precision.update_state(y_true, logits)
     assert float(overall.result()) == pytest.approx(0.4)
     assert float(precision.result()) == 1.0  # IoU exactly 0.4 counts
+
+
+def test_keras_metrics_upsample_logits_rule_hand_case():
+    # TF1 bilinear (coordinate = row / 2) of [[5, 5], [-5, -5]] to 4x4 gives rows 5, 0, -5, -5:
+    # only row 0 reaches logit >= 1e-9 (the authors' cut; 0 is background).
+    logits = np.array([[5.0, 5.0], [-5.0, -5.0]], np.float32)[None, :, :, None]
+    y_true = np.zeros((1, 4, 4, 1), np.float32)
+    y_true[0, :3, :2] = 1  # I = 2 (row 0, cols 0-1), U = 4 + 6 - 2 = 8
+    overall = OverallIoU()
+    overall.update_state(y_true, logits)
+    assert float(overall.result()) == pytest.approx(0.25)
+    assert OverallIoU.from_config(overall.get_config()).scoring_rule == "upsample_logits"
+    with pytest.raises(ValueError, match="`scoring_rule` must be one of"):
+        MeanIoU(scoring_rule="probability_first")
+
+
+def _rule_reference(logits, size, rule):
+    """Binary maps by each rule, written with TensorFlow's own ops (not refseg_tf.scoring)."""
+    if rule == "resize_probability":
+        probabilities = tf.image.resize(tf.sigmoid(logits), [size, size]).numpy()
+        return probabilities >= 0.5
+    upsampled = tf.compat.v1.image.resize_bilinear(
+        logits, [size, size], align_corners=False, half_pixel_centers=False
+    )
+    return upsampled.numpy() >= 1e-9
 
 
 def _random_batch(rng, batch, size, logit_size):
@@ -409,18 +436,18 @@ def _random_batch(rng, batch, size, logit_size):
     return masks, logits
 
 
+@pytest.mark.parametrize("rule", ["upsample_logits", "resize_probability"])
 @pytest.mark.parametrize("logit_size", [16, 8])
-def test_keras_metrics_equal_numpy_scores_on_random_batches(logit_size):
+def test_keras_metrics_equal_numpy_scores_on_random_batches(logit_size, rule):
     rng = np.random.default_rng(3)
-    metrics = _all_metrics()
+    metrics = _all_metrics(scoring_rule=rule)
     all_masks, all_preds = [], []
     for batch in (3, 1, 5):
         masks, logits = _random_batch(rng, batch, 16, logit_size)
         for metric in metrics:
             metric.update_state(masks, logits)
-        resized = np.asarray(keras.ops.image.resize(logits, (16, 16), interpolation="bilinear"))
         all_masks += list(masks)
-        all_preds += list(resized > 0)
+        all_preds += list(_rule_reference(logits, 16, rule))
     expected = _numpy_scores(all_masks, all_preds)
     assert _keras_results(metrics) == pytest.approx(expected, abs=1e-6)
     assert len({round(v, 6) for v in expected.values()}) > 3  # the data is not degenerate
@@ -570,8 +597,10 @@ _MIRRORED_SCRIPT = textwrap.dedent(
 
 def _mirrored_test_data():
     rng = np.random.default_rng(11)
-    blocks = (rng.random((11, 4, 4, 1)) > 0.5).astype(np.float32)
-    masks = blocks.repeat(4, axis=1).repeat(4, axis=2)
+    # 8-pixel blocks: the authors' TF1 upsampling shifts the stride-2 logits by half a cell, so
+    # 4-pixel blocks never reach IoU 0.9 and the precision@X values would be degenerate.
+    blocks = (rng.random((11, 2, 2, 1)) > 0.5).astype(np.float32)
+    masks = blocks.repeat(8, axis=1).repeat(8, axis=2)
     scores = rng.normal(size=(11, 16, 16, 1)).astype(np.float32)
     scores += 2.0 * (masks - 0.5) * rng.random((11, 1, 1, 1)).astype(np.float32)
     return scores, masks
@@ -605,8 +634,7 @@ def test_keras_metrics_under_mirrored_strategy_match_single_device(tmp_path):
     model.compile(loss=_mean_logit_loss, metrics=_all_metrics())
     single = model.evaluate(scores, masks, batch_size=4, verbose=0, return_dict=True)
     logits = model.predict(scores, verbose=0)
-    upsampled = np.asarray(keras.ops.image.resize(logits, (16, 16), interpolation="bilinear"))
-    reference = _numpy_scores(masks, upsampled > 0)
+    reference = _numpy_scores(masks, _rule_reference(logits, 16, "upsample_logits"))
 
     for name in reference:
         assert mirrored[name] == pytest.approx(single[name], abs=1e-6), name

@@ -202,8 +202,13 @@ def test_predict_probabilities_and_masks(low_res):
     np.testing.assert_allclose(probabilities, expected, atol=1e-5)
     dataset = tf.data.Dataset.from_tensor_slices((inputs, _masks(3))).batch(2)
     np.testing.assert_allclose(low_res.predict_probabilities(dataset), expected, atol=1e-5)
-    masks = low_res.predict_masks(inputs)
-    assert masks.dtype == bool and (masks == (expected > 0.5)).all()
+    masks = low_res.predict_masks(inputs, scoring_rule="resize_probability")
+    assert masks.dtype == bool and (masks == (expected >= 0.5)).all()
+    # The default, the authors' rule: TF1 bilinear logits (no half-pixel centres), >= 1e-9.
+    upsampled = tf.compat.v1.image.resize_bilinear(
+        _np(low_res(inputs)), (IMAGE, IMAGE), align_corners=False, half_pixel_centers=False
+    ).numpy()
+    assert (low_res.predict_masks(inputs) == (upsampled >= 1e-9)).all()
 
 
 def test_hu_preset_runs_the_lstm_over_front_pads(vgg):

@@ -487,3 +487,156 @@ def test_load_glove_embeddings_empty_file_and_vocab_sources(tmp_path, glove_voca
     from_list = load_glove_embeddings(path, list(glove_vocabulary.words))
     np.testing.assert_array_equal(from_path, from_list)
     np.testing.assert_allclose(from_path[4], [1, 2])
+
+
+# --------------------------------------------------------------------------- authors' mode
+# A reference written from the authors' `util/text_processing.py` (Hu / RMI / RRN code), with
+# the one addition of issue 7 (control characters deleted first).
+import re  # noqa: E402
+
+_AUTHORS_SPLIT = re.compile(r"(\W+)")
+
+
+def _authors_reference_words(sentence):
+    sentence = "".join(
+        c for c in sentence if not (unicodedata.category(c) == "Cc" and not c.isspace())
+    )
+    words = _AUTHORS_SPLIT.split(sentence.strip())
+    words = [w.lower() for w in words if len(w.strip()) > 0]
+    if words and words[-1] == ".":  # the authors' code indexes words[-1] unguarded
+        words = words[:-1]
+    return words
+
+
+def _authors_reference_ids(sentence, words, T):
+    vocab_dict = {words[n]: n for n in range(len(words))}
+    ids = [vocab_dict.get(w, vocab_dict["<unk>"]) for w in _authors_reference_words(sentence)]
+    ids = ids[:T]
+    return [vocab_dict["<pad>"]] * (T - len(ids)) + ids
+
+
+# "İ" and "Σ" are left out: per code point lowercasing differs from `str.lower()` there
+# (documented in refseg_tf.text.tokenizer); everything else must agree exactly.
+_AUTHORS_POOL = (
+    ["the", "Man", "LEFT", "dog's", "x_1", "2nd", "Café", "nai\u0308ve", "東京", "ßtraße",
+     "Ω", "٣", "½", "Ⅻ", "😀", "e\u0301", "ǅ", "ﬀ", "K"]
+    + [" ", " ", " ", ", ", " .", ".", "...", "'", "?!", " - ", "(", ")", "\t", "\n", "\xa0",
+       "\u2003", "“", "”", "\x00", "\x07", "\x1b", "\u200b", "\ufeff", "\x85", "\u2028", ". ."]
+)
+
+
+def _generated_sentences(count=200, seed=0):
+    rng = np.random.default_rng(seed)
+    sentences = ["The man's LEFT arm, please .", "dog. .", "  , hi there.", ".", "\x00\x07",
+                 "?!", "a\x00b", "Left, man."]
+    while len(sentences) < count:
+        pieces = rng.choice(len(_AUTHORS_POOL), size=int(rng.integers(0, 12)))
+        sentences.append("".join(_AUTHORS_POOL[i] for i in pieces))
+    return sentences
+
+
+@pytest.fixture(scope="module")
+def authors_words():
+    """A vocabulary in the authors' file layout, with a token holding a space (". .")."""
+    return list(SPECIAL_TOKENS) + ["the", "man", "left", "'", "s", "dog", ". .", "x_1", "東京",
+                                   "...", "café", "?!"]
+
+
+def test_authors_mode_examples():
+    assert split_words("The man's LEFT arm, please .", mode="authors") == [
+        "the", "man", "'", "s", "left", "arm", ", ", "please", " ."
+    ]
+    assert split_words("Left, man.", mode="authors") == ["left", ", ", "man"]
+    assert split_words("dog. .", mode="authors") == ["dog", ". ."]
+    assert split_words("\x00?!\x07", mode="authors") == ["?!"]
+    assert split_words(" \x00 ", mode="authors") == []
+    with pytest.raises(ValueError, match="`tokenizer` must be one of"):
+        split_words("a", mode="hu")
+
+
+def test_authors_mode_equals_re_split_reference_on_200_sentences(authors_words):
+    sentences = _generated_sentences()
+    vocabulary = Vocabulary(authors_words)
+    tokenizer = Tokenizer(vocabulary, max_length=6, mode="authors")
+    graph = tf.function(tokenizer, input_signature=[tf.TensorSpec([None], tf.string)])
+    graph_tokens = tokenizer.tokenize(tf.constant(sentences)).to_list()
+    graph_ids = graph(tf.constant(sentences)).numpy().tolist()
+    for index, sentence in enumerate(sentences):
+        expected = _authors_reference_words(sentence)
+        assert split_words(sentence, mode="authors") == expected, repr(sentence)
+        assert graph_tokens[index] == [w.encode("utf-8") for w in expected], repr(sentence)
+        reference_ids = _authors_reference_ids(sentence, authors_words, 6)
+        assert graph_ids[index] == reference_ids, repr(sentence)
+        assert encode_sentence(sentence, vocabulary, 6, "front", mode="authors") == reference_ids
+    # The generated text exercises separators with spaces and the kept ". ." token.
+    assert any(", " in _authors_reference_words(s) for s in sentences)
+    assert any(". ." in _authors_reference_words(s) for s in sentences)
+
+
+def test_authors_mode_differs_from_str_lower_only_for_dotted_i_and_final_sigma():
+    assert split_words("İ", mode="authors") == ["i"] != [w.lower() for w in ["İ"]]
+    assert split_words("ΟΔΟΣ", mode="authors") == ["οδοσ"] != ["ΟΔΟΣ".lower()]
+
+
+def test_authors_graph_class_table_matches_python_re_for_every_code_point():
+    code_points = np.array(
+        [cp for cp in range(0x110000) if not 0xD800 <= cp < 0xE000], dtype=np.int32
+    )
+    tokenizer = Tokenizer(Vocabulary(SPECIAL_TOKENS), mode="authors")
+    classes = tokenizer._classify(tf.constant(code_points)).numpy()
+    is_word = np.array([_AUTHORS_SPLIT.match(chr(cp)) is None for cp in code_points])
+    np.testing.assert_array_equal(classes == tokenizer_module.WORD, is_word)
+    controls = tokenizer._is_control(tf.constant(code_points)).numpy()
+    expected = np.array(
+        [unicodedata.category(chr(cp)) == "Cc" and not chr(cp).isspace() for cp in code_points]
+    )
+    np.testing.assert_array_equal(controls, expected)
+
+
+@pytest.mark.parametrize("mode", ["refseg", "authors"])
+def test_control_characters_never_become_tokens_or_words(mode):
+    sentences = ["\x00\x01", "the\x1b[31m dog\x7f", "?!\x00"]
+    vocabulary = Vocabulary.build(sentences, tokenizer=mode)
+    assert not any(
+        any(unicodedata.category(c) == "Cc" for c in word) for word in vocabulary.words
+    )
+    assert split_words("\x00\x01", mode) == []
+    tokens = Tokenizer(vocabulary, mode=mode).tokenize(tf.constant(sentences)).to_list()
+    assert tokens[0] == [] and tokens == [
+        [w.encode() for w in split_words(s, mode)] for s in sentences
+    ]
+
+
+def test_authors_vocabulary_build_leaves_out_tokens_with_outer_spaces():
+    vocabulary = Vocabulary.build(["left, man .", "dog. ."], tokenizer="authors")
+    assert ", " not in vocabulary and " ." not in vocabulary
+    assert ". ." in vocabulary and "left" in vocabulary
+    ids = Tokenizer(vocabulary, max_length=4, mode="authors")(tf.constant("left, man .")).numpy()
+    assert ids.tolist() == [vocabulary.id_of("left"), UNK_ID, vocabulary.id_of("man"), UNK_ID]
+
+
+def test_vocabulary_with_inner_space_round_trips_and_line_breaks_are_refused(tmp_path):
+    path = tmp_path / "vocabulary_Gref.txt"
+    path.write_text("<pad>\n<go>\n<eos>\n<unk>\n. .\nman\n", encoding="utf-8")
+    vocabulary = Vocabulary.load(path)
+    assert vocabulary.id_of(". .") == 4
+    with pytest.raises(VocabularyError, match="line break"):
+        Vocabulary(SPECIAL_TOKENS + ("a\nb",))
+
+
+def test_tokenizer_mode_travels_with_the_config():
+    """`data.tokenizer` of a model dir's config.json decides how Predictor tokenises."""
+    from refseg_tf.inference import Predictor
+    from refseg_tf.training.config import base_config, preprocessing_kwargs, validate_config
+
+    config = base_config()
+    assert config.data.tokenizer == "refseg" and preprocessing_kwargs(config)["tokenizer"] == "refseg"
+    config.data.tokenizer = "authors"
+    vocabulary = Vocabulary.build(["left, man ."], tokenizer="authors")
+    predictor = Predictor(model=None, config=config, vocabulary=vocabulary)
+    assert predictor.tokenizer.mode == "authors"
+    expected = encode_sentence("Left, man .", vocabulary, 20, "front", mode="authors")
+    assert predictor.tokenizer(tf.constant("Left, man .")).numpy().tolist() == expected
+    config.data.tokenizer = "hu"
+    with pytest.raises(ValueError, match="`data.tokenizer` must be one of"):
+        validate_config(config)

@@ -252,6 +252,7 @@ def load(
     repeat: Optional[int] = None,
     drop_remainder: Optional[bool] = None,
     vocabulary=None,
+    tokenizer: str = "refseg",
     as_supervised: bool = False,
     num_parallel_calls: Optional[int] = None,
     cycle_length: Optional[int] = None,
@@ -284,6 +285,8 @@ def load(
         drop_remainder: drop a final partial batch; None means True in train, False in eval.
         vocabulary: a `refseg_tf.text.Vocabulary`, word list or file path; None reads
             `data_dir/vocab.txt`.
+        tokenizer: "refseg" or "authors" (`refseg_tf.text.split_words`); use the mode the
+            vocabulary was built with (`metadata.json` "vocabulary"/"tokenizer").
         as_supervised: yield `({"image", "word_ids"}, target)` with target `label` when
             `label_grid` is set, else `mask` (for `model.fit`).
         num_parallel_calls: parallelism of reading and mapping; None means AUTOTUNE, 1 is fully
@@ -326,7 +329,7 @@ def load(
     paths = find_shards(data_dir, split)
     if verify != "none":
         verify_split(data_dir, split, paths, checksum=verify == "checksum")
-    tokenizer = _make_tokenizer(data_dir, vocabulary, max_length, text_padding)
+    tokenizer = _make_tokenizer(data_dir, vocabulary, max_length, text_padding, tokenizer)
     schedule = _Schedule(
         training=training,
         seed=random.SystemRandom().randrange(2**31) if seed is None else seed,
@@ -415,7 +418,7 @@ def _default_deterministic(training: bool, seed, deterministic) -> bool:
     return not training or seed is not None
 
 
-def _make_tokenizer(data_dir, vocabulary, max_length: int, text_padding: str):
+def _make_tokenizer(data_dir, vocabulary, max_length: int, text_padding: str, mode="refseg"):
     from refseg_tf.text import Tokenizer
 
     if vocabulary is None:
@@ -425,7 +428,27 @@ def _make_tokenizer(data_dir, vocabulary, max_length: int, text_padding: str):
                 f"No vocabulary file {schema.VOCAB_FILENAME!r} in {os.fspath(data_dir)!r}; pass "
                 "`vocabulary=` or convert the dataset again."
             )
-    return Tokenizer(vocabulary, max_length=max_length, padding=text_padding)
+        _warn_on_tokenizer_mismatch(data_dir, mode)
+    return Tokenizer(vocabulary, max_length=max_length, padding=text_padding, mode=mode)
+
+
+def _warn_on_tokenizer_mismatch(data_dir, mode: str) -> None:
+    """Warns when the data dir's vocab.txt was built by another tokeniser than `mode`."""
+    import json
+
+    from absl import logging
+
+    path = os.path.join(os.fspath(data_dir), schema.METADATA_FILENAME)
+    try:
+        with tf.io.gfile.GFile(path, "r") as stream:
+            built_with = json.load(stream).get("vocabulary", {}).get("tokenizer", "refseg")
+    except (tf.errors.OpError, ValueError, AttributeError):
+        return  # no or unreadable metadata: nothing to compare with
+    if built_with != mode:
+        logging.warning(
+            "%s: vocab.txt was built with tokenizer=%r but the sentences are tokenised with "
+            "tokenizer=%r; set data.tokenizer=%r.", path, built_with, mode, built_with,
+        )
 
 
 def _map(dataset, function, schedule: _Schedule):

@@ -2,7 +2,10 @@
 
 They score logits against the mask the model was trained on (the letterboxed square), so during
 `fit`/`evaluate` they are a proxy; the reported numbers come from `refseg_tf.metrics.scores` at
-the original image resolution. On the same binary maps both give identical values.
+the original image resolution. On the same binary maps both give identical values. Logits are
+turned into binary maps at the mask's size by the scoring rule of `refseg_tf.scoring`
+(`input_resolution_masks`): by default the authors' TF1 bilinear upsampling of the logits and
+logit >= 1e-9; "resize_probability" resizes sigmoid probabilities and thresholds them (>=).
 
 Every state variable is a sum (Keras metric variables aggregate by summing across replicas), so
 the metrics are exact under `tf.distribute` strategies. Per-sample conventions follow
@@ -11,11 +14,11 @@ the metrics are exact under `tf.distribute` strategies. Per-sample conventions f
 Backend-agnostic: only `keras` and `keras.ops`.
 """
 
-import math
 
 import keras
 from keras import ops
 
+from refseg_tf import scoring
 from refseg_tf.metrics.scores import precision_key
 
 
@@ -24,14 +27,17 @@ class _SegmentationIoUMetric(keras.metrics.Metric):
 
     Args:
         name: metric name (the key in the logs).
-        probability_threshold: foreground where the probability is above this (strictly);
-            0.5 means logit > 0, the authors' rule. LTS predicts with 0.25.
+        probability_threshold: foreground where the probability is at least this; 0.5 means
+            the authors' logit >= 1e-9. LTS predicts with 0.25.
         from_logits: whether `y_pred` holds logits (True, the models' output) or probabilities.
+        scoring_rule: one of `refseg_tf.scoring.SCORING_RULES` ("upsample_logits" default).
         dtype: dtype of `result()`.
     """
 
-    def __init__(self, name, probability_threshold=0.5, from_logits=True, dtype=None):
+    def __init__(self, name, probability_threshold=0.5, from_logits=True, dtype=None,
+                 scoring_rule=scoring.DEFAULT_SCORING_RULE):
         super().__init__(name=name, dtype=dtype)
+        self.scoring_rule = scoring.check_scoring_rule(scoring_rule)
         probability_threshold = float(probability_threshold)
         if not 0.0 < probability_threshold < 1.0:
             raise ValueError(
@@ -39,18 +45,12 @@ class _SegmentationIoUMetric(keras.metrics.Metric):
             )
         self.probability_threshold = probability_threshold
         self.from_logits = bool(from_logits)
-        # Comparing logits avoids the float32 saturation of sigmoid for large |logit|.
-        if self.from_logits:
-            self._cut = math.log(probability_threshold / (1.0 - probability_threshold))
-        else:
-            self._cut = probability_threshold
 
     def _per_sample_counts(self, y_true, y_pred):
         """Per-sample (intersection, union) as float32 [B] vectors."""
         y_true = self._as_rank4(y_true, "y_true")
         y_pred = self._as_rank4(y_pred, "y_pred")
-        y_pred = self._resized_to_mask(ops.cast(y_pred, "float32"), y_true)
-        predicted = ops.cast(ops.greater(y_pred, self._cut), "float32")
+        predicted = self._binary_at_mask_size(ops.cast(y_pred, "float32"), y_true)
         target = ops.cast(ops.greater(ops.cast(y_true, "float32"), 0.5), "float32")
         intersection = ops.sum(predicted * target, axis=(1, 2, 3))
         union = ops.sum(ops.maximum(predicted, target), axis=(1, 2, 3))
@@ -67,17 +67,17 @@ class _SegmentationIoUMetric(keras.metrics.Metric):
             )
         return tensor
 
-    def _resized_to_mask(self, y_pred, y_true):
-        """Bilinear resize of the predictions to the mask's height and width when they differ."""
+    def _binary_at_mask_size(self, y_pred, y_true):
+        """{0, 1} predictions at the mask's height and width, by the scoring rule."""
         target_size = tuple(y_true.shape[1:3])
-        if tuple(y_pred.shape[1:3]) == target_size and None not in target_size:
-            return y_pred
         if None in target_size:
             raise ValueError(
                 f"{self.name}: the mask (y_true) needs a static height and width to resize the "
                 f"predictions to; got shape {tuple(y_true.shape)}"
             )
-        return ops.image.resize(y_pred, target_size, interpolation="bilinear")
+        return scoring.input_resolution_masks(
+            y_pred, target_size, self.scoring_rule, self.probability_threshold, self.from_logits
+        )
 
     def _per_sample_weights(self, sample_weight, reference):
         """Sample weights as a float32 [B] vector (ones when None)."""
@@ -99,6 +99,7 @@ class _SegmentationIoUMetric(keras.metrics.Metric):
             {
                 "probability_threshold": self.probability_threshold,
                 "from_logits": self.from_logits,
+                "scoring_rule": self.scoring_rule,
             }
         )
         return config
@@ -114,13 +115,14 @@ class OverallIoU(_SegmentationIoUMetric):
 
     Args:
         name: metric name, "overall_iou".
-        probability_threshold: foreground where sigmoid(logit) > this; 0.5 means logit > 0.
+        probability_threshold: foreground where sigmoid(logit) >= this (0.5: logit >= 1e-9).
         from_logits: `y_pred` holds logits (True) or probabilities (False).
         dtype: dtype of the result.
+        scoring_rule: "upsample_logits" (default) or "resize_probability" (`refseg_tf.scoring`).
 
     Call args (`update_state`):
         y_true: mask [B, H, W, 1] with values in {0, 1} (> 0.5 counts as foreground).
-        y_pred: logits [B, h, w, 1]; resized bilinearly to H x W when the sizes differ.
+        y_pred: logits [B, h, w, 1]; brought to H x W by the scoring rule.
         sample_weight: optional per-sample weights [B]; a weight scales the sample's I and U.
 
     Example:
@@ -133,8 +135,9 @@ class OverallIoU(_SegmentationIoUMetric):
         union).
     """
 
-    def __init__(self, name="overall_iou", probability_threshold=0.5, from_logits=True, dtype=None):
-        super().__init__(name, probability_threshold, from_logits, dtype)
+    def __init__(self, name="overall_iou", probability_threshold=0.5, from_logits=True, dtype=None,
+                 scoring_rule=scoring.DEFAULT_SCORING_RULE):
+        super().__init__(name, probability_threshold, from_logits, dtype, scoring_rule)
         self.total_intersection = self.add_variable(
             shape=(), initializer="zeros", dtype="float64", name="total_intersection"
         )
@@ -170,13 +173,14 @@ class MeanIoU(_SegmentationIoUMetric):
 
     Args:
         name: metric name, "mean_iou".
-        probability_threshold: foreground where sigmoid(logit) > this; 0.5 means logit > 0.
+        probability_threshold: foreground where sigmoid(logit) >= this (0.5: logit >= 1e-9).
         from_logits: `y_pred` holds logits (True) or probabilities (False).
         dtype: dtype of the result.
+        scoring_rule: "upsample_logits" (default) or "resize_probability" (`refseg_tf.scoring`).
 
     Call args (`update_state`):
         y_true: mask [B, H, W, 1] with values in {0, 1}.
-        y_pred: logits [B, h, w, 1]; resized bilinearly to H x W when the sizes differ.
+        y_pred: logits [B, h, w, 1]; brought to H x W by the scoring rule.
         sample_weight: optional per-sample weights [B] (a weighted mean).
 
     Example:
@@ -188,8 +192,9 @@ class MeanIoU(_SegmentationIoUMetric):
         Jing et al. 2021 (LTS) Sec. 4.1; Li et al. 2018 (RRN) public code's "mean IoU".
     """
 
-    def __init__(self, name="mean_iou", probability_threshold=0.5, from_logits=True, dtype=None):
-        super().__init__(name, probability_threshold, from_logits, dtype)
+    def __init__(self, name="mean_iou", probability_threshold=0.5, from_logits=True, dtype=None,
+                 scoring_rule=scoring.DEFAULT_SCORING_RULE):
+        super().__init__(name, probability_threshold, from_logits, dtype, scoring_rule)
         self.total_iou = self.add_variable(
             shape=(), initializer="zeros", dtype="float64", name="total_iou"
         )
@@ -213,13 +218,14 @@ class PrecisionAtIoU(_SegmentationIoUMetric):
     Args:
         threshold: the IoU threshold X in [0, 1]; a sample counts when IoU >= X.
         name: metric name; default "precision@X" (e.g. "precision@0.5").
-        probability_threshold: foreground where sigmoid(logit) > this; 0.5 means logit > 0.
+        probability_threshold: foreground where sigmoid(logit) >= this (0.5: logit >= 1e-9).
         from_logits: `y_pred` holds logits (True) or probabilities (False).
         dtype: dtype of the result.
+        scoring_rule: "upsample_logits" (default) or "resize_probability" (`refseg_tf.scoring`).
 
     Call args (`update_state`):
         y_true: mask [B, H, W, 1] with values in {0, 1}.
-        y_pred: logits [B, h, w, 1]; resized bilinearly to H x W when the sizes differ.
+        y_pred: logits [B, h, w, 1]; brought to H x W by the scoring rule.
         sample_weight: optional per-sample weights [B] (a weighted share).
 
     Example:
@@ -239,12 +245,13 @@ class PrecisionAtIoU(_SegmentationIoUMetric):
         probability_threshold=0.5,
         from_logits=True,
         dtype=None,
+        scoring_rule=scoring.DEFAULT_SCORING_RULE,
     ):
         threshold = float(threshold)
         if not 0.0 <= threshold <= 1.0:
             raise ValueError(f"PrecisionAtIoU: threshold must lie in [0, 1]; got {threshold}")
         name = precision_key(threshold) if name is None else name
-        super().__init__(name, probability_threshold, from_logits, dtype)
+        super().__init__(name, probability_threshold, from_logits, dtype, scoring_rule)
         self.threshold = threshold
         self.hits = self.add_variable(shape=(), initializer="zeros", dtype="float64", name="hits")
         self.count = self.add_variable(shape=(), initializer="zeros", dtype="float64", name="count")

@@ -186,9 +186,30 @@ class ReferringSegmenter(keras.Model):
             raise ValueError("predict_probabilities received an empty input iterable.")
         return np.concatenate(outputs, axis=0)
 
-    def predict_masks(self, inputs, batch_size=None):
-        """Boolean masks `[N, S, S, 1]`: `predict_probabilities(...) > threshold`."""
-        return self.predict_probabilities(inputs, batch_size) > self.threshold
+    def predict_masks(self, inputs, batch_size=None, scoring_rule="upsample_logits"):
+        """Boolean masks `[N, S, S, 1]` at the input size, by `refseg_tf.scoring`'s rule.
+
+        "upsample_logits" (the authors'): TF1 bilinear logits, logit >= 1e-9 at threshold 0.5;
+        "resize_probability": `predict_probabilities(...) >= threshold`.
+        """
+        from refseg_tf import scoring
+
+        if scoring.check_scoring_rule(scoring_rule) == "resize_probability":
+            return self.predict_probabilities(inputs, batch_size) >= self.threshold
+        batches = [inputs] if isinstance(inputs, dict) else inputs
+        masks = []
+        for batch in batches:
+            features = batch[0] if isinstance(batch, (tuple, list)) else batch
+            if isinstance(inputs, dict):
+                logits = self.predict(features, batch_size=batch_size, verbose=0)
+            else:
+                logits = self.predict_on_batch(features)
+            size = tuple(int(v) for v in np.shape(features["image"])[1:3])
+            binary = scoring.input_resolution_masks(logits, size, scoring_rule, self.threshold)
+            masks.append(np.asarray(binary) > 0)
+        if not masks:
+            raise ValueError("predict_masks received an empty input iterable.")
+        return np.concatenate(masks, axis=0)
 
     @staticmethod
     def check_inputs(inputs):

@@ -2,11 +2,16 @@
 
 from refseg_tf.text.glove import GloveFormatError, load_glove_embeddings
 from refseg_tf.text.tokenizer import (
+    TOKENIZER_MODES,
     Tokenizer,
+    authors_char_class,
     char_class,
+    check_tokenizer_mode,
     encode_sentence,
+    is_control_char,
     lower_char,
     split_words,
+    strip_control_characters,
 )
 from refseg_tf.text.vocabulary import (
     EOS_ID,
@@ -32,15 +37,20 @@ __all__ = [
     "PAD_ID",
     "PAD_TOKEN",
     "SPECIAL_TOKENS",
+    "TOKENIZER_MODES",
     "Tokenizer",
     "UNK_ID",
     "UNK_TOKEN",
     "Vocabulary",
     "VocabularyError",
     "as_vocabulary",
+    "authors_char_class",
     "char_class",
+    "check_tokenizer_mode",
     "encode_sentence",
+    "is_control_char",
     "load_glove_embeddings",
     "lower_char",
     "split_words",
+    "strip_control_characters",
 ]

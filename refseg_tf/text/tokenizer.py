@@ -13,6 +13,20 @@ The rule (the authors' `re.split(r'(\\W+)')` made precise and Unicode-aware):
    separates tokens and is never part of one.
 5. A final token equal to "." is dropped.
 
+Before either rule, control characters (Unicode category Cc, except whitespace such as "\t"
+and "\n") are deleted, so that "\x00" or "\x1b" never becomes a token or a vocabulary word
+(format characters, Cf, such as U+200B, are kept as before).
+
+`mode="authors"` reproduces the tokeniser of the Hu/RMI/RRN code instead
+(`util/text_processing.py` of ronghanghu/text_objseg, chenxi116/TF-phrasecut-public and
+liruiyu/referseg_rrn): `re.split(r'(\W+)', sentence.strip())` keeps the separators *with
+their spaces* as tokens (", " is one token; a final " ." is kept, only a final "." exactly is
+dropped), tokens that are only whitespace are dropped, the rest lowercased. `\W` is Python 3's
+Unicode rule (not `\w` = `str.isalnum()` or "_"). Lowercasing is per code point as above, which
+differs from Python's `str.lower()` only for "İ" (U+0130, "i" here, "i̇" there) and a word-final
+capital sigma ("σ" here, "ς" there). A token with surrounding spaces (", ") never matches a
+vocabulary word (the authors' vocabulary loader strips every line): it maps to `<unk>`.
+
 Character properties come from Python's `unicodedata` (Unicode 14.0 on Python 3.11). The
 TensorFlow side uses tables derived from the same functions (compressed into code point
 ranges, searched with `tf.searchsorted`), so both sides agree exactly, for every code point,
@@ -29,6 +43,7 @@ lowercase, drop a trailing ".", unknown words -> `<unk>`, first 20 tokens, front
 import functools
 import itertools
 import os
+import re
 import unicodedata
 from typing import Sequence, Union
 
@@ -39,6 +54,9 @@ from refseg_tf.text.vocabulary import PAD_ID, UNK_ID, Vocabulary, as_vocabulary
 
 SPACE, WORD, OTHER = 0, 1, 2
 PADDING_MODES = ("front", "back")
+TOKENIZER_MODES = ("refseg", "authors")
+# The authors' split (Python 3 `re`, Unicode `\W` for str patterns).
+AUTHORS_SPLIT_REGEX = re.compile(r"(\W+)")
 _MAX_CODE_POINT = 0x10FFFF
 _SURROGATES = range(0xD800, 0xE000)
 
@@ -58,6 +76,30 @@ def char_class(char: str) -> int:
     return OTHER
 
 
+def is_control_char(char: str) -> bool:
+    """True for control characters (category Cc) that are not whitespace: they are deleted."""
+    return unicodedata.category(char) == "Cc" and not char.isspace()
+
+
+def authors_char_class(char: str) -> int:
+    """WORD for Python's `\w` (Unicode), SPACE for other whitespace, OTHER for the rest."""
+    if AUTHORS_SPLIT_REGEX.match(char) is None:
+        return WORD
+    return SPACE if char.isspace() else OTHER
+
+
+def check_tokenizer_mode(mode) -> str:
+    """Returns `mode` if it is one of `TOKENIZER_MODES`, else raises a ValueError naming it."""
+    if isinstance(mode, str) and mode in TOKENIZER_MODES:
+        return mode
+    raise ValueError(f"`tokenizer` must be one of {TOKENIZER_MODES}; received {mode!r}.")
+
+
+def strip_control_characters(text: str) -> str:
+    """`text` without its control characters (whitespace is kept)."""
+    return text.translate(_control_deletion())
+
+
 def as_text(sentence: Union[str, bytes]) -> str:
     """A sentence as str; bytes are decoded as UTF-8 with U+FFFD for invalid sequences."""
     if isinstance(sentence, bytes):
@@ -67,14 +109,22 @@ def as_text(sentence: Union[str, bytes]) -> str:
     raise TypeError(f"A sentence must be str or bytes; received {type(sentence).__name__}.")
 
 
-def split_words(sentence: Union[str, bytes]) -> list:
-    """Tokenises one sentence (plain-Python reference of the rule in the module docstring).
+def split_words(sentence: Union[str, bytes], mode: str = "refseg") -> list:
+    """Tokenises one sentence (plain-Python reference of the rules in the module docstring).
+
+    Args:
+        sentence: str, or UTF-8 bytes.
+        mode: "refseg" (the library's rule) or "authors" (Hu/RMI/RRN `re.split(r'(\W+)')`).
 
     Example:
         >>> split_words("The man's LEFT arm, please.")
         ['the', 'man', "'", 's', 'left', 'arm', ',', 'please']
+        >>> split_words("The man's LEFT arm, please .", mode="authors")
+        ['the', 'man', "'", 's', 'left', 'arm', ', ', 'please', ' .']
     """
-    text = as_text(sentence).translate(_lowercase_translation())
+    if check_tokenizer_mode(mode) == "authors":
+        return _split_words_authors(sentence)
+    text = strip_control_characters(as_text(sentence)).translate(_lowercase_translation())
     tokens = [
         "".join(run)
         for kind, run in itertools.groupby(text, key=char_class)
@@ -85,18 +135,29 @@ def split_words(sentence: Union[str, bytes]) -> list:
     return tokens
 
 
+def _split_words_authors(sentence: Union[str, bytes]) -> list:
+    text = strip_control_characters(as_text(sentence))
+    words = AUTHORS_SPLIT_REGEX.split(text.strip())
+    words = [word.translate(_lowercase_translation()) for word in words if word.strip()]
+    if words and words[-1] == ".":
+        words.pop()
+    return words
+
+
 def encode_sentence(
     sentence: Union[str, bytes],
     vocabulary: Vocabulary,
     max_length: int = 20,
     padding: str = "front",
+    mode: str = "refseg",
 ) -> list:
     """Word ids of one sentence: first `max_length` tokens, unknown -> `<unk>`, padded with `<pad>`.
 
-    `padding="front"` (the authors' choice) puts the last word at the last step.
+    `padding="front"` (the authors' choice) puts the last word at the last step; `mode` is the
+    tokeniser ("refseg" or "authors", see `split_words`).
     """
     _check_length_and_padding(max_length, padding)
-    ids = vocabulary.ids_of(split_words(sentence))[:max_length]
+    ids = vocabulary.ids_of(split_words(sentence, mode))[:max_length]
     pads = [PAD_ID] * (max_length - len(ids))
     return pads + ids if padding == "front" else ids + pads
 
@@ -112,6 +173,8 @@ class Tokenizer(tf.Module):
         vocabulary: a `Vocabulary`, a sequence of words (specials first) or a vocabulary file path.
         max_length: number of word ids per sentence (longer sentences keep their first tokens).
         padding: "front" (the last word at the last step; Hu/RMI/RRN) or "back" (MCN/LTS).
+        mode: "refseg" (the library's rule) or "authors" (the Hu/RMI/RRN code's
+            `re.split(r'(\W+)')`); see the module docstring.
         name: module name.
 
     Call args:
@@ -135,9 +198,11 @@ class Tokenizer(tf.Module):
         max_length: int = 20,
         padding: str = "front",
         name: str = "tokenizer",
+        mode: str = "refseg",
     ):
         super().__init__(name=name)
         _check_length_and_padding(max_length, padding)
+        self.mode = check_tokenizer_mode(mode)
         self.vocabulary = as_vocabulary(vocabulary)
         self.max_length = int(max_length)
         self.padding = padding
@@ -153,9 +218,10 @@ class Tokenizer(tf.Module):
             lower_keys, lower_values = _lowercase_arrays()
             self._lower_keys = tf.constant(lower_keys, name="lowercase_keys")
             self._lower_values = tf.constant(lower_values, name="lowercase_values")
-            class_starts, class_values = _class_range_arrays()
+            class_starts, class_values = _class_range_arrays(self.mode)
             self._class_starts = tf.constant(class_starts, name="class_range_starts")
             self._class_values = tf.constant(class_values, name="class_range_values")
+            self._control_starts = tf.constant(_control_range_starts(), name="control_ranges")
 
     def __call__(self, strings) -> tf.Tensor:
         strings, is_scalar = _as_string_vector(strings)
@@ -174,6 +240,11 @@ class Tokenizer(tf.Module):
         code_points = tf.strings.unicode_decode(
             strings, "UTF-8", errors="replace", replacement_char=0xFFFD
         )
+        code_points = tf.ragged.boolean_mask(
+            code_points, code_points.with_flat_values(~self._is_control(code_points.flat_values))
+        )
+        if self.mode == "authors":
+            return self._tokenize_authors(code_points)
         chars = self._lowercase(code_points.flat_values)
         classes = self._classify(chars)
         char_rows = code_points.value_rowids()
@@ -195,6 +266,53 @@ class Tokenizer(tf.Module):
         token_rows = tf.boolean_mask(char_rows, starts)
         num_rows = code_points.nrows()
         return _drop_final_period(token_strings, token_rows, num_rows)
+
+    def _tokenize_authors(self, code_points: tf.RaggedTensor) -> tf.RaggedTensor:
+        """`re.split(r'(\W+)', s.strip())`, whitespace-only pieces dropped, pieces lowercased."""
+        chars = code_points.flat_values
+        classes = self._classify(chars)
+        char_rows = code_points.value_rowids()
+        num_rows = code_points.nrows()
+        # `strip()`: keep the characters between the first and the last non-space of each row.
+        solid = tf.cast(tf.not_equal(classes, SPACE), tf.int64)
+        row_starts = tf.gather(code_points.row_splits, char_rows)
+        inclusive = tf.cumsum(solid)
+        solid_before = inclusive - tf.gather(
+            tf.concat([tf.constant([0], tf.int64), inclusive], 0), row_starts
+        )
+        row_solid = tf.math.unsorted_segment_sum(solid, char_rows, num_rows)
+        solid_after = tf.gather(row_solid, char_rows) - solid_before + solid
+        kept = (solid_before > 0) & (solid_after > 0)
+        # Pieces: maximal runs of `\w` characters and maximal runs of the others.
+        is_word = tf.equal(classes, WORD)
+        previous_word = tf.concat([[False], is_word[:-1]], axis=0)
+        previous_kept = tf.concat([[False], kept[:-1]], axis=0)
+        previous_row = tf.concat([tf.constant([-1], tf.int64), char_rows[:-1]], axis=0)
+        starts = kept & (
+            tf.not_equal(is_word, previous_word)
+            | tf.not_equal(char_rows, previous_row)
+            | ~previous_kept
+        )
+        piece_of_char = tf.cumsum(tf.cast(starts, tf.int64)) - 1
+        num_pieces = tf.reduce_sum(tf.cast(starts, tf.int64))
+        kept_pieces = tf.boolean_mask(piece_of_char, kept)
+        piece_solid = tf.math.unsorted_segment_max(
+            tf.boolean_mask(solid, kept), kept_pieces, num_pieces
+        )
+        piece_chars = tf.RaggedTensor.from_value_rowids(
+            values=self._lowercase(tf.boolean_mask(chars, kept)),
+            value_rowids=kept_pieces,
+            nrows=num_pieces,
+        )
+        keep_piece = piece_solid > 0
+        token_strings = tf.boolean_mask(tf.strings.unicode_encode(piece_chars, "UTF-8"), keep_piece)
+        token_rows = tf.boolean_mask(tf.boolean_mask(char_rows, starts), keep_piece)
+        return _drop_final_period(token_strings, token_rows, num_rows)
+
+    def _is_control(self, chars: tf.Tensor) -> tf.Tensor:
+        # Even-numbered ranges of `_control_range_starts` are control characters.
+        index = tf.searchsorted(self._control_starts, chars, side="right", out_type=tf.int32)
+        return tf.equal(index % 2, 1)
 
     def _lowercase(self, chars: tf.Tensor) -> tf.Tensor:
         position = tf.searchsorted(self._lower_keys, chars, side="left", out_type=tf.int32)
@@ -279,15 +397,36 @@ def _lowercase_arrays():
 
 
 @functools.lru_cache(maxsize=None)
-def _class_range_arrays():
-    """`char_class` as ranges: int32 range starts (first is 0) and the class of each range.
+def _control_deletion() -> dict:
+    """`str.translate` table deleting every control character (`is_control_char`)."""
+    return {cp: None for cp in _all_code_points() if is_control_char(chr(cp))}
+
+
+@functools.lru_cache(maxsize=None)
+def _control_range_starts() -> np.ndarray:
+    """Sorted int32 boundaries: [s0, e0, s1, e1, ...], control characters in [s_i, e_i)."""
+    boundaries = []
+    inside = False
+    for code_point in range(_MAX_CODE_POINT + 2):
+        control = code_point <= _MAX_CODE_POINT and is_control_char(chr(code_point))
+        if control != inside:
+            boundaries.append(code_point)
+            inside = control
+    return np.array(boundaries, dtype=np.int32)
+
+
+@functools.lru_cache(maxsize=None)
+def _class_range_arrays(mode: str = "refseg"):
+    """`char_class` (or `authors_char_class`) as ranges: int32 range starts (first is 0) and
+    the class of each range.
 
     Surrogates never reach the classifier (UTF-8 decoding replaces them), so they join
     whichever range surrounds them.
     """
+    classify = authors_char_class if mode == "authors" else char_class
     starts, values = [], []
     for code_point in _all_code_points():
-        kind = char_class(chr(code_point))
+        kind = classify(chr(code_point))
         if not values or values[-1] != kind:
             starts.append(code_point)
             values.append(kind)

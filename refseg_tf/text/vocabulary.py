@@ -27,8 +27,10 @@ class Vocabulary:
 
     Args:
         words: every word in id order, starting with `SPECIAL_TOKENS`. Words must be non-empty,
-            unique and free of whitespace (whitespace never occurs inside a token, and a line
-            break would corrupt the one-word-per-line file).
+            unique, without line breaks (they would corrupt the one-word-per-line file) and
+            without whitespace at either end (the authors' loader strips every line). Spaces
+            inside a word are allowed: the authors' tokeniser makes tokens such as ". ." and
+            their G-Ref word list holds one.
 
     Example:
         >>> vocab = Vocabulary.build(["the man on the left", "left dog"])
@@ -92,7 +94,8 @@ class Vocabulary:
 
     @classmethod
     def build(
-        cls, sentences: Iterable, min_count: int = 1, max_size: Optional[int] = None
+        cls, sentences: Iterable, min_count: int = 1, max_size: Optional[int] = None,
+        tokenizer: str = "refseg",
     ) -> "Vocabulary":
         """Builds a vocabulary from raw sentences with the tokenisation rules of `split_words`.
 
@@ -101,6 +104,9 @@ class Vocabulary:
             min_count: keep words occurring at least this many times.
             max_size: the largest vocabulary size **including** the four special tokens
                 (None: no limit). The most frequent words are kept.
+            tokenizer: "refseg" or "authors" (see `split_words`). Authors' tokens with spaces
+                at either end (", ") are left out: they can never match a word of a vocabulary
+                file, so they stay `<unk>` as in the authors' code.
 
         Returns:
             A Vocabulary: specials, then words by count (descending), ties by word
@@ -112,7 +118,9 @@ class Vocabulary:
         _check_limits(min_count, max_size)
         counts = collections.Counter()
         for sentence in sentences:
-            counts.update(split_words(sentence))
+            counts.update(
+                word for word in split_words(sentence, tokenizer) if word == word.strip()
+            )
         return cls.from_counts(counts, min_count=min_count, max_size=max_size)
 
     @classmethod
@@ -240,8 +248,12 @@ def _validate_words(words: Sequence[str], source: str, line_of) -> None:
             raise VocabularyError(f"{where(index)}: words must be str; found {type(word)}.")
         if not word:
             raise VocabularyError(f"{where(index)}: empty word.")
-        if any(char.isspace() for char in word):
-            raise VocabularyError(f"{where(index)}: the word {word!r} contains whitespace.")
+        if "\n" in word or "\r" in word:
+            raise VocabularyError(f"{where(index)}: the word {word!r} contains a line break.")
+        if word != word.strip():
+            raise VocabularyError(
+                f"{where(index)}: the word {word!r} contains whitespace at its start or end."
+            )
         if word in first_index:
             raise VocabularyError(
                 f"{where(index)}: duplicate word {word!r} (first at {where(first_index[word])})."

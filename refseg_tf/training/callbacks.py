@@ -5,6 +5,8 @@ import os
 import keras
 import tensorflow as tf
 
+from refseg_tf import scoring
+
 CHECKPOINT_SUBDIR = "checkpoints"
 
 
@@ -60,9 +62,12 @@ class MaskImageSummary(keras.callbacks.Callback):
         denormalize: a function mapping normalised images back to [0, 255].
         threshold: probability threshold for the predicted mask.
         every: write every `every` epochs.
+        scoring_rule: how logits become the pictured mask (`refseg_tf.scoring`, at the input
+            size).
     """
 
-    def __init__(self, log_dir, inputs, masks, denormalize, threshold=0.5, every=1):
+    def __init__(self, log_dir, inputs, masks, denormalize, threshold=0.5, every=1,
+                 scoring_rule=scoring.DEFAULT_SCORING_RULE):
         super().__init__()
         self.writer = tf.summary.create_file_writer(os.path.join(log_dir, "images"))
         self.inputs = inputs
@@ -70,14 +75,14 @@ class MaskImageSummary(keras.callbacks.Callback):
         self.denormalize = denormalize
         self.threshold = float(threshold)
         self.every = max(int(every), 1)
+        self.scoring_rule = scoring.check_scoring_rule(scoring_rule)
 
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.every:
             return
         logits = self.model(self.inputs, training=False)
-        size = tf.shape(self.inputs["image"])[1:3]
-        probabilities = tf.image.resize(tf.sigmoid(tf.cast(logits, tf.float32)), size)
-        predicted = tf.cast(probabilities >= self.threshold, tf.float32)
+        size = tuple(int(v) for v in self.inputs["image"].shape[1:3])
+        predicted = scoring.input_resolution_masks(logits, size, self.scoring_rule, self.threshold)
         image = tf.cast(tf.clip_by_value(self.denormalize(self.inputs["image"]), 0, 255), tf.uint8)
         panels = tf.concat(
             [image, _overlay(image, self.masks, (0, 255, 0)), _overlay(image, predicted, (255, 0, 0))],

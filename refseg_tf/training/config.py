@@ -12,7 +12,7 @@ Sections:
   `data.dir/vocab.txt`), optional `loss`/`optimizer` overrides and the model's own arguments.
 - `train`: steps, batch size, optimizer and schedule, weight decay, freezing, checkpoints,
   mixed precision, distribution.
-- `eval`: batch size, DenseCRF, threshold override.
+- `eval`: batch size, DenseCRF, threshold override, scoring rule (`refseg_tf.scoring`).
 """
 
 import json
@@ -75,6 +75,8 @@ def base_config() -> ml_collections.ConfigDict:
     config.data.shuffle_buffer = 1000
     # The text-blind control: every expression replaced by this one word ("" = off).
     config.data.blind_expression = ""
+    # "refseg" (the library's tokeniser) | "authors" (Hu/RMI/RRN `re.split(r'(\W+)')`).
+    config.data.tokenizer = "refseg"
 
     config.model = ml_collections.ConfigDict()
     config.model.name = "d_lstm"
@@ -122,6 +124,8 @@ def base_config() -> ml_collections.ConfigDict:
     config.eval.batch_size = 8
     config.eval.dense_crf = False
     config.eval.threshold = -1.0  # < 0: the model's own threshold
+    # refseg_tf.scoring.SCORING_RULES: "upsample_logits" (Hu/RMI/RRN code) | "resize_probability"
+    config.eval.scoring_rule = "upsample_logits"
     return config
 
 
@@ -151,6 +155,17 @@ def validate_config(config, require_data_dir: bool = False) -> None:
             problems.append(
                 f"`train.checkpoint_every` must be > 0, got {config.train.checkpoint_every}"
             )
+        rule = config.eval.get("scoring_rule", "upsample_logits")
+        if rule not in ("upsample_logits", "resize_probability"):
+            problems.append(
+                "`eval.scoring_rule` must be one of 'upsample_logits', 'resize_probability'; "
+                f"received {rule!r}"
+            )
+        tokenizer = config.data.get("tokenizer", "refseg")
+        if tokenizer not in ("refseg", "authors"):
+            problems.append(
+                f"`data.tokenizer` must be one of 'refseg', 'authors'; received {tokenizer!r}"
+            )
         if require_data_dir and not config.data.dir:
             problems.append("`data.dir` is empty: pass --config.data.dir=PATH to converted TFRecords")
     if problems:
@@ -159,7 +174,14 @@ def validate_config(config, require_data_dir: bool = False) -> None:
 
 def preprocessing_kwargs(config) -> dict:
     """The `refseg_tf.data.load` keyword arguments shared by training, evaluation and prediction."""
-    return {key: config.data[key] for key in PREPROCESSING_KEYS}
+    kwargs = {key: config.data[key] for key in PREPROCESSING_KEYS}
+    kwargs["tokenizer"] = tokenizer_mode(config)
+    return kwargs
+
+
+def tokenizer_mode(config) -> str:
+    """`config.data.tokenizer`; "refseg" for model directories written before the key."""
+    return config.data.get("tokenizer", "refseg")
 
 
 def save_config(config, model_dir: str) -> str:

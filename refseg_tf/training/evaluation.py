@@ -1,10 +1,11 @@
 """Scoring a trained model on a converted split at original resolution (TensorFlow only).
 
-For every sentence of the split: the logits are turned into probabilities, upsampled to the
-input size, optionally refined by DenseCRF on the padded input (RMI/RRN), mapped back to the
-original image size (`restore_to_original`), thresholded (the model's `threshold`, 0.5 unless
-its paper says otherwise) and compared with the original mask. Reports overall IoU (sum I /
-sum U), mean IoU, prec@0.5..0.9 and the breakdown by expression length (RMI Tables 2-5).
+For every sentence of the split the logits become a binary mask at the original image size by
+the scoring rule of `refseg_tf.scoring` (`eval.scoring_rule`: "upsample_logits", the authors'
+rule, or "resize_probability"), optionally refined by DenseCRF on the padded input (RMI/RRN:
+unary = sigmoid of the TF1-upsampled logits), and are compared with the original mask. Reports
+overall IoU (sum I / sum U), mean IoU, prec@0.5..0.9 and the breakdown by expression length
+(RMI Tables 2-5), and says which scoring rule produced them.
 """
 
 import os
@@ -13,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from refseg_tf import scoring
 from refseg_tf.training import config as config_lib
 
 # DenseCRF parameters of RMI/RRN's public code (DIGEST.md).
@@ -68,29 +70,62 @@ def _predict_fn(model):
     @tf.function(reduce_retracing=True)
     def predict(image, word_ids):
         logits = model({"image": image, "word_ids": word_ids}, training=False)
-        probabilities = tf.sigmoid(tf.cast(logits, tf.float32))
-        return tf.image.resize(probabilities, tf.shape(image)[1:3], method="bilinear")[..., 0]
+        return tf.cast(logits, tf.float32)
 
     return predict
 
 
-def _sentence_length(sentence: bytes) -> int:
+def scoring_rule_of(config) -> str:
+    """`config.eval.scoring_rule` (checked), "upsample_logits" for configs written before it."""
+    return scoring.check_scoring_rule(config.eval.get("scoring_rule", scoring.DEFAULT_SCORING_RULE))
+
+
+def score_batch(logits, batch, image_size, rule=scoring.DEFAULT_SCORING_RULE, threshold=0.5,
+                crf_images=None):
+    """The predicted masks of one evaluation batch at the original sizes (bool numpy arrays).
+
+    Args:
+        logits: the model's logits [B, g, g, 1].
+        batch: an eval batch of `refseg_tf.data.load` (`image_window`, `original_size`).
+        image_size: side S of the network input.
+        rule, threshold: the scoring rule (`refseg_tf.scoring`) and the probability threshold.
+        crf_images: None, or uint8 [B, S, S, 3] padded input images to refine with DenseCRF
+            (unary: sigmoid of the TF1-upsampled logits), whose binary output is restored by
+            the same rule.
+    """
+    windows = np.asarray(batch["image_window"])
+    sizes = np.asarray(batch["original_size"])
+    if crf_images is None:
+        return scoring.score_masks(logits, windows, sizes, image_size, rule, threshold)
+    probabilities = scoring.foreground_probability(logits, image_size).numpy()[..., 0]
+    return [
+        scoring.restore_binary_mask(
+            dense_crf(crf_images[i], probabilities[i]), sizes[i], rule, windows[i]
+        )
+        for i in range(len(sizes))
+    ]
+
+
+def _sentence_length(sentence: bytes, mode: str = "refseg") -> int:
     from refseg_tf.text import split_words
 
-    return len(split_words(sentence))
+    return len(split_words(sentence, mode))
 
 
 def evaluate_model(model, config, split, batch_size=8, data_dir=None, use_crf=False,
-                   threshold=None, buckets=None, max_batches=None, vocabulary=None):
+                   threshold=None, buckets=None, max_batches=None, vocabulary=None,
+                   scoring_rule=None):
     """Scores `model` on `split`; returns (scores, by_length, evaluator).
 
     `vocabulary` is the model's vocabulary file: always pass it when `data_dir` is another
-    conversion, whose own `vocab.txt` numbers the words differently.
+    conversion, whose own `vocab.txt` numbers the words differently. `scoring_rule` None means
+    `config.eval.scoring_rule`.
     """
-    from refseg_tf.data.transforms import denormalize_image, restore_to_original
+    from refseg_tf.data.transforms import denormalize_image
     from refseg_tf.metrics import SegmentationEvaluator, buckets_for_dataset
 
     threshold = float(threshold if threshold is not None else getattr(model, "threshold", 0.5))
+    rule = scoring.check_scoring_rule(scoring_rule or scoring_rule_of(config))
     buckets = buckets or buckets_for_dataset(config.data.get("dataset", "synthetic"))
     evaluator = SegmentationEvaluator(buckets=buckets)
     predict = _predict_fn(model)
@@ -99,30 +134,38 @@ def evaluate_model(model, config, split, batch_size=8, data_dir=None, use_crf=Fa
     if max_batches:
         dataset = dataset.take(int(max_batches))
     for batch in dataset:
-        probabilities = predict(batch["image"], batch["word_ids"]).numpy()
+        logits = predict(batch["image"], batch["word_ids"])
         images = None
         if use_crf:
             images = tf.cast(
                 tf.clip_by_value(denormalize_image(batch["image"], config.data.normalization), 0, 255),
                 tf.uint8,
             ).numpy()
-        for i in range(probabilities.shape[0]):
-            height, width = (int(v) for v in batch["original_size"][i].numpy())
-            score = probabilities[i]
-            if use_crf:
-                score = dense_crf(images[i], score)
-            restored = restore_to_original(score, (height, width), image_size).numpy()
-            prediction = np.asarray(restored).reshape(height, width) >= threshold
+        predictions = score_batch(logits, batch, image_size, rule, threshold, crf_images=images)
+        for i, prediction in enumerate(predictions):
+            height, width = prediction.shape
             truth = batch["original_mask"][i, :height, :width].numpy() > 0
             evaluator.update(
                 prediction,
                 truth,
-                length=_sentence_length(batch["sentence"][i].numpy()),
+                length=_sentence_length(
+                    batch["sentence"][i].numpy(), config_lib.tokenizer_mode(config)
+                ),
                 sample_id=int(batch["sent_id"][i].numpy()),
             )
     if evaluator.count == 0:
         raise ValueError(f"Split {split!r} of {data_dir or config.data.dir} has no sentences.")
     return evaluator.result(), evaluator.by_length(buckets), evaluator
+
+
+def scoring_rule_line(rule: str, threshold: float) -> str:
+    """The line above the evaluation table that names the scoring rule."""
+    if rule == "upsample_logits":
+        cut = scoring.logit_threshold(threshold)
+        return (f"Scoring rule: upsample_logits (TF1 bilinear logits to the input size, "
+                f"logit >= {cut:g}, binary map resized to the original size, > 0)")
+    return (f"Scoring rule: resize_probability (sigmoid, probabilities resized to the original "
+            f"size, p >= {threshold:g})")
 
 
 def evaluate_model_dir(model_dir, split="val", data_dir=None, use_crf=None, batch_size=None,
@@ -134,6 +177,7 @@ def evaluate_model_dir(model_dir, split="val", data_dir=None, use_crf=None, batc
     model, config = load_trained_model(model_dir, checkpoint=checkpoint)
     use_crf = bool(config.eval.dense_crf) if use_crf is None else use_crf
     threshold = float(config.eval.threshold)
+    rule = scoring_rule_of(config)
     scores, by_length, _ = evaluate_model(
         model,
         config,
@@ -144,12 +188,15 @@ def evaluate_model_dir(model_dir, split="val", data_dir=None, use_crf=None, batc
         threshold=threshold if threshold >= 0 else None,
         max_batches=max_batches,
         vocabulary=os.path.join(model_dir, VOCAB_FILENAME),
+        scoring_rule=rule,
     )
     report = {
         "split": split,
         "model": config.model.name,
         "data_dir": data_dir or config.data.dir,
         "dense_crf": use_crf,
+        "scoring_rule": rule,
+        "threshold": threshold if threshold >= 0 else float(getattr(model, "threshold", 0.5)),
         "scores": scores,
         "by_length": by_length,
     }
@@ -157,8 +204,11 @@ def evaluate_model_dir(model_dir, split="val", data_dir=None, use_crf=None, batc
         os.path.join(model_dir, f"eval_{split}.json"),
         scores,
         by_length,
-        metadata={key: report[key] for key in ("split", "model", "data_dir", "dense_crf")},
+        metadata={
+            key: report[key]
+            for key in ("split", "model", "data_dir", "dense_crf", "scoring_rule", "threshold")
+        },
     )
-    table = format_table(scores, by_length)
+    table = f"{scoring_rule_line(rule, report['threshold'])}\n{format_table(scores, by_length)}"
     logging.info("Wrote %s", path)
     return report, table

@@ -319,7 +319,8 @@ def blind_word_ids(config, vocabulary_path=None):
     vocabulary = Vocabulary.load(vocabulary_path or _data_file(config, VOCAB_FILENAME))
     return tf.constant(
         encode_sentence(
-            expression, vocabulary, int(config.data.max_length), config.data.text_padding
+            expression, vocabulary, int(config.data.max_length), config.data.text_padding,
+            mode=config.data.get("tokenizer", "refseg"),
         ),
         tf.int32,
     )
@@ -375,6 +376,7 @@ def _image_callback(config, model_dir, dataset, model):
         denormalize=lambda images: denormalize_image(images, preset),
         threshold=getattr(model, "threshold", 0.5),
         every=int(config.train.log_images_every),
+        scoring_rule=config.eval.get("scoring_rule", "upsample_logits"),
     )
 
 

@@ -40,6 +40,8 @@ from refseg_tf.files import FILE_MODE, atomic_write_json
 from refseg_tf.data.converters.report import (
     DEFAULT_MAX_SKIP_FRACTION,
     IMAGE,
+    REF,
+    SENTENCE,
     ConversionError,
     ConversionReport,
 )
@@ -63,6 +65,8 @@ def write_dataset(
     max_skip_fraction: float = DEFAULT_MAX_SKIP_FRACTION,
     show_progress: bool = True,
     report: Optional[ConversionReport] = None,
+    tokenizer: str = "refseg",
+    vocabulary=None,
 ) -> dict:
     """Converts every split a reader plans into TFRecord shards, a vocabulary and metadata.
 
@@ -79,6 +83,11 @@ def write_dataset(
             stops with `SkipBudgetExceeded`. Ignored when `report` is given (its own applies).
         show_progress: show a tqdm progress bar.
         report: the report to count into (a new one by default).
+        tokenizer: "refseg" or "authors" (`refseg_tf.text.split_words`): builds the vocabulary;
+            a sentence that tokenises to no word is skipped (counted, logged, in metadata).
+        vocabulary: None builds `vocab.txt` from the vocabulary split; a word-list file path (or
+            a `refseg_tf.text.Vocabulary`) is used as it is, with the same ids, and
+            `metadata.json` counts the out-of-vocabulary tokens of the vocabulary split.
 
     Returns:
         The metadata dict also written to `metadata.json`.
@@ -87,7 +96,11 @@ def write_dataset(
         ConversionError: unsafe or malformed input (from the reader), or too many skips.
         ValueError: invalid arguments or a reader that breaks the protocol.
     """
+    from refseg_tf.text import as_vocabulary, check_tokenizer_mode
+
     report = report if report is not None else ConversionReport(max_skip_fraction)
+    check_tokenizer_mode(tokenizer)
+    given_vocabulary = None if vocabulary is None else as_vocabulary(vocabulary)
     sharding = _sharding_rule(num_shards, images_per_shard)
     if num_workers < 0:
         raise ValueError(f"num_workers must be >= 0; received {num_workers}.")
@@ -114,14 +127,18 @@ def write_dataset(
         for split, items in plan.items():
             report.set_split(split)
             context = _SplitContext(reader, options, split, totals[split], report, progress, pool)
+            context.tokenizer = tokenizer
             split_stats[split] = _write_split(context, items, output_dir, sharding)
         finished = True
     finally:
         progress.close()
         _shut_down(pool, finished)
 
-    vocabulary = _write_vocabulary(reader, split_stats, output_dir, min_count)
+    vocabulary, vocabulary_info = _write_vocabulary(
+        reader, split_stats, output_dir, min_count, tokenizer, given_vocabulary
+    )
     metadata = _metadata(reader, options, split_stats, report, vocabulary, sharding, min_count)
+    metadata["vocabulary"].update(vocabulary_info)
     write_json_atomic(output_dir / schema.METADATA_FILENAME, metadata)
     _print_summary(metadata, report, output_dir)
     return metadata
@@ -237,6 +254,7 @@ class _SplitContext:
         self.progress = progress
         self.pool = pool
         self.keep_texts = split == reader.vocabulary_split
+        self.tokenizer = "refseg"
 
 
 def _write_split(context, items, output_dir, sharding):
@@ -250,8 +268,11 @@ def _write_split(context, items, output_dir, sharding):
     shard_stats = []
     for index, (name, chunk) in enumerate(zip(names, split_into_shards(items, count))):
         stamps = [stamp for item in chunk for stamp in source_stamps(context.reader, item)]
+        options = context.options
+        if context.tokenizer != "refseg":  # decides which sentences are skipped as wordless
+            options = dict(options, tokenizer=context.tokenizer)
         fingerprint = shard_fingerprint(
-            context.reader.name, context.options, context.split, index, count, chunk, stamps
+            context.reader.name, options, context.split, index, count, chunk, stamps
         )
         stats = _finished_shard_stats(output_dir, name, fingerprint)
         if stats is not None:
@@ -323,13 +344,15 @@ def _write_shard(context, chunk, output_dir, name, fingerprint):
 
 
 def _materialized(context, chunk):
-    tasks = [(context.split, item, context.report.max_examples) for item in chunk]
+    tasks = [
+        (context.split, item, context.report.max_examples, context.tokenizer) for item in chunk
+    ]
     if context.pool is None:
         return (_materialize_item(context.reader, *task) for task in tasks)
     return context.pool.imap(_materialize_in_worker, tasks, chunksize=_WORKER_CHUNKSIZE)
 
 
-def _materialize_item(reader, split, item, max_examples):
+def _materialize_item(reader, split, item, max_examples, tokenizer="refseg"):
     """Runs `reader.materialize` and encodes the record; returns a picklable result dict."""
     report = ConversionReport(log_events=False, max_examples=max_examples)
     report.set_split(split)
@@ -344,11 +367,49 @@ def _materialize_item(reader, split, item, max_examples):
             f"received {type(record).__name__}."
         )
     else:
+        record = _without_wordless_sentences(record, report, reader.name, tokenizer)
+    if isinstance(record, schema.ImageRecord):
         result["example"] = schema.encode_example(record)
         result["refs"] = len(record.refs)
         result["texts"] = [sentence.text for ref in record.refs for sentence in ref.sentences]
     result["report"] = report.to_dict()
     return result
+
+
+def _without_wordless_sentences(record, report, reader_name, tokenizer):
+    """The record without sentences that tokenise to no word (each a counted, logged skip).
+
+    A ref left without sentences is skipped, and an image left without refs.
+    """
+    import dataclasses
+
+    from refseg_tf.text import split_words
+
+    refs, changed = [], False
+    for ref in record.refs:
+        sentences = [s for s in ref.sentences if split_words(s.text, tokenizer)]
+        for sentence in ref.sentences:
+            if sentence not in sentences:
+                report.skip(
+                    SENTENCE, "sentence tokenises to no word",
+                    f"{reader_name} image {record.image_id} ref {ref.ref_id} "
+                    f"sent {sentence.sent_id} {sentence.text[:40]!r}",
+                )
+        if len(sentences) == len(ref.sentences):
+            refs.append(ref)
+            continue
+        changed = True
+        if sentences:
+            refs.append(dataclasses.replace(ref, sentences=sentences))
+        else:
+            report.skip(REF, "no sentence with a word",
+                        f"{reader_name} image {record.image_id} ref {ref.ref_id}")
+    if not changed:
+        return record
+    if not refs:
+        report.skip(IMAGE, "no ref with a sentence", f"{reader_name} image {record.image_id}")
+        return None
+    return dataclasses.replace(record, refs=refs)
 
 
 _WORKER_READER = None
@@ -412,17 +473,32 @@ def write_json_atomic(path, data) -> None:
 
 
 # --------------------------------------------------------------------------------- outputs
-def _write_vocabulary(reader, split_stats, output_dir, min_count):
-    from refseg_tf.text import Vocabulary
+def _write_vocabulary(reader, split_stats, output_dir, min_count, tokenizer, given=None):
+    """Writes vocab.txt (built, or the given word list unchanged); returns it and metadata."""
+    from refseg_tf.text import UNK_ID, Vocabulary, split_words
 
     sentences = [
         text
         for _, stats in split_stats[reader.vocabulary_split]
         for text in stats["vocabulary_sentences"]
     ]
-    vocabulary = Vocabulary.build(sentences, min_count=min_count)
+    info = {"tokenizer": tokenizer, "source": "built"}
+    if given is None:
+        vocabulary = Vocabulary.build(sentences, min_count=min_count, tokenizer=tokenizer)
+    else:
+        vocabulary = given
+        ids = [i for text in sentences for i in vocabulary.ids_of(split_words(text, tokenizer))]
+        info.update(
+            source="given",
+            tokens=len(ids),
+            out_of_vocabulary_tokens=sum(1 for i in ids if i == UNK_ID),
+        )
+        logging.info(
+            "Given vocabulary (%d words): %d of %d tokens of '%s' are out of vocabulary.",
+            len(vocabulary), info["out_of_vocabulary_tokens"], len(ids), reader.vocabulary_split,
+        )
     vocabulary.save(output_dir / schema.VOCAB_FILENAME)
-    return vocabulary
+    return vocabulary, info
 
 
 def _metadata(reader, options, split_stats, report, vocabulary, sharding, min_count):
