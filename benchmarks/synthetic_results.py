@@ -46,10 +46,22 @@ flags.DEFINE_integer("steps", None, "Training steps (default: each config's).")
 FLAGS = flags.FLAGS
 
 
-def synthetic_config(model, data_dir, blind, steps):
-    from refseg_tf.training import experiments
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-    config = experiments.synthetic(model, **({"stage": "high"} if model == "lstm_cnn" else {}))
+
+def experiment_config(model):
+    """`get_config()` of `experiments/synthetic_<model>.py`: the config exactly as written."""
+    import importlib.util
+
+    path = os.path.join(REPO_ROOT, "experiments", f"synthetic_{model}.py")
+    spec = importlib.util.spec_from_file_location(f"synthetic_{model}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def synthetic_config(model, data_dir, blind, steps):
+    config = experiment_config(model)
     config.data.dir = data_dir
     if blind:
         config.data.blind_expression = "object"
