@@ -61,13 +61,14 @@ SIDE_WORDS = {
     "top": "top", "topmost": "top", "highest": "top",
     "bottom": "bottom", "lowest": "bottom", "bottommost": "bottom",
 }  # fmt: skip
-SHAPE_WORDS = {**{shape: shape for shape in SHAPES}, "star": "star", "plus": "cross"}
+SHAPE_WORDS = {**{shape: shape for shape in SHAPES}, "plus": "cross"}
 GENERIC_NOUNS = ("shape", "thing", "figure")
 FILLER_WORDS = frozenset(
     ("the", "a", "on", "at", "that", "is", "which", "find", "segment", "show", "me", "please",
      "coloured", "colored", "side", "one")
 )  # fmt: skip
 LEXICON = frozenset(itertools.chain(COLOURS, SHAPE_WORDS, GENERIC_NOUNS, SIDE_WORDS, FILLER_WORDS))
+# "the {}" twice: the plain frame is the most common one.
 FRAMES = ("{}", "the {}", "the {}", "find the {}", "segment the {}", "show me the {}", "the {} please")
 
 
