@@ -728,3 +728,19 @@ def test_cli_style_flag_writes_the_second_style(tmp_path, capsys):
     assert "style: shapes_v2" in capsys.readouterr().out
     synthetic.generate(library_dir, num_images=3, image_size=48, style="shapes_v2")
     assert directory_bytes(cli_dir) == directory_bytes(library_dir)
+
+
+def test_benchmark_trains_the_experiment_files_and_lstm_cnn_predicts_on_an_8x8_grid():
+    """The synthetic lstm_cnn config is Hu's low-resolution stage at 256 px (stride 32)."""
+    import importlib.util
+
+    path = os.path.join(REPO_ROOT, "benchmarks", "synthetic_results.py")
+    spec = importlib.util.spec_from_file_location("synthetic_results_under_test", path)
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    assert set(benchmark.SETS) == {"shapes", "shapes_v2"}
+    config = benchmark.synthetic_config("lstm_cnn", "/data/x", blind=True, steps=None)
+    assert config.data.dir == "/data/x" and config.data.blind_expression == "object"
+    assert config.model.stage == "low" and config.data.image_size // 32 == 8
+    assert config.model.loss.label_mode == "binary" and config.model.loss.resolution == "logits"
+    assert config.model.loss.background_weight == pytest.approx(1.0 / 3.0)
