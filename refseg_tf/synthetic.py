@@ -2,10 +2,12 @@
 
 Usage:
     refseg-synthetic --output_dir=DIR [--num_images=200 --seed=0 --image_size=128]
+                     [--style=shapes|shapes_v2]
     python -m refseg_tf.synthetic --output_dir=DIR ...
 
 Writes `DIR/images/*.jpg`, `DIR/synthetic/instances.json` and `DIR/synthetic/refs(unc).p`
-(see `refseg_tf.data.synthetic`), then prints a short summary. The converter reads it with
+(see `refseg_tf.data.synthetic`; `--style=shapes_v2` draws the second, independent scene style
+of `refseg_tf.data.synthetic_shapes_v2`), then prints a short summary. The converter reads it with
 data root `DIR`, dataset `synthetic`, split_by `unc` and image root `DIR/images`.
 
 Flags are defined when `run()` starts (not at import), so importing this module next to other
@@ -37,6 +39,14 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
         "Long side of each image in pixels.",
         lower_bound=32,
     )
+    if "style" not in flag_values:
+        flags.DEFINE_enum(
+            "style",
+            "shapes",
+            ["shapes", "shapes_v2"],
+            "Scene style: the default shapes, or the independently drawn shapes_v2.",
+            flag_values=flag_values,
+        )
     flags.mark_flag_as_required("output_dir", flag_values=flag_values)
 
 
@@ -55,6 +65,7 @@ def format_summary(summary: dict, seconds: float | None = None) -> str:
     forms = ", ".join(f"{name} {count}" for name, count in summary["segmentation_forms"].items())
     length = summary["sentence_length"]
     lines += [
+        f"  style: {summary.get('style', 'shapes')}",
         f"  segmentations: {forms}",
         f"  vocabulary: {len(summary['vocabulary'])} words; sentence length "
         f"{length['min']}-{length['max']} (mean {length['mean']:.2f})",
@@ -74,6 +85,7 @@ def run_with_flags(flag_values: flags.FlagValues = flags.FLAGS) -> dict:
         num_images=flag_values.num_images,
         seed=flag_values.seed,
         image_size=flag_values.image_size,
+        style=flag_values.style,
     )
     print(format_summary(summary, time.perf_counter() - start))
     sys.stdout.flush()

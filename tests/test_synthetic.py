@@ -16,6 +16,7 @@ from pycocotools import mask as mask_utils
 
 from refseg_tf import synthetic as synthetic_cli
 from refseg_tf.data import synthetic
+from refseg_tf.data import synthetic_shapes_v2 as shapes_v2
 
 NUM_IMAGES, SEED, IMAGE_SIZE = 24, 3, 64
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -582,3 +583,164 @@ def test_generates_hundreds_of_images_in_seconds(tmp_path):
     elapsed = time.perf_counter() - start
     assert summary["num_images"] == 500
     assert elapsed < 15.0, f"500 images took {elapsed:.1f} s"
+
+
+# --- The second style, shapes_v2. -------------------------------------------------------------
+
+V2_NUM_IMAGES, V2_SEED, V2_SIZE = 16, 5, 64
+# An independent reading of the shapes_v2 language (not the module's tables).
+V2_COLOURS = {"red", "green", "blue", "purple", "orange"}
+V2_SHAPES = {"circle": "circle", "square": "square", "triangle": "triangle", "star": "star"}
+V2_SHAPES |= {"cross": "cross", "plus": "cross"}
+V2_SIDES = {"left": (0, -1), "right": (0, 1), "top": (1, -1), "bottom": (1, 1)}
+V2_SIDES |= {"leftmost": (0, -1), "rightmost": (0, 1), "topmost": (1, -1), "highest": (1, -1)}
+V2_SIDES |= {"bottommost": (1, 1), "lowest": (1, 1)}
+
+
+def v2_referents(sentence, objects, size):
+    """Indices of the objects a shapes_v2 sentence fits, from the documented semantics."""
+    words = re.findall(r"[a-z]+", sentence.lower())
+    colour = next((w for w in words if w in V2_COLOURS), None)
+    shape = next((V2_SHAPES[w] for w in words if w in V2_SHAPES), None)
+    side = next((V2_SIDES[w] for w in words if w in V2_SIDES), None)
+    matching = [
+        i for i, o in enumerate(objects) if colour in (None, o.colour) and shape in (None, o.shape)
+    ]
+    if side is None:
+        return matching
+    axis, sign = side
+    return [
+        i
+        for i in matching
+        if len(matching) > 1
+        and all(
+            sign * (objects[i].center[axis] - objects[j].center[axis]) >= 0.1 * size
+            for j in matching
+            if j != i
+        )
+    ]
+
+
+@pytest.fixture(scope="module")
+def v2_dataset(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("synthetic_v2"))
+    summary = synthetic.generate(
+        root, num_images=V2_NUM_IMAGES, seed=V2_SEED, image_size=V2_SIZE, style="shapes_v2"
+    )
+    with open(os.path.join(root, "synthetic", "instances.json"), encoding="utf-8") as stream:
+        instances = json.load(stream)
+    with open(os.path.join(root, "synthetic", "refs(unc).p"), "rb") as stream:
+        refs = RestrictedUnpickler(stream).load()
+    scenes = [shapes_v2.make_scene(V2_SEED, i, V2_SIZE) for i in range(V2_NUM_IMAGES)]
+    return {"root": root, "summary": summary, "instances": instances, "refs": refs, "scenes": scenes}
+
+
+def test_v2_writes_the_refer_layout_with_rle_masks_of_the_drawn_shapes(v2_dataset):
+    instances, refs = v2_dataset["instances"], v2_dataset["refs"]
+    assert v2_dataset["summary"]["style"] == "shapes_v2"
+    assert [c["name"] for c in instances["categories"]] == list(shapes_v2.SHAPES)
+    assert len(refs) == len(instances["annotations"]) == v2_dataset["summary"]["num_refs"]
+    by_image = annotations_by_image(instances)
+    for image_id, scene in enumerate(v2_dataset["scenes"], start=1):
+        assert 2 <= len(scene.objects) <= 4
+        union = np.zeros((V2_SIZE, V2_SIZE), np.int32)
+        for annotation, mask in zip(by_image[image_id], scene.masks, strict=True):
+            decoded = decode_segmentation(annotation["segmentation"], V2_SIZE, V2_SIZE)
+            np.testing.assert_array_equal(decoded, mask)
+            assert annotation["area"] == mask.sum() > 0
+            union += mask
+        assert union.max() == 1  # shapes never overlap
+        for item in scene.objects:
+            assert 0.25 * V2_SIZE <= item.extent <= 0.5 * V2_SIZE
+
+
+def test_v2_every_sentence_picks_out_exactly_its_object(v2_dataset):
+    scenes = v2_dataset["scenes"]
+    for ref in v2_dataset["refs"]:
+        scene = scenes[ref["image_id"] - 1]
+        index = ref["ann_id"] - min(
+            r["ann_id"] for r in v2_dataset["refs"] if r["image_id"] == ref["image_id"]
+        )
+        for sentence in ref["sentences"]:
+            assert v2_referents(sentence["raw"], scene.objects, V2_SIZE) == [index], sentence
+            assert sentence["tokens"] == re.findall(r"[a-z]+", sentence["raw"].lower())
+
+
+def test_v2_differs_from_the_first_style_and_defeats_a_text_blind_guess():
+    scenes = [shapes_v2.make_scene(seed, i, 64) for seed in (0, 1) for i in range(60)]
+    raws = [raw for scene in scenes for expressions in scene.expressions for raw in expressions]
+    words = {word for raw in raws for word in re.findall(r"[a-z]+", raw.lower())}
+    assert {"star", "cross", "purple", "orange", "thing"} & words
+    assert not {"diamond", "yellow", "big", "small", "corner"} & words
+    assert {"left", "right", "top", "bottom"} <= words
+    ambiguous = 0
+    for scene in scenes:
+        kinds = [(o.shape, o.colour) for o in scene.objects]
+        ambiguous += len({shape for shape, _ in kinds}) < len(kinds)
+        ambiguous += len({colour for _, colour in kinds}) < len(kinds)
+    assert ambiguous > len(scenes) // 2  # a shape or a colour is often shared
+    assert {"the red circle", "the left square"} & {raw.lower() for raw in raws}
+    image = scenes[0].image.astype(np.float32)
+    background = image[~np.logical_or.reduce([m.astype(bool) for m in scenes[0].masks])]
+    assert background.std(axis=0).min() > 15  # a noisy background
+
+
+def test_v2_is_deterministic_and_rejects_unknown_words_and_styles(tmp_path):
+    first, second = str(tmp_path / "a"), str(tmp_path / "b")
+    for root in (first, second):
+        synthetic.generate(root, num_images=4, seed=1, image_size=48, style="shapes_v2")
+    assert directory_bytes(first) == directory_bytes(second)
+    with pytest.raises(synthetic.ExpressionError, match="unknown word 'diamond'"):
+        shapes_v2.parse("the red diamond")
+    with pytest.raises(synthetic.ExpressionError, match="two values for colour"):
+        shapes_v2.parse("the red blue star")
+    with pytest.raises(ValueError, match="`style` must be one of"):
+        synthetic.generate(str(tmp_path / "c"), num_images=2, style="shapes_v3")
+
+
+def test_v2_converts_with_the_refer_reader(v2_dataset):
+    from refseg_tf.data.converters.refer import ReferReader
+    from refseg_tf.data.converters.report import ConversionReport
+
+    reader = ReferReader(
+        data_root=v2_dataset["root"], dataset="synthetic", split_by="unc",
+        image_root=v2_dataset["summary"]["image_root"],
+    )  # fmt: skip
+    report = ConversionReport()
+    plan = reader.plan(report)
+    assert set(plan) == set(synthetic.SPLITS)
+    item = plan["train"][0]
+    record = reader.materialize(item, report)
+    scene = v2_dataset["scenes"][record.image_id - 1]
+    assert (record.height, record.width) == (V2_SIZE, V2_SIZE)
+    assert len(record.refs) == len(scene.objects)
+    for ref, mask in zip(sorted(record.refs, key=lambda r: r.ann_id), scene.masks, strict=True):
+        np.testing.assert_array_equal(np.asarray(ref.mask) > 0, mask > 0)
+
+
+def test_cli_style_flag_writes_the_second_style(tmp_path, capsys):
+    flag_values = flags.FlagValues()
+    synthetic_cli.define_flags(flag_values)
+    cli_dir, library_dir = str(tmp_path / "cli"), str(tmp_path / "lib")
+    flag_values(["prog", f"--output_dir={cli_dir}", "--num_images=3", "--image_size=48",
+                 "--style=shapes_v2"])  # fmt: skip
+    synthetic_cli.run_with_flags(flag_values)
+    assert "style: shapes_v2" in capsys.readouterr().out
+    synthetic.generate(library_dir, num_images=3, image_size=48, style="shapes_v2")
+    assert directory_bytes(cli_dir) == directory_bytes(library_dir)
+
+
+def test_benchmark_trains_the_experiment_files_and_lstm_cnn_predicts_on_an_8x8_grid():
+    """The synthetic lstm_cnn config is Hu's low-resolution stage at 256 px (stride 32)."""
+    import importlib.util
+
+    path = os.path.join(REPO_ROOT, "benchmarks", "synthetic_results.py")
+    spec = importlib.util.spec_from_file_location("synthetic_results_under_test", path)
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    assert set(benchmark.SETS) == {"shapes", "shapes_v2"}
+    config = benchmark.synthetic_config("lstm_cnn", "/data/x", blind=True, steps=None)
+    assert config.data.dir == "/data/x" and config.data.blind_expression == "object"
+    assert config.model.stage == "low" and config.data.image_size // 32 == 8
+    assert config.model.loss.label_mode == "binary" and config.model.loss.resolution == "logits"
+    assert config.model.loss.background_weight == pytest.approx(1.0 / 3.0)

@@ -821,7 +821,16 @@ def _summary(output_dir, images, annotations, refs, forms, seed, image_size) -> 
     }
 
 
-def generate(output_dir: str, num_images: int = 200, seed: int = 0, image_size: int = 128) -> dict:
+STYLES = ("shapes", "shapes_v2")
+
+
+def generate(
+    output_dir: str,
+    num_images: int = 200,
+    seed: int = 0,
+    image_size: int = 128,
+    style: str = "shapes",
+) -> dict:
     """Writes a synthetic refer-format data set; returns a summary dict (counts, paths, splits).
 
     Args:
@@ -830,12 +839,21 @@ def generate(output_dir: str, num_images: int = 200, seed: int = 0, image_size: 
         num_images: number of images (scenes) to draw.
         seed: non-negative seed; the same arguments give byte-identical files.
         image_size: the long side of every image in pixels (at least 32).
+        style: "shapes" (this module's scenes) or "shapes_v2", an independently drawn style
+            with its own shapes, colours, words and rendering (`synthetic_shapes_v2`), to check
+            models on data they were not tuned on. Both write the same refer layout.
 
     Example:
         summary = generate("/tmp/shapes", num_images=300, seed=0, image_size=96)
         # refer data root: /tmp/shapes, dataset "synthetic", split_by "unc",
         # image root: summary["image_root"]
     """
+    if style not in STYLES:
+        raise ValueError(f"`style` must be one of {STYLES}; received {style!r}.")
+    if style == "shapes_v2":
+        from refseg_tf.data import synthetic_shapes_v2  # imports this module: import here
+
+        return synthetic_shapes_v2.generate(output_dir, num_images, seed, image_size)
     _check_arguments(num_images, seed, image_size)
     output_dir = os.fspath(output_dir)
     image_dir = os.path.join(output_dir, IMAGE_DIRNAME)
@@ -883,5 +901,6 @@ def generate(output_dir: str, num_images: int = 200, seed: int = 0, image_size: 
     )
     atomic_write_bytes(os.path.join(dataset_dir, REFS_FILENAME), pickle.dumps(refs, protocol=2))
     summary = _summary(output_dir, images, annotations, refs, forms, seed, image_size)
+    summary["style"] = "shapes"
     logging.info("Synthetic data: %d images, %d refs in %s.", len(images), len(refs), output_dir)
     return summary
