@@ -238,6 +238,11 @@ class ServingModule(tf.Module):
             raise ValueError(f"`max_pixels` must be a positive integer; received {max_pixels}.")
         data = predictor.config.data
         self.model = predictor.model
+        # The underlying tf.Variables, tracked directly (as keras.export.ExportArchive does):
+        # through the Keras model alone some (e.g. BatchNorm moving statistics) are missing
+        # from the SavedModel's variable list and the TF1 loader of TF Serving and
+        # saved_model_cli fails with "Could not find variable ...".
+        self.model_variables = [weight.value for weight in self.model.weights]
         self.tokenizer = predictor.tokenizer
         self.vocabulary_file = tf.saved_model.Asset(vocabulary_path)
         self.image_size = int(predictor.image_size)

@@ -8,6 +8,9 @@ Keras' LSTM loops into TensorList ops that need Flex; with a static batch LSTM a
 convert to builtin `WHILE` / unrolled ops.
 """
 
+import tempfile
+
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -28,7 +31,7 @@ def convert_to_tflite(logits_fn, trackable, image_size: int, max_length: int,
     Args:
         logits_fn: a function of float32 `[1, S, S, 3]` images and int32 `[1, T]` word ids
             returning float32 `[1, h, w, 1]` logits (e.g. `ServingModule.logits`).
-        trackable: the object owning the variables `logits_fn` uses (the model or module).
+        trackable: the Keras model whose variables `logits_fn` uses.
         image_size, max_length: S and T.
         quantization: "none" (float32), "float16" (float16 weights, float32 compute) or
             "dynamic_range" (int8 weights, dynamic-range kernels).
@@ -42,24 +45,32 @@ def convert_to_tflite(logits_fn, trackable, image_size: int, max_length: int,
     """
     _check_quantization(quantization)
 
-    @tf.function(
-        input_signature=[
-            tf.TensorSpec([1, image_size, image_size, 3], tf.float32, name="image"),
-            tf.TensorSpec([1, max_length], tf.int32, name="word_ids"),
-        ]
-    )
     def segment(image, word_ids):
         return {"logits": logits_fn(image, word_ids)}
 
-    converter = tf.lite.TFLiteConverter.from_concrete_functions(
-        [segment.get_concrete_function()], trackable
+    # Through a Keras ExportArchive SavedModel, as `keras.Model.export(format="litert")` does: a
+    # `tf.Module` holding the model, or `from_concrete_functions`, left the variables read inside
+    # the LSTM / ConvLSTM2D loops as uninitialised READ_VARIABLE ops (TF 2.21, LiteRT 2.3).
+    archive = keras.export.ExportArchive()
+    archive.track(trackable)
+    archive.add_endpoint(
+        TFLITE_SIGNATURE,
+        segment,
+        input_signature=[
+            tf.TensorSpec([1, image_size, image_size, 3], tf.float32, name="image"),
+            tf.TensorSpec([1, max_length], tf.int32, name="word_ids"),
+        ],
     )
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    if quantization != "none":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    if quantization == "float16":
-        converter.target_spec.supported_types = [tf.float16]
-    return converter.convert()
+    with tempfile.TemporaryDirectory(prefix="refseg-tflite-") as staging:
+        archive.write_out(staging, verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(staging, [TFLITE_SIGNATURE])
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        converter.experimental_enable_resource_variables = True
+        if quantization != "none":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if quantization == "float16":
+            converter.target_spec.supported_types = [tf.float16]
+        return converter.convert()
 
 
 def _describe(details) -> dict:
