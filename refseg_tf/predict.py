@@ -5,6 +5,8 @@
 
 Writes the mask at the image's own size (PNG, 0/255) to `--output` and a picture of it over the
 image to `--overlay` (default: `<output>_overlay.jpg`). Any image size or format Pillow reads.
+`--saved_model=OUT/saved_model/1` instead of `--model_dir` predicts with a model exported by
+`refseg-export`, alone (no model code), writing the same files.
 """
 
 import io
@@ -26,7 +28,9 @@ def define_flags():
         flags.DEFINE_float("threshold", None, "Probability threshold (default: the model's).")
         flags.DEFINE_string("probabilities", None, "Optional .npy path for the probability map.")
         flags.DEFINE_string("checkpoint", "auto", "'auto', 'final', 'latest' or a checkpoint path.")
-    flags.mark_flags_as_required(["model_dir", "image", "expression", "output"])
+        flags.DEFINE_string("saved_model", None, "Instead of --model_dir: a refseg-export SavedModel.")
+    flags.mark_flags_as_required(["image", "expression", "output"])
+    flags.mark_flags_as_mutual_exclusive(["model_dir", "saved_model"], required=True)
 
 
 def default_overlay_path(output: str) -> str:
@@ -66,15 +70,44 @@ def predict_to_files(model_dir, image_path, expression, output, overlay=None, th
     return mask, overlay
 
 
+def predict_with_saved_model_to_files(saved_model, image_path, expression, output, overlay=None,
+                                     threshold=None, probabilities_path=None):
+    """`predict_to_files` with an exported SavedModel (`refseg_tf.export.SavedModelPredictor`)."""
+    from refseg_tf.export import SavedModelPredictor, image_bytes_for_serving
+    from refseg_tf.inference import read_image
+    from refseg_tf.visualize import save_overlay
+
+    image_bytes = image_bytes_for_serving(image_path)
+    probability, mask = SavedModelPredictor(saved_model).predict(image_bytes, expression)
+    if threshold is not None:
+        mask = probability >= threshold
+    write_mask_png(output, mask)
+    overlay = overlay or default_overlay_path(output)
+    save_overlay(overlay, read_image(image_path), mask, caption=expression)
+    if probabilities_path:
+        from refseg_tf.files import atomic_write_bytes
+
+        buffer = io.BytesIO()
+        np.save(buffer, probability.astype(np.float32))
+        atomic_write_bytes(probabilities_path, buffer.getvalue())
+    return mask, overlay
+
+
 @user_errors_as_messages("refseg-predict")
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     FLAGS = flags.FLAGS
-    mask, overlay = predict_to_files(
-        FLAGS.model_dir, FLAGS.image, FLAGS.expression, FLAGS.output, FLAGS.overlay,
-        FLAGS.threshold, FLAGS.probabilities, FLAGS.checkpoint,
-    )
+    if FLAGS.saved_model:
+        mask, overlay = predict_with_saved_model_to_files(
+            FLAGS.saved_model, FLAGS.image, FLAGS.expression, FLAGS.output, FLAGS.overlay,
+            FLAGS.threshold, FLAGS.probabilities,
+        )
+    else:
+        mask, overlay = predict_to_files(
+            FLAGS.model_dir, FLAGS.image, FLAGS.expression, FLAGS.output, FLAGS.overlay,
+            FLAGS.threshold, FLAGS.probabilities, FLAGS.checkpoint,
+        )
     print(f"Mask ({mask.shape[1]}x{mask.shape[0]}, {mask.mean():.1%} foreground) -> {FLAGS.output}")
     print(f"Picture -> {overlay}")
 
