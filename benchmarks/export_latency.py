@@ -11,7 +11,8 @@ preprocessed input:
 * serving_default: the whole served request (decode, letterbox, tokenise, model, scoring) on a
   JPEG of `--height` x `--width`, for reference.
 
-The medians are printed with their ratios to keras; numbers are recorded, not asserted.
+The medians are printed with their ratios to keras; numbers are recorded (export_latency.md),
+not asserted.
 
 Usage:
     python benchmarks/export_latency.py --preset rrn --repeats 30
@@ -113,7 +114,8 @@ def main(argv=None):
         results = {name: median_seconds(fn, args.repeats, args.warmup) for name, fn in runtimes.items()}
     print(f"{args.preset} (tiny), S={size}, T={length}, batch 1, median of {args.repeats} calls:")
     for name, seconds in results.items():
-        print(f"  {name:16s} {seconds * 1e3:8.2f} ms   x{seconds / results['keras']:.2f} of keras")
+        print(f"  {name:16s} {seconds * 1e3:9.3f} ms   {seconds / results['keras']:8.4f} of keras   "
+              f"({results['keras'] / seconds:7.1f}x faster)")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump({"preset": args.preset, "image_size": size, "seconds": results}, f, indent=2)

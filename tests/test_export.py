@@ -124,14 +124,23 @@ def _preset_params():
     return params
 
 
+_EXPORTS = {}  # preset -> Exported: one export per preset for the whole module
+
+
+def _shared_export(tmp_path_factory, preset):
+    if preset not in _EXPORTS:
+        _EXPORTS[preset] = Exported(str(tmp_path_factory.mktemp("export")), preset)
+    return _EXPORTS[preset]
+
+
 @pytest.fixture(scope="module", params=_preset_params())
 def exported(request, tmp_path_factory):
-    return Exported(str(tmp_path_factory.mktemp("export")), request.param)
+    return _shared_export(tmp_path_factory, request.param)
 
 
 @pytest.fixture(scope="module")
 def default_exported(tmp_path_factory):
-    return Exported(str(tmp_path_factory.mktemp("export_default")), DEFAULT_PRESETS[0])
+    return _shared_export(tmp_path_factory, DEFAULT_PRESETS[0])
 
 
 def _encode(array, image_format, mode=None):
