@@ -425,6 +425,8 @@ def test_export_json_is_the_contract(exported):
     assert contract["text_padding"] == config.data.text_padding
     assert contract["preprocessing"]["normalization"] == config.data.normalization
     assert contract["scoring"]["threshold"] == exported.predictor.threshold
+    convlstm = config.model.name == "rrn" and config.model.get("lstm_cell", "keras") == "keras"
+    assert ("ConvLSTM2D fixed its map size" in contract["image_size_note"]) == convlstm
     with open(os.path.join(exported.output_dir, contract["vocabulary_file"]), encoding="utf-8") as f:
         exported_vocabulary = f.read()
     with open(os.path.join(exported.model_dir, "vocab.txt"), encoding="utf-8") as f:

@@ -17,6 +17,7 @@ import os
 import shutil
 import tempfile
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -100,7 +101,9 @@ def _tflite_contract(path: str, quantization: str) -> dict:
 def export_contract(module: ServingModule, config, signatures: dict, tflite: dict, version) -> dict:
     """The `export.json` document (see the module docstring and `export/README.md`)."""
     data = config.data
-    preset_fixes_size = config.model.name == "rrn" and config.model.get("lstm_cell", "keras") == "keras"
+    preset_fixes_size = any(
+        isinstance(layer, keras.layers.ConvLSTM2D) for layer in module.model._flatten_layers()
+    )
     contract = {
         "format_version": EXPORT_CONTRACT_VERSION,
         "model": {"name": config.model.name, "config": json.loads(config.to_json_best_effort())},
@@ -108,7 +111,7 @@ def export_contract(module: ServingModule, config, signatures: dict, tflite: dic
         "image_size_note": (
             "S is the model's training input size; every exported graph takes S x S inputs"
             + (
-                " (fixed: keras.layers.ConvLSTM2D fixes the map size at the first call)."
+                " (fixed: the model's keras.layers.ConvLSTM2D fixed its map size at the first call)."
                 if preset_fixes_size
                 else "."
             )
