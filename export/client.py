@@ -87,7 +87,7 @@ def predict_rest(server, model_name, image_bytes, expression, version=None, time
 
 
 def build_grpc_request(image_bytes, expressions, model_name, version=None):
-    """A `tensorflow_serving.apis.predict_pb2.PredictRequest` for the `serving_default` signature."""
+    """A `tensorflow_serving.apis.predict_pb2.PredictRequest` for `serving_default`."""
     import tensorflow as tf
     from tensorflow_serving.apis import predict_pb2
 

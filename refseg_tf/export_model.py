@@ -17,11 +17,17 @@ def define_flags():
         from refseg_tf.export import DEFAULT_MAX_PIXELS, FORMATS, QUANTIZATIONS
 
         flags.DEFINE_string("model_dir", None, "A directory written by refseg-train.")
-        flags.DEFINE_string("output_dir", None, "Where to write saved_model/, model.tflite, export.json.")
+        flags.DEFINE_string(
+            "output_dir", None, "Where to write saved_model/, model.tflite and export.json."
+        )
         flags.DEFINE_integer("version", 1, "TF Serving version folder of the SavedModel.")
         flags.DEFINE_list("formats", list(FORMATS), "Any of: " + ", ".join(FORMATS) + ".")
-        flags.DEFINE_enum("tflite_quantization", "none", QUANTIZATIONS, "Weights of the TFLite model.")
-        flags.DEFINE_integer("max_pixels", DEFAULT_MAX_PIXELS, "Largest image serving accepts (w x h).")
+        flags.DEFINE_enum(
+            "tflite_quantization", "none", QUANTIZATIONS, "Weights of the TFLite model."
+        )
+        flags.DEFINE_integer(
+            "max_pixels", DEFAULT_MAX_PIXELS, "Largest image (width x height) serving accepts."
+        )
         flags.DEFINE_string("checkpoint", "auto", "'auto', 'final', 'latest' or a checkpoint path.")
     flags.mark_flags_as_required(["model_dir", "output_dir"])
 
@@ -45,7 +51,8 @@ def main(argv):
         raise ValueError(str(error)) from None
     if contract["saved_model"]:
         base = os.path.join(FLAGS.output_dir, contract["saved_model"]["base_path"])
-        print(f"SavedModel -> {os.path.join(base, str(FLAGS.version))} (TF Serving base path {base})")
+        version_dir = os.path.join(base, str(FLAGS.version))
+        print(f"SavedModel -> {version_dir} (TF Serving base path {base})")
     if contract["tflite"]:
         print(f"TFLite ({FLAGS.tflite_quantization}) -> "
               f"{os.path.join(FLAGS.output_dir, contract['tflite']['file'])}")

@@ -28,7 +28,7 @@ def define_flags():
         flags.DEFINE_float("threshold", None, "Probability threshold (default: the model's).")
         flags.DEFINE_string("probabilities", None, "Optional .npy path for the probability map.")
         flags.DEFINE_string("checkpoint", "auto", "'auto', 'final', 'latest' or a checkpoint path.")
-        flags.DEFINE_string("saved_model", None, "Instead of --model_dir: a refseg-export SavedModel.")
+        flags.DEFINE_string("saved_model", None, "Or: a SavedModel written by refseg-export.")
     flags.mark_flags_as_required(["image", "expression", "output"])
     flags.mark_flags_as_mutual_exclusive(["model_dir", "saved_model"], required=True)
 

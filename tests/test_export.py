@@ -393,6 +393,29 @@ def test_bad_payload_names_the_input_and_the_model_still_serves(default_exported
     np.testing.assert_array_equal(again["probability"].numpy(), good["probability"].numpy())
 
 
+def _with_header_size(data, offset, width, height, byteorder, length):
+    data = bytearray(data)
+    data[offset : offset + 2 * length] = width.to_bytes(length, byteorder) + height.to_bytes(
+        length, byteorder
+    )
+    return bytes(data)
+
+
+def test_gif_and_bmp_are_served_and_their_headers_checked(default_exported):
+    exported = default_exported
+    gif = _encode(_smooth_image(27, 35, 3, 5), "GIF")
+    bmp = _encode(_smooth_image(31, 22, 3, 6), "BMP")
+    outputs = _serve(exported, [gif, bmp], SENTENCES[:2])
+    _assert_matches_predictor(exported, outputs, 0, gif, SENTENCES[0])
+    _assert_matches_predictor(exported, outputs, 1, bmp, SENTENCES[1])
+    for huge in (
+        _with_header_size(gif, 6, 65000, 65000, "little", 2),
+        _with_header_size(bmp, 18, 9000, 9000, "little", 4),
+    ):
+        with pytest.raises(tf.errors.InvalidArgumentError, match="image_bytes.0. has"):
+            _serve(exported, [huge], SENTENCES[:1])
+
+
 def test_pixel_limit_is_configurable(default_exported):
     from refseg_tf.export import ServingModule
 

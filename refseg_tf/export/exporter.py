@@ -66,7 +66,9 @@ def describe_signature(function) -> dict:
     _, inputs = function.structured_input_signature
     return {
         "inputs": {name: _spec(spec) for name, spec in sorted(inputs.items())},
-        "outputs": {name: _spec(spec) for name, spec in sorted(function.structured_outputs.items())},
+        "outputs": {
+            name: _spec(spec) for name, spec in sorted(function.structured_outputs.items())
+        },
     }
 
 
@@ -111,7 +113,8 @@ def export_contract(module: ServingModule, config, signatures: dict, tflite: dic
         "image_size_note": (
             "S is the model's training input size; every exported graph takes S x S inputs"
             + (
-                " (fixed: the model's keras.layers.ConvLSTM2D fixed its map size at the first call)."
+                " (fixed: the model's keras.layers.ConvLSTM2D fixed its map size at the first"
+                " call)."
                 if preset_fixes_size
                 else "."
             )

@@ -280,7 +280,8 @@ class ServingModule(tf.Module):
         return {SERVING_SIGNATURE: self.serve, TENSOR_SIGNATURE: self.segment_tensors}
 
     def logits(self, image, word_ids):
-        return tf.cast(self.model({"image": image, "word_ids": word_ids}, training=False), tf.float32)
+        logits = self.model({"image": image, "word_ids": word_ids}, training=False)
+        return tf.cast(logits, tf.float32)
 
     def _segment_tensors(self, image, word_ids):
         return {"logits": self.logits(image, word_ids)}

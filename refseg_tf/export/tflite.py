@@ -21,7 +21,9 @@ TFLITE_SIGNATURE = "serving_default"
 def _check_quantization(quantization: str) -> None:
     if quantization not in QUANTIZATIONS:
         choices = ", ".join(repr(q) for q in QUANTIZATIONS)
-        raise ValueError(f"`tflite_quantization` must be one of {choices}; received {quantization!r}.")
+        raise ValueError(
+            f"`tflite_quantization` must be one of {choices}; received {quantization!r}."
+        )
 
 
 def convert_to_tflite(logits_fn, trackable, image_size: int, max_length: int,
