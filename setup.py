@@ -15,6 +15,7 @@ CONSOLE_SCRIPTS = [
     "refseg-evaluate=refseg_tf.evaluate:run",
     "refseg-predict=refseg_tf.predict:run",
     "refseg-demo=refseg_tf.demo:run",
+    "refseg-export=refseg_tf.export_model:run",
 ]
 
 setup(
@@ -43,6 +44,8 @@ setup(
     extras_require={
         "tfds": ["tensorflow-datasets>=4.9.4", "importlib_resources>=6.0"],
         "crf": ["pydensecrf2>=1.1"],
+        # LiteRT runtime, the TF Serving request protos, and the REST client of export/client.py.
+        "export": ["ai-edge-litert>=2.0", "tensorflow-serving-api>=2.16", "requests>=2.31"],
         "test": [
             "pytest>=8.0",
             "pytest-xdist>=3.5",
@@ -50,6 +53,9 @@ setup(
             "scipy>=1.11",
             "tensorflow-datasets>=4.9.4",
             "importlib_resources>=6.0",
+            "ai-edge-litert>=2.0",
+            "tensorflow-serving-api>=2.16",
+            "requests>=2.31",
         ],
     },
     entry_points={"console_scripts": CONSOLE_SCRIPTS},

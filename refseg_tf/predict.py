@@ -7,6 +7,8 @@ Writes the mask at the image's own size (PNG, 0/255) to `--output` and a picture
 image to `--overlay` (default: `<output>_overlay.jpg`). Any image size or format Pillow reads.
 The mask follows the model directory's scoring rule (`eval.scoring_rule`, see
 `refseg_tf.scoring`), the same rule `refseg-evaluate` scores with.
+`--saved_model=OUT/saved_model/1` instead of `--model_dir` predicts with a model exported by
+`refseg-export`, alone (no model code), writing the same files.
 """
 
 import io
@@ -34,7 +36,9 @@ def define_flags():
         flags.DEFINE_string("checkpoint", "auto", "'auto', 'final', 'latest' or a checkpoint path.")
         flags.DEFINE_bool("explain", False, "Also draw the model's per-step response maps (RMI: "
                           "one panel per word; RRN: per refinement step) to <output>_explain.jpg.")
-    flags.mark_flags_as_required(["model_dir", "image", "expression", "output"])
+        flags.DEFINE_string("saved_model", None, "Or: a SavedModel written by refseg-export.")
+    flags.mark_flags_as_required(["image", "expression", "output"])
+    flags.mark_flags_as_mutual_exclusive(["model_dir", "saved_model"], required=True)
 
 
 def default_overlay_path(output: str) -> str:
@@ -129,20 +133,51 @@ def explain_to_file(predictor, image, expression, path):
     return save_step_maps(path, image, np.stack(restored), labels, title=expression)
 
 
+def predict_with_saved_model_to_files(saved_model, image_path, expression, output, overlay=None,
+                                     threshold=None, probabilities_path=None):
+    """`predict_to_files` with an exported SavedModel (`refseg_tf.export.SavedModelPredictor`)."""
+    from refseg_tf.export import SavedModelPredictor, image_bytes_for_serving
+    from refseg_tf.inference import read_image
+    from refseg_tf.visualize import save_overlay
+
+    image_bytes = image_bytes_for_serving(image_path)
+    probability, mask = SavedModelPredictor(saved_model).predict(image_bytes, expression)
+    if threshold is not None:
+        mask = probability >= threshold
+    write_mask_png(output, mask)
+    overlay = overlay or default_overlay_path(output)
+    save_overlay(overlay, read_image(image_path), mask, caption=expression)
+    if probabilities_path:
+        from refseg_tf.files import atomic_write_bytes
+
+        buffer = io.BytesIO()
+        np.save(buffer, probability.astype(np.float32))
+        atomic_write_bytes(probabilities_path, buffer.getvalue())
+    return mask, overlay
+
+
 @user_errors_as_messages("refseg-predict")
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     FLAGS = flags.FLAGS
-    predictor = None
-    if FLAGS.explain:  # one loaded model for the mask and the maps
-        from refseg_tf.inference import Predictor
+    if FLAGS.saved_model:
+        if FLAGS.explain:
+            raise app.UsageError("--explain needs --model_dir: a SavedModel has no per-step maps.")
+        mask, overlay = predict_with_saved_model_to_files(
+            FLAGS.saved_model, FLAGS.image, FLAGS.expression, FLAGS.output, FLAGS.overlay,
+            FLAGS.threshold, FLAGS.probabilities,
+        )
+    else:
+        predictor = None
+        if FLAGS.explain:  # one loaded model for the mask and the maps
+            from refseg_tf.inference import Predictor
 
-        predictor = Predictor.from_model_dir(FLAGS.model_dir, checkpoint=FLAGS.checkpoint)
-    mask, overlay = predict_to_files(
-        FLAGS.model_dir, FLAGS.image, FLAGS.expression, FLAGS.output, FLAGS.overlay,
-        FLAGS.threshold, FLAGS.probabilities, FLAGS.checkpoint, predictor=predictor,
-    )
+            predictor = Predictor.from_model_dir(FLAGS.model_dir, checkpoint=FLAGS.checkpoint)
+        mask, overlay = predict_to_files(
+            FLAGS.model_dir, FLAGS.image, FLAGS.expression, FLAGS.output, FLAGS.overlay,
+            FLAGS.threshold, FLAGS.probabilities, FLAGS.checkpoint, predictor=predictor,
+        )
     print(f"Mask ({mask.shape[1]}x{mask.shape[0]}, {mask.mean():.1%} foreground) -> {FLAGS.output}")
     print(f"Picture -> {overlay}")
     if FLAGS.explain:

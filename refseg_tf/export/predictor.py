@@ -1,0 +1,72 @@
+"""Predicting with an exported SavedModel alone (no model code): `refseg-predict --saved_model`."""
+
+import numpy as np
+import tensorflow as tf
+
+from refseg_tf.export.serving import SERVING_SIGNATURE
+
+# Pillow format names whose file bytes the serving graph decodes as they are.
+_SERVED_AS_IS = ("JPEG", "PNG", "GIF", "BMP")
+_EXIF_ORIENTATION = 0x0112
+
+
+def image_bytes_for_serving(path: str) -> bytes:
+    """The bytes to send for an image file: the file itself, or a PNG of it when needed.
+
+    The serving graph decodes JPEG, PNG, GIF and BMP and ignores EXIF orientation, so other
+    formats (TIFF, WebP, ...) and photos with an EXIF rotation are re-encoded as PNG from
+    `refseg_tf.inference.read_image`, which is what `refseg-predict --model_dir` segments.
+    """
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    from refseg_tf.inference import read_image
+
+    try:
+        with Image.open(path) as image:
+            image_format = image.format
+            orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"Image {path} not found.") from None
+    except (UnidentifiedImageError, OSError) as error:
+        raise ValueError(f"Cannot read image {path}: {error}") from error
+    if image_format in _SERVED_AS_IS and orientation == 1:
+        with open(path, "rb") as f:
+            return f.read()
+    buffer = io.BytesIO()
+    Image.fromarray(read_image(path)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+class SavedModelPredictor:
+    """The `serving_default` signature of an exported SavedModel, one image at a time.
+
+    Args:
+        saved_model_dir: a version folder written by `refseg-export` (`OUT/saved_model/1`).
+
+    Example:
+        >>> predictor = SavedModelPredictor("exported/saved_model/1")
+        >>> probability, mask = predictor.predict(image_bytes, "the dog on the left")
+    """
+
+    def __init__(self, saved_model_dir: str):
+        if not tf.saved_model.contains_saved_model(saved_model_dir):
+            raise FileNotFoundError(
+                f"No SavedModel in {saved_model_dir!r}: pass a version folder written by "
+                "refseg-export, e.g. OUT/saved_model/1."
+            )
+        self.loaded = tf.saved_model.load(saved_model_dir)
+        if SERVING_SIGNATURE not in self.loaded.signatures:
+            raise ValueError(f"{saved_model_dir} has no {SERVING_SIGNATURE!r} signature.")
+        self.serve = self.loaded.signatures[SERVING_SIGNATURE]
+
+    def predict(self, image_bytes: bytes, expression: str):
+        """(probability float32 [H, W], mask bool [H, W]) at the image's own size."""
+        outputs = self.serve(
+            image_bytes=tf.constant([image_bytes]), expression=tf.constant([expression])
+        )
+        height, width = (int(v) for v in outputs["image_size"][0])
+        probability = outputs["probability"][0, :height, :width].numpy()
+        mask = outputs["mask"][0, :height, :width].numpy().astype(bool)
+        return probability, mask

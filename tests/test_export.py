@@ -1,0 +1,595 @@
+"""Export: the SavedModel and the TFLite model equal the Keras path (`Predictor`) for every model.
+
+One exported model per preset is shared by the module (`exported`, a module-scoped fixture):
+exporting costs ~10-20 s of CPU. The default run covers `DEFAULT_PRESETS` fully; the other
+presets, RRN's variants and cells, a model trained by `refseg-train` and the command lines run
+with `-m slow`. Models joining `refseg_tf.models.PRESETS` later join the sweep automatically.
+"""
+
+import base64
+import importlib.util
+import io
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from refseg_tf.models import RRN_VARIANTS, list_presets
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_PRESETS = ("rrn",)
+SENTENCES = ["the red circle on the left", "a blue square", "the big green thing"]
+# (name, fixture overrides of experiments.synthetic) for the slow sweep over RRN's options.
+RRN_OPTIONS = [(f"rrn_{v}", {"variant": v}) for v in sorted(RRN_VARIANTS) if v != "lstm_tanh"] + [
+    ("rrn_unrolled", {"lstm_cell": "unrolled"}),
+    ("rrn_layer_norm_peephole", {"lstm_cell": "layer_norm", "peephole": "spatial"}),
+]
+
+
+def _load_client():
+    spec = importlib.util.spec_from_file_location("refseg_export_client", f"{REPO_ROOT}/export/client.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+client = _load_client()
+
+
+# ------------------------------------------------------------------------------ fixtures
+
+
+def _tiny_config(preset, overrides):
+    from refseg_tf.models import get_preset
+    from refseg_tf.training import experiments
+    from refseg_tf.training.config import base_config
+
+    try:
+        return experiments.synthetic(preset, **overrides)
+    except KeyError:  # a preset without a synthetic recipe (yet): its tiny size at 64 px
+        config = base_config()
+        config.model.name = preset
+        config.model.size = "tiny"
+        backbone = get_preset(preset).backbone
+        config.model.backbone.name = backbone
+        config.model.backbone.kwargs = dict(experiments.SYNTHETIC_BACKBONES.get(backbone, {}))
+        config.data.image_size = 64
+        config.data.max_length = 10
+        for key, value in overrides.items():
+            config.model[key] = value
+        return config
+
+
+def make_model_dir(root, preset, overrides=None, seed=0):
+    """A model directory as refseg-train writes it (config.json, vocab.txt, model.keras)."""
+    import keras
+
+    from refseg_tf.text import Vocabulary
+    from refseg_tf.training import config as config_lib
+    from refseg_tf.training import trainer
+
+    keras.utils.set_random_seed(seed)
+    model_dir = os.path.join(root, preset)
+    os.makedirs(model_dir)
+    config = _tiny_config("rrn" if preset.startswith("rrn_") else preset, overrides or {})
+    vocabulary = Vocabulary.build(SENTENCES)
+    config.model.vocabulary_size = len(vocabulary)
+    config.data.dir = model_dir
+    with open(os.path.join(model_dir, "vocab.txt"), "w", encoding="utf-8") as f:
+        f.write("\n".join(vocabulary.words) + "\n")
+    config_lib.save_config(config, model_dir)
+    model = trainer.build_model(config)
+    _randomise_batchnorm(model)
+    trainer.save_model_atomic(model, os.path.join(model_dir, "model.keras"))
+    return model_dir
+
+
+def _randomise_batchnorm(model):
+    """Non-trivial moving statistics, so a SavedModel that lost them cannot pass."""
+    rng = np.random.default_rng(1)
+    for variable in model.non_trainable_weights:
+        if "moving_mean" in variable.path:
+            variable.assign(rng.normal(0, 0.1, variable.shape).astype("float32"))
+        elif "moving_variance" in variable.path:
+            variable.assign(rng.uniform(0.5, 1.5, variable.shape).astype("float32"))
+
+
+class Exported:
+    """A model directory, its export and the loaded pieces a test needs."""
+
+    def __init__(self, root, preset, overrides=None):
+        from refseg_tf.export import export_model
+        from refseg_tf.inference import Predictor
+
+        self.model_dir = make_model_dir(root, preset, overrides)
+        self.output_dir = os.path.join(root, preset + "_exported")
+        self.contract = export_model(self.model_dir, self.output_dir)
+        self.saved_model_dir = os.path.join(self.output_dir, "saved_model", "1")
+        self.loaded = tf.saved_model.load(self.saved_model_dir)
+        self.serve = self.loaded.signatures["serving_default"]
+        self.segment = self.loaded.signatures["segment_tensors"]
+        self.predictor = Predictor.from_model_dir(self.model_dir)
+
+
+def _preset_params():
+    params = [
+        pytest.param(name, marks=() if name in DEFAULT_PRESETS else pytest.mark.slow)
+        for name in list_presets()
+    ]
+    return params
+
+
+_EXPORTS = {}  # preset -> Exported: one export per preset for the whole module
+
+
+def _shared_export(tmp_path_factory, preset):
+    if preset not in _EXPORTS:
+        _EXPORTS[preset] = Exported(str(tmp_path_factory.mktemp("export")), preset)
+    return _EXPORTS[preset]
+
+
+@pytest.fixture(scope="module", params=_preset_params())
+def exported(request, tmp_path_factory):
+    return _shared_export(tmp_path_factory, request.param)
+
+
+@pytest.fixture(scope="module")
+def default_exported(tmp_path_factory):
+    return _shared_export(tmp_path_factory, DEFAULT_PRESETS[0])
+
+
+def _encode(array, image_format, mode=None):
+    buffer = io.BytesIO()
+    Image.fromarray(array, mode).save(buffer, format=image_format, **({"quality": 90} if image_format == "JPEG" else {}))
+    return buffer.getvalue()
+
+
+def _smooth_image(height, width, channels, seed):
+    """A picture-like image (smooth gradients plus shapes), not noise."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    planes = [127 + 100 * np.sin(x / (5 + 3 * c) + y / (7 + c) + rng.uniform(0, 6)) for c in range(channels)]
+    image = np.stack(planes, axis=-1)
+    image[height // 4 : height // 2, width // 3 : 2 * width // 3] = rng.uniform(0, 255, channels)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+# (name, encoded bytes); odd sizes, grey and RGBA included.
+IMAGES = {
+    "rgb.jpg": _encode(_smooth_image(37, 53, 3, 0), "JPEG"),
+    "grey.jpg": _encode(_smooth_image(61, 29, 1, 1)[..., 0], "JPEG"),
+    "rgba.png": _encode(_smooth_image(45, 45, 4, 2), "PNG"),
+    "grey.png": _encode(_smooth_image(23, 71, 1, 3)[..., 0], "PNG"),
+    "rgb.png": _encode(_smooth_image(97, 33, 3, 4), "PNG"),
+}
+
+
+def _decoded(image_bytes):
+    """What `refseg-predict --model_dir` segments: `inference.read_image` of the file."""
+    from refseg_tf.inference import read_image
+
+    path = f"/tmp/refseg-export-test-{os.getpid()}.img"
+    with open(path, "wb") as f:
+        f.write(image_bytes)
+    try:
+        return read_image(path)
+    finally:
+        os.remove(path)
+
+
+def _assert_matches_predictor(exported, outputs, index, image_bytes, expression):
+    probability = exported.predictor.predict(_decoded(image_bytes), expression)
+    height, width = probability.shape
+    np.testing.assert_array_equal(outputs["image_size"][index].numpy(), [height, width])
+    served = outputs["probability"][index].numpy()
+    mask = outputs["mask"][index].numpy()
+    np.testing.assert_allclose(served[:height, :width], probability, atol=1e-4)
+    agreement = np.mean(mask[:height, :width] == (probability >= exported.predictor.threshold))
+    assert agreement >= 0.999, agreement
+    # Zero padding outside the image.
+    assert not served[height:].any() and not served[:, width:].any()
+    assert not mask[height:].any() and not mask[:, width:].any()
+    assert set(np.unique(mask)) <= {0, 1}
+
+
+def _serve(exported, images, expressions):
+    return exported.serve(image_bytes=tf.constant(images), expression=tf.constant(expressions))
+
+
+# ------------------------------------------------------------------------------ parity
+
+
+def test_serving_default_equals_predictor_one_image_at_a_time(exported):
+    for i, (name, image_bytes) in enumerate(IMAGES.items()):
+        expression = SENTENCES[i % len(SENTENCES)]
+        outputs = _serve(exported, [image_bytes], [expression])
+        assert outputs["mask"].dtype == tf.uint8 and outputs["probability"].dtype == tf.float32
+        _assert_matches_predictor(exported, outputs, 0, image_bytes, expression)
+
+
+def test_serving_default_equals_predictor_on_a_batch_of_three_sizes(exported):
+    names = ["rgb.jpg", "rgba.png", "grey.png"]
+    images = [IMAGES[n] for n in names]
+    outputs = _serve(exported, images, SENTENCES)
+    sizes = outputs["image_size"].numpy()
+    assert outputs["mask"].shape == (3, sizes[:, 0].max(), sizes[:, 1].max())
+    for i, image_bytes in enumerate(images):
+        _assert_matches_predictor(exported, outputs, i, image_bytes, SENTENCES[i])
+
+
+def _random_inputs(exported, batch, seed=0):
+    from refseg_tf.data import preprocess_image
+
+    size = exported.contract["image_size"]
+    config = exported.predictor.config.data
+    images = [
+        preprocess_image(
+            _smooth_image(30 + 7 * i, 50 - 5 * i, 3, seed + i), size,
+            resize_method=config.resize_method, pad_value=config.pad_value,
+            normalization=config.normalization,
+        )[0]
+        for i in range(batch)
+    ]
+    word_ids = exported.predictor.tokenizer(tf.constant(SENTENCES[:batch])).numpy()
+    return np.stack(images).astype(np.float32), word_ids
+
+
+def test_segment_tensors_and_tflite_equal_keras_logits(exported):
+    from refseg_tf.export import TFLiteSegmenter
+
+    images, word_ids = _random_inputs(exported, 2)
+    keras_logits = exported.predictor.model({"image": images, "word_ids": word_ids}, training=False)
+    keras_logits = np.asarray(keras_logits)
+    served = exported.segment(image=images, word_ids=word_ids)["logits"].numpy()
+    np.testing.assert_allclose(served, keras_logits, atol=1e-4)
+    lite = TFLiteSegmenter(os.path.join(exported.output_dir, "model.tflite"))
+    np.testing.assert_allclose(lite(images, word_ids), keras_logits, atol=1e-4)
+
+
+def test_float16_tflite_is_close_to_keras(exported):
+    from refseg_tf.export import TFLiteSegmenter, convert_to_tflite
+
+    size, length = exported.contract["image_size"], exported.contract["max_length"]
+    model = exported.predictor.model
+    flatbuffer = convert_to_tflite(
+        lambda image, word_ids: model({"image": image, "word_ids": word_ids}, training=False),
+        model, size, length, quantization="float16",
+    )
+    path = os.path.join(exported.output_dir, "model_float16.tflite")
+    with open(path, "wb") as f:
+        f.write(flatbuffer)
+    images, word_ids = _random_inputs(exported, 1, seed=7)
+    keras_logits = np.asarray(model({"image": images, "word_ids": word_ids}, training=False))
+    np.testing.assert_allclose(TFLiteSegmenter(path)(images, word_ids), keras_logits, atol=1e-2)
+
+
+def test_dynamic_range_tflite_runs(default_exported, tmp_path):
+    from refseg_tf.export import TFLiteSegmenter, export_model
+
+    contract = export_model(
+        default_exported.model_dir, str(tmp_path), formats=["tflite"],
+        tflite_quantization="dynamic_range",
+    )
+    assert contract["tflite"]["quantization"] == "dynamic_range" and contract["saved_model"] is None
+    assert not os.path.exists(tmp_path / "saved_model")
+    images, word_ids = _random_inputs(default_exported, 1)
+    logits = TFLiteSegmenter(str(tmp_path / "model.tflite"))(images, word_ids)
+    keras_logits = np.asarray(default_exported.predictor.model({"image": images, "word_ids": word_ids}))
+    assert logits.shape == keras_logits.shape and np.isfinite(logits).all()
+
+
+# ------------------------------------------------------------------------------ as TF Serving runs it
+
+
+def test_predict_request_of_tensorflow_serving_api(default_exported):
+    """A gRPC PredictRequest and a REST body, decoded as TF Serving does, fed to the signature."""
+    from tensorflow_serving.apis import predict_pb2
+
+    exported = default_exported
+    images = [IMAGES["rgb.jpg"], IMAGES["grey.png"]]
+    expected = _serve(exported, images, SENTENCES[:2])
+
+    request = client.build_grpc_request(images, SENTENCES[:2], "refseg", version=1)
+    request = predict_pb2.PredictRequest.FromString(request.SerializeToString())  # over the wire
+    assert request.model_spec.signature_name == "serving_default"
+    inputs = {name: tf.make_ndarray(proto) for name, proto in request.inputs.items()}
+    assert sorted(inputs) == ["expression", "image_bytes"]
+    outputs = exported.serve(**{name: tf.constant(value) for name, value in inputs.items()})
+    for name in ("mask", "probability", "image_size"):
+        np.testing.assert_array_equal(outputs[name].numpy(), expected[name].numpy())
+    response = predict_pb2.PredictResponse()
+    for name, value in outputs.items():
+        response.outputs[name].CopyFrom(tf.make_tensor_proto(value.numpy()))
+    parsed = client.parse_grpc_response(predict_pb2.PredictResponse.FromString(response.SerializeToString()))
+    _check_parsed(parsed, expected)
+
+    body = json.loads(json.dumps(client.build_rest_request(images, SENTENCES[:2])))
+    rest_inputs = body["inputs"]
+    decoded = [base64.b64decode(item["b64"]) for item in rest_inputs["image_bytes"]]
+    assert decoded == images
+    outputs = exported.serve(image_bytes=tf.constant(decoded), expression=tf.constant(rest_inputs["expression"]))
+    rest_response = json.loads(json.dumps({"outputs": {k: v.numpy().tolist() for k, v in outputs.items()}}))
+    _check_parsed(client.parse_rest_response(rest_response), expected)
+
+
+def _check_parsed(parsed, expected):
+    assert len(parsed) == len(expected["image_size"])
+    for (mask, probability), size, full_mask, full_probability in zip(
+        parsed, expected["image_size"].numpy(), expected["mask"].numpy(), expected["probability"].numpy()
+    ):
+        assert mask.shape == tuple(size) == probability.shape
+        np.testing.assert_array_equal(mask, full_mask[: size[0], : size[1]])
+        np.testing.assert_allclose(probability, full_probability[: size[0], : size[1]], atol=1e-6)
+
+
+def _saved_model_cli(*args):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    executable = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    return subprocess.run([executable, *args], capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_saved_model_cli_lists_both_signatures_and_runs_them_as_tf_serving(default_exported, tmp_path):
+    exported = default_exported
+    shown = _saved_model_cli("show", "--dir", exported.saved_model_dir, "--all")
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    for text in ("signature_def['serving_default']", "signature_def['segment_tensors']",
+                 "inputs['image_bytes']", "inputs['expression']", "outputs['mask']",
+                 "outputs['probability']", "outputs['image_size']", "inputs['image']",
+                 "inputs['word_ids']", "outputs['logits']"):
+        assert text in shown.stdout, text
+    # `saved_model_cli run` loads with the TF1 session loader, as TF Serving does.
+    images, word_ids = _random_inputs(exported, 1)
+    np.save(tmp_path / "image.npy", images)
+    np.save(tmp_path / "word_ids.npy", word_ids)
+    ran = _saved_model_cli(
+        "run", "--dir", exported.saved_model_dir, "--tag_set", "serve",
+        "--signature_def", "segment_tensors", "--outdir", str(tmp_path / "out"),
+        "--inputs", f"image={tmp_path / 'image.npy'};word_ids={tmp_path / 'word_ids.npy'}",
+    )
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    logits = np.load(tmp_path / "out" / "logits.npy")
+    keras_logits = np.asarray(exported.predictor.model({"image": images, "word_ids": word_ids}))
+    np.testing.assert_allclose(logits, keras_logits, atol=1e-4)
+
+
+# ------------------------------------------------------------------------------ bad payloads
+
+
+def _oversized_png():
+    """A valid small PNG whose header claims 8000 x 6000 pixels (checked before decoding)."""
+    data = bytearray(IMAGES["rgb.png"])
+    data[16:24] = (8000).to_bytes(4, "big") + (6000).to_bytes(4, "big")
+    return bytes(data)
+
+
+BAD_PAYLOADS = {
+    "empty bytes": ([b"", IMAGES["rgb.png"]], SENTENCES[:2], "image_bytes[0] is empty"),
+    "not an image": ([IMAGES["rgb.png"], b"hello world"], SENTENCES[:2], "image_bytes[1] is not a JPEG"),
+    "truncated jpeg": ([IMAGES["rgb.jpg"][:200]], SENTENCES[:1], "image_bytes"),
+    "truncated png": ([IMAGES["rgb.png"][:100]], SENTENCES[:1], "image_bytes"),
+    "empty expression": ([IMAGES["rgb.png"]] * 2, ["a square", "  "], "expression must be non-empty"),
+    "different lengths": ([IMAGES["rgb.png"]] * 2, SENTENCES[:1], "image_bytes and expression must have the same length"),
+    "empty batch": ([], [], "at least one example"),
+    "over the pixel limit": ([_oversized_png()], SENTENCES[:1], "image_bytes[0] has"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_PAYLOADS))
+def test_bad_payload_names_the_input_and_the_model_still_serves(default_exported, case):
+    exported = default_exported
+    images, expressions, message = BAD_PAYLOADS[case]
+    good = _serve(exported, [IMAGES["rgba.png"]], SENTENCES[:1])
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        exported.serve(
+            image_bytes=tf.constant(images, tf.string), expression=tf.constant(expressions, tf.string)
+        )
+    again = _serve(exported, [IMAGES["rgba.png"]], SENTENCES[:1])
+    np.testing.assert_array_equal(again["mask"].numpy(), good["mask"].numpy())
+    np.testing.assert_array_equal(again["probability"].numpy(), good["probability"].numpy())
+
+
+def _with_header_size(data, offset, width, height, byteorder, length):
+    data = bytearray(data)
+    data[offset : offset + 2 * length] = width.to_bytes(length, byteorder) + height.to_bytes(
+        length, byteorder
+    )
+    return bytes(data)
+
+
+def test_gif_and_bmp_are_served_and_their_headers_checked(default_exported):
+    exported = default_exported
+    gif = _encode(_smooth_image(27, 35, 3, 5), "GIF")
+    bmp = _encode(_smooth_image(31, 22, 3, 6), "BMP")
+    outputs = _serve(exported, [gif, bmp], SENTENCES[:2])
+    _assert_matches_predictor(exported, outputs, 0, gif, SENTENCES[0])
+    _assert_matches_predictor(exported, outputs, 1, bmp, SENTENCES[1])
+    for huge in (
+        _with_header_size(gif, 6, 65000, 65000, "little", 2),
+        _with_header_size(bmp, 18, 9000, 9000, "little", 4),
+    ):
+        with pytest.raises(tf.errors.InvalidArgumentError, match="image_bytes.0. has"):
+            _serve(exported, [huge], SENTENCES[:1])
+
+
+def test_pixel_limit_is_configurable(default_exported):
+    from refseg_tf.export import ServingModule
+
+    module = ServingModule(
+        default_exported.predictor, os.path.join(default_exported.model_dir, "vocab.txt"), max_pixels=1500
+    )
+    small = _encode(_smooth_image(30, 40, 3, 0), "PNG")  # 1200 pixels
+    large = _encode(_smooth_image(40, 40, 3, 0), "JPEG")  # 1600 pixels
+    assert module.serve(tf.constant([small]), tf.constant(["x"]))["mask"].shape == (1, 30, 40)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="more than the limit of 1500"):
+        module.serve(tf.constant([large]), tf.constant(["x"]))
+    with pytest.raises(ValueError, match="`max_pixels` must be a positive integer"):
+        ServingModule(default_exported.predictor, "vocab.txt", max_pixels=0)
+
+
+# ------------------------------------------------------------------------------ contract and files
+
+
+def test_export_json_is_the_contract(exported):
+    from refseg_tf.export import TFLiteSegmenter, describe_signature
+
+    with open(os.path.join(exported.output_dir, "export.json"), encoding="utf-8") as f:
+        contract = json.load(f)
+    assert contract == json.loads(json.dumps(exported.contract))
+    config = exported.predictor.config
+    assert contract["model"]["name"] == config.model.name
+    assert contract["model"]["config"]["model"]["vocabulary_size"] == config.model.vocabulary_size
+    assert contract["image_size"] == config.data.image_size
+    assert contract["max_length"] == config.data.max_length
+    assert contract["text_padding"] == config.data.text_padding
+    assert contract["preprocessing"]["normalization"] == config.data.normalization
+    assert contract["scoring"]["threshold"] == exported.predictor.threshold
+    convlstm = config.model.name == "rrn" and config.model.get("lstm_cell", "keras") == "keras"
+    assert ("ConvLSTM2D fixed its map size" in contract["image_size_note"]) == convlstm
+    with open(os.path.join(exported.output_dir, contract["vocabulary_file"]), encoding="utf-8") as f:
+        exported_vocabulary = f.read()
+    with open(os.path.join(exported.model_dir, "vocab.txt"), encoding="utf-8") as f:
+        assert exported_vocabulary == f.read()
+    signatures = contract["saved_model"]["signatures"]
+    for name in ("serving_default", "segment_tensors"):
+        assert signatures[name] == describe_signature(exported.loaded.signatures[name])
+    size, length = contract["image_size"], contract["max_length"]
+    assert signatures["serving_default"]["inputs"] == {
+        "expression": {"dtype": "string", "shape": [None]},
+        "image_bytes": {"dtype": "string", "shape": [None]},
+    }
+    assert signatures["serving_default"]["outputs"]["image_size"] == {"dtype": "int32", "shape": [None, 2]}
+    assert signatures["segment_tensors"]["inputs"]["image"] == {"dtype": "float32", "shape": [None, size, size, 3]}
+    assert signatures["segment_tensors"]["inputs"]["word_ids"] == {"dtype": "int32", "shape": [None, length]}
+    lite = contract["tflite"]
+    assert lite["batch_size"] == 1 and lite["quantization"] == "none"
+    assert lite["signature"] == TFLiteSegmenter(os.path.join(exported.output_dir, lite["file"])).signature()
+    assert lite["signature"]["inputs"]["image"] == {"dtype": "float32", "shape": [1, size, size, 3]}
+    assert lite["signature"]["inputs"]["word_ids"] == {"dtype": "int32", "shape": [1, length]}
+
+
+def test_export_refuses_an_existing_version_and_bad_arguments(default_exported, tmp_path):
+    from refseg_tf.export import export_model
+
+    with pytest.raises(FileExistsError, match="pass another --version"):
+        export_model(default_exported.model_dir, default_exported.output_dir, formats=["saved_model"])
+    with pytest.raises(ValueError, match="`formats` must be"):
+        export_model(default_exported.model_dir, str(tmp_path), formats=["onnx"])
+    with pytest.raises(ValueError, match="`version` must be a positive integer"):
+        export_model(default_exported.model_dir, str(tmp_path), version=0)
+    with pytest.raises(ValueError, match="`tflite_quantization` must be one of"):
+        export_model(default_exported.model_dir, str(tmp_path), tflite_quantization="int4")
+    assert os.listdir(tmp_path) == []
+
+
+def test_predict_with_saved_model_writes_what_model_dir_writes(default_exported, tmp_path):
+    from refseg_tf.predict import predict_to_files, predict_with_saved_model_to_files
+
+    path = str(tmp_path / "photo.png")
+    with open(path, "wb") as f:
+        f.write(IMAGES["rgba.png"])
+    keras_mask, _ = predict_to_files(
+        default_exported.model_dir, path, SENTENCES[0], str(tmp_path / "keras.png"),
+        probabilities_path=str(tmp_path / "keras.npy"), predictor=default_exported.predictor,
+    )
+    served_mask, overlay = predict_with_saved_model_to_files(
+        default_exported.saved_model_dir, path, SENTENCES[0], str(tmp_path / "served.png"),
+        probabilities_path=str(tmp_path / "served.npy"),
+    )
+    assert np.mean(served_mask == keras_mask) >= 0.999
+    np.testing.assert_allclose(np.load(tmp_path / "served.npy"), np.load(tmp_path / "keras.npy"), atol=1e-4)
+    with Image.open(tmp_path / "served.png") as mask:
+        assert mask.mode == "L" and mask.size == (45, 45)
+    assert os.path.isfile(overlay)
+
+
+def test_image_bytes_for_serving_reencodes_rotated_and_other_formats(tmp_path):
+    from refseg_tf.export import image_bytes_for_serving
+    from refseg_tf.inference import read_image
+
+    picture = _smooth_image(20, 30, 3, 0)
+    plain = tmp_path / "plain.png"
+    Image.fromarray(picture).save(plain)
+    assert image_bytes_for_serving(str(plain)) == plain.read_bytes()
+    for name, options in (("photo.tiff", {}), ("rotated.jpg", {"exif": _rotation_exif()})):
+        path = tmp_path / name
+        Image.fromarray(picture).save(path, **options)
+        data = image_bytes_for_serving(str(path))
+        assert data.startswith(b"\x89PNG")
+        np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(data))), read_image(str(path)))
+    with pytest.raises(FileNotFoundError):
+        image_bytes_for_serving(str(tmp_path / "missing.jpg"))
+
+
+def _rotation_exif():
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated 90 degrees
+    return exif.tobytes()
+
+
+def test_client_writes_mask_and_overlay(tmp_path):
+    mask = np.zeros([12, 20], np.uint8)
+    mask[3:6, 4:9] = 1
+    picture = _smooth_image(12, 20, 3, 0)
+    output, overlay = client.write_mask_and_overlay(mask, picture, str(tmp_path / "m.png"))
+    np.testing.assert_array_equal(np.asarray(Image.open(output)), mask * 255)
+    assert Image.open(overlay).size == (20, 12)
+    path = tmp_path / "image.tiff"
+    Image.fromarray(picture).save(path)
+    data, shown = client.read_image_bytes(str(path))
+    assert data.startswith(b"\x89PNG")
+    np.testing.assert_array_equal(shown, picture)
+
+
+# ------------------------------------------------------------------------------ slow: more models, CLIs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, overrides", RRN_OPTIONS, ids=[n for n, _ in RRN_OPTIONS])
+def test_every_rrn_variant_exports_and_matches(name, overrides, tmp_path):
+    exported = Exported(str(tmp_path), name, overrides)
+    test_serving_default_equals_predictor_on_a_batch_of_three_sizes(exported)
+    test_segment_tensors_and_tflite_equal_keras_logits(exported)
+
+
+def _run_module(module, *args):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", KERAS_BACKEND="tensorflow")
+    return subprocess.run(
+        [sys.executable, "-m", f"refseg_tf.{module}", *args],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900,
+    )
+
+
+@pytest.mark.slow
+def test_trained_model_exports_and_the_commands_work(tmp_path):
+    """refseg-train on the synthetic data -> refseg-export -> refseg-predict --saved_model."""
+    raw, records, model_dir, out = (str(tmp_path / n) for n in ("raw", "records", "model", "out"))
+    steps = [
+        ("synthetic", f"--output_dir={raw}", "--num_images=24", "--image_size=48", "--seed=3"),
+        ("convert", "--format=refer", f"--data_root={raw}", "--dataset=synthetic", "--split_by=unc",
+         f"--image_root={raw}/images", f"--output_dir={records}", "--num_shards=1", "--noprogress"),
+        ("train", "--config=experiments/synthetic_rrn.py", f"--config.data.dir={records}",
+         "--config.train.steps=3", "--config.train.checkpoint_every=3",
+         "--config.train.batch_size=4", f"--model_dir={model_dir}"),
+        ("export_model", f"--model_dir={model_dir}", f"--output_dir={out}"),
+    ]
+    for step in steps:
+        result = _run_module(*step)
+        assert result.returncode == 0, (step[0], result.stderr[-3000:])
+    assert "TF Serving base path" in result.stdout
+    again = _run_module("export_model", f"--model_dir={model_dir}", f"--output_dir={out}")
+    assert again.returncode == 1 and "pass another --version" in again.stderr
+    exported_image = os.path.join(raw, "images", sorted(os.listdir(os.path.join(raw, "images")))[0])
+    masks = {}
+    for flag in (f"--saved_model={out}/saved_model/1", f"--model_dir={model_dir}"):
+        output = str(tmp_path / f"{len(masks)}.png")
+        result = _run_module("predict", flag, f"--image={exported_image}",
+                             "--expression=the red circle", f"--output={output}")
+        assert result.returncode == 0, result.stderr[-3000:]
+        masks[flag] = np.asarray(Image.open(output))
+    first, second = masks.values()
+    assert first.shape == second.shape and np.mean(first == second) >= 0.999
