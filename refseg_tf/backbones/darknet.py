@@ -8,6 +8,8 @@ from refseg_tf.backbones.base import Backbone, as_int_tuple
 
 DARKNET53_WIDTHS = (64, 128, 256, 512, 1024)
 DARKNET53_DEPTHS = (1, 2, 8, 8, 4)
+# The YOLOv3 neck on C5 (yolov3.cfg layers 75-80): 1x1 half width, 3x3 full width, three times.
+NECK_CONVS = 6
 
 
 @keras.saving.register_keras_serializable(package="refseg_tf")
@@ -22,16 +24,23 @@ class Darknet53(Backbone):
     darknet's `pad=1` arithmetic (output `floor((H - 1) / 2) + 1`, the same taps as darknet;
     Keras "same" padding would shift the grid by one pixel).
 
+    With `neck=True` the first six convolutions of the YOLOv3 head follow C5 (1x1 to
+    `widths[4] / 2`, 3x3 to `widths[4]`, three times; cfg layers 75-80 of yolov3.cfg), as MCN's
+    `darknet_body` and LTS use it; its output is the feature `neck` (F_v1 of LTS).
+
     `darknet_layer_order` lists the conv layer names in the order of the darknet `.weights`
-    file (52 convolutions for the default depths), which `load_darknet_weights` reads.
+    file (52 convolutions for the default depths, then the 6 neck convolutions), which
+    `load_darknet_weights` and `load_keras_darknet_weights` read.
 
     Features (name: stride, channels for the default widths; 416 px -> 52, 26, 13 cells):
-        `C3`: 8, 256; `C4`: 16, 512; `C5`: 32, 1024 (outputs of stages 3, 4, 5).
+        `C3`: 8, 256; `C4`: 16, 512; `C5`: 32, 1024 (outputs of stages 3, 4, 5);
+        `neck` (only with `neck=True`): 32, 1024.
 
     Args:
         widths: channels of the 5 stages.
         depths: residual blocks per stage ((1, 2, 8, 8, 4) = Darknet-53).
         stem_filters: channels of the stem convolution.
+        neck: add the 6-convolution YOLOv3 neck on C5 (feature `neck`; MCN / LTS).
         leaky_alpha: negative slope of the LeakyReLU (0.1 in darknet).
         batchnorm_epsilon: darknet divides by sqrt(var) + 1e-6; Keras by sqrt(var + epsilon).
             The default 1e-5 differs from darknet by a relative ~5e-6 for unit variances.
@@ -50,7 +59,8 @@ class Darknet53(Backbone):
 
     Reference:
         Redmon and Farhadi, "YOLOv3: An Incremental Improvement", 2018, Sec. 2.4 and Table 1;
-        Jing et al. 2021 (LTS) Sec. 3.1: F_v1, F_v2, F_v3 at strides 32, 16, 8.
+        Jing et al. 2021 (LTS) Sec. 3.1: F_v1, F_v2, F_v3 at strides 32, 16, 8; the neck as
+        MCN's `darknet_body` (luogen1996/MCN `model/visual_backbone.py`).
     """
 
     def __init__(
@@ -58,6 +68,7 @@ class Darknet53(Backbone):
         widths=DARKNET53_WIDTHS,
         depths=DARKNET53_DEPTHS,
         stem_filters=32,
+        neck=False,
         leaky_alpha=0.1,
         batchnorm_epsilon=1e-5,
         input_shape=(None, None, 3),
@@ -81,12 +92,19 @@ class Darknet53(Backbone):
                 x = _residual_block(x, width, f"stage{stage}_block{block}", unit)
             if stage >= 3:
                 features[f"C{stage}"] = x
+        if neck:
+            for index in range(NECK_CONVS):
+                filters = widths[4] if index % 2 else widths[4] // 2
+                x = unit(x, filters, 3 if index % 2 else 1, f"neck{index + 1}")
+            features["neck"] = x
 
         super().__init__(
             inputs=image,
             outputs=features,
-            feature_strides={"C3": 8, "C4": 16, "C5": 32},
-            feature_channels={"C3": widths[2], "C4": widths[3], "C5": widths[4]},
+            feature_strides={"C3": 8, "C4": 16, "C5": 32, "neck": 32},
+            feature_channels={
+                "C3": widths[2], "C4": widths[3], "C5": widths[4], "neck": widths[4]
+            },
             name=name,
             dtype=dtype,
             **kwargs,
@@ -94,6 +112,7 @@ class Darknet53(Backbone):
         self.widths = widths
         self.depths = depths
         self.stem_filters = int(stem_filters)
+        self.neck = bool(neck)
         self.leaky_alpha = float(leaky_alpha)
         self.batchnorm_epsilon = float(batchnorm_epsilon)
         self.image_input_shape = tuple(input_shape)
@@ -105,6 +124,7 @@ class Darknet53(Backbone):
             widths=list(self.widths),
             depths=list(self.depths),
             stem_filters=self.stem_filters,
+            neck=self.neck,
             leaky_alpha=self.leaky_alpha,
             batchnorm_epsilon=self.batchnorm_epsilon,
             input_shape=list(self.image_input_shape),

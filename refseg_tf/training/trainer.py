@@ -85,7 +85,9 @@ def load_backbone_weights(model, config) -> None:
     elif name.startswith("resnet"):
         weights_lib.load_deeplab_resnet_weights(backbone, source)
     elif name.startswith("darknet"):
-        weights_lib.load_darknet_weights(backbone, source)
+        from refseg_tf.backbones import load_darknet_family_weights
+
+        load_darknet_family_weights(backbone, source)  # .weights, or MCN's Keras .h5
     else:
         raise ValueError(
             f"train.backbone_weights={source!r}: backbone {name!r} loads only 'imagenet'."
