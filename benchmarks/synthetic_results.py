@@ -15,7 +15,7 @@ import time
 
 from absl import app, flags
 
-MODELS = ("lstm_cnn", "r_lstm", "d_lstm", "d_lstm_ours", "rrn", "rmi")
+MODELS = ("lstm_cnn", "r_lstm", "d_lstm", "d_lstm_ours", "rrn", "rmi", "lts")
 PAPER_ROWS = {  # the papers' headline row for each model (overall IoU, %)
     "lstm_cnn": "48.03 (ReferIt test, high-res; Hu Table 1)",
     "r_lstm": "38.74 (UNC val; RMI Table 1)",
@@ -23,6 +23,7 @@ PAPER_ROWS = {  # the papers' headline row for each model (overall IoU, %)
     "d_lstm_ours": "46.49 (UNC val; RRN Table 1 row 2)",
     "rrn": "54.26 (UNC val; RRN Table 1 row 12)",
     "rmi": "39.74 (UNC val; RMI Table 1, R+RMI)",
+    "lts": "65.43 mean IoU (RefCOCO val; LTS Table 1)",
 }
 
 flags.DEFINE_string("output_dir", "runs/synthetic_results", "Where data, models and the table go.")
@@ -37,6 +38,8 @@ def synthetic_config(model, data_dir, blind, steps):
 
     if model == "rmi":  # experiments/synthetic_rmi.py: the R+RMI preset
         config = experiments.synthetic_rmi("r_rmi")
+    elif model == "lts":  # experiments/synthetic_lts.py
+        config = experiments.synthetic_lts()
     else:
         config = experiments.synthetic(model, **({"stage": "high"} if model == "lstm_cnn" else {}))
     config.data.dir = data_dir

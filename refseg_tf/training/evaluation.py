@@ -4,7 +4,8 @@ For every sentence of the split: the logits are turned into probabilities, upsam
 input size, optionally refined by DenseCRF on the padded input (RMI/RRN), mapped back to the
 original image size (`restore_to_original`), thresholded (the model's `threshold`, 0.5 unless
 its paper says otherwise) and compared with the original mask. Reports overall IoU (sum I /
-sum U), mean IoU, prec@0.5..0.9 and the breakdown by expression length (RMI Tables 2-5).
+sum U), mean IoU, prec@0.5..0.9 and the breakdown by expression length (RMI Tables 2-5), and
+for models with a localisation heatmap (`model.has_heatmap`, LTS) the localisation accuracy.
 """
 
 import os
@@ -74,6 +75,18 @@ def _predict_fn(model):
     return predict
 
 
+def _heatmap_fn(model):
+    """The model's localisation heatmap (LTS `heatmap`) as a tf.function, or None."""
+    if not getattr(model, "has_heatmap", False):
+        return None
+
+    @tf.function(reduce_retracing=True)
+    def heatmap(image, word_ids):
+        return model.heatmap({"image": image, "word_ids": word_ids})[..., 0]
+
+    return heatmap
+
+
 def _sentence_length(sentence: bytes) -> int:
     from refseg_tf.text import split_words
 
@@ -88,18 +101,25 @@ def evaluate_model(model, config, split, batch_size=8, data_dir=None, use_crf=Fa
     conversion, whose own `vocab.txt` numbers the words differently.
     """
     from refseg_tf.data.transforms import denormalize_image, restore_to_original
-    from refseg_tf.metrics import SegmentationEvaluator, buckets_for_dataset
+    from refseg_tf.metrics import (
+        SegmentationEvaluator,
+        buckets_for_dataset,
+        letterbox_localization_hit,
+    )
 
     threshold = float(threshold if threshold is not None else getattr(model, "threshold", 0.5))
     buckets = buckets or buckets_for_dataset(config.data.get("dataset", "synthetic"))
     evaluator = SegmentationEvaluator(buckets=buckets)
     predict = _predict_fn(model)
+    heatmap_fn = _heatmap_fn(model)
+    localization_hits = []
     image_size = int(config.data.image_size)
     dataset = evaluation_dataset(config, split, batch_size, data_dir, vocabulary)
     if max_batches:
         dataset = dataset.take(int(max_batches))
     for batch in dataset:
         probabilities = predict(batch["image"], batch["word_ids"]).numpy()
+        heatmaps = None if heatmap_fn is None else heatmap_fn(batch["image"], batch["word_ids"])
         images = None
         if use_crf:
             images = tf.cast(
@@ -114,6 +134,10 @@ def evaluate_model(model, config, split, batch_size=8, data_dir=None, use_crf=Fa
             restored = restore_to_original(score, (height, width), image_size).numpy()
             prediction = np.asarray(restored).reshape(height, width) >= threshold
             truth = batch["original_mask"][i, :height, :width].numpy() > 0
+            if heatmaps is not None:
+                localization_hits.append(letterbox_localization_hit(
+                    heatmaps[i].numpy(), truth, batch["image_window"][i].numpy(), image_size
+                ))
             evaluator.update(
                 prediction,
                 truth,
@@ -122,7 +146,10 @@ def evaluate_model(model, config, split, batch_size=8, data_dir=None, use_crf=Fa
             )
     if evaluator.count == 0:
         raise ValueError(f"Split {split!r} of {data_dir or config.data.dir} has no sentences.")
-    return evaluator.result(), evaluator.by_length(buckets), evaluator
+    scores = evaluator.result()
+    if localization_hits:  # LTS Sec. 4.3: heatmap argmax inside the ground truth
+        scores["localization_accuracy"] = float(np.mean(localization_hits))
+    return scores, evaluator.by_length(buckets), evaluator
 
 
 def evaluate_model_dir(model_dir, split="val", data_dir=None, use_crf=None, batch_size=None,

@@ -51,7 +51,9 @@ def resolve_config(config):
             config.model.vocabulary_size, vocab_path, vocabulary_size,
         )
     config.model.vocabulary_size = vocabulary_size
-    return config
+    from refseg_tf.training.epochs import resolve_epochs
+
+    return resolve_epochs(config)  # train.epochs -> train.steps (LTS / MCN schedules)
 
 
 def dummy_inputs(config, batch_size=1):
@@ -93,6 +95,22 @@ def load_backbone_weights(model, config) -> None:
             f"train.backbone_weights={source!r}: backbone {name!r} loads only 'imagenet'."
         )
     logging.info("Loaded %s weights into the %s backbone.", source, name)
+
+
+def load_word_vectors(model, config) -> None:
+    """Initialises the word embedding from `train.word_vectors` (a GloVe text file), if set."""
+    path = config.train.get("word_vectors", "")
+    if not path:
+        return
+    if not hasattr(model, "load_word_vectors"):
+        raise ValueError(
+            f"train.word_vectors={path!r}: model {config.model.name!r} takes no word vectors."
+        )
+    from refseg_tf.text.glove import load_glove_embeddings
+
+    vocabulary = _data_file(config, VOCAB_FILENAME)
+    model.load_word_vectors(load_glove_embeddings(path, vocabulary))
+    logging.info("Initialised the word embedding from %s.", path)
 
 
 def _relative_path(variable, model_name):
@@ -323,6 +341,7 @@ def train(config, model_dir: str, verbose="auto"):
     with strategy.scope():
         model = build_model(config)
         load_backbone_weights(model, config)
+        load_word_vectors(model, config)
         _init_from(model, config)
         _freeze(model, config)
         decayed = apply_weight_decay(model, float(config.train.weight_decay))
