@@ -104,7 +104,8 @@ def build_model(config):
     Reads `config.model` (or `config` itself when it has no `model` section):
 
     - `name` (str, required): a preset, one of "lstm_cnn", "r_lstm", "d_lstm",
-      "d_lstm_ours", "rrn", "r_rmi", "d_rmi" (see `refseg_tf.models.presets`).
+      "d_lstm_ours", "rrn", "r_rmi", "d_rmi", "lts", "lts_trans" (see
+      `refseg_tf.models.presets`).
     - `vocabulary_size` (int, required): size of the dataset's `vocab.txt`.
     - `size` (str, default "paper"): "paper" or "tiny" (few channels, for tests).
     - `backbone` (optional): a backbone name, or a section with `name` (str; default the

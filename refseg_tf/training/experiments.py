@@ -481,7 +481,7 @@ def lts(dataset="refcoco", *, localization="filter", table2_row=None, table5_row
         for key, value in switches.items():
             config.model[key] = value
         config.description = f"LTS Table 2 row {table2_row} ({modules}), RefCOCO"
-        precision = {split: list(values)
+        precision = {split: tuple(values)
                      for split, values in LTS_TABLE2_PRECISION[int(table2_row)].items()}
         _lts_paper(config, f"LTS Table 2 row {table2_row}", mean_iou,
                    precision_at=ml_collections.ConfigDict(precision))
