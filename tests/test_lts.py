@@ -163,6 +163,14 @@ def test_lts_batch_equals_single_runs(name):
     assert model.heatmap(_back_padded(1)).shape == (1, IMAGE // 8, IMAGE // 8, 1)
 
 
+def test_lts_explain_draws_heatmaps_and_mask():
+    model = _tiny_lts(num_filters=2)
+    explanation = model.explain(_back_padded(1))
+    assert explanation["maps"].shape == (1, 3, IMAGE, IMAGE)
+    assert explanation["labels"] == ("heatmap 1", "heatmap 2", "mask")
+    assert np.all((_np(explanation["maps"]) >= 0) & (_np(explanation["maps"]) <= 1))
+
+
 def test_lts_loss_is_l_seg_plus_lambda_l_loc_from_one_forward_pass():
     model = _tiny_lts(num_filters=2)
     model.compile()

@@ -5,6 +5,7 @@ import threading
 import keras
 from keras import ops
 
+from refseg_tf.layers.spatial import resize_bilinear
 from refseg_tf.losses.segmentation import align_target_and_logits, weighted_logistic_map
 from refseg_tf.models.base import ReferringSegmenter, check_feature, merge_config, resolve_backbone
 from refseg_tf.models.lts.layers import (
@@ -87,7 +88,8 @@ class LTS(ReferringSegmenter):
     6. Loss (Eq. 11-13): `L_seg(P_mask) + 0.1 * L_loc(H_mask)`, BCE summed over the pixels of
        each grid (the mask pooled to H/4 and H/8), averaged over the batch.
 
-    `call` returns the mask logits (the `ReferringSegmenter` contract). The heatmap:
+    `explain(inputs)` returns the heatmaps and the mask as pictures (Fig. 4, `refseg-predict
+    --explain`). `call` returns the mask logits (the `ReferringSegmenter` contract). The heatmap:
     `heatmap(inputs)` returns it; in training, `compute_loss` adds the locating loss on the
     heatmap of the same forward pass (`call` hands it over per thread, so `fit` under a
     `tf.distribute` strategy is safe; a `compute_loss` call without the matching `call` runs the
@@ -321,6 +323,29 @@ class LTS(ReferringSegmenter):
             raise ValueError("This LTS model has no localisation module (localization='none').")
         fused, text = self._fused(inputs, training)
         return ops.mean(self._heatmaps(fused, text, training), axis=-1, keepdims=True)
+
+    def explain(self, inputs):
+        """The maps of LTS Fig. 4: `sigmoid(H_mask)` of each filter and the P_mask probability.
+
+        Args:
+            inputs: `{"image": [B, S, S, 3], "word_ids": [B, T]}`.
+
+        Returns:
+            A dict: `maps` float32 `[B, N, S, S]` (bilinearly upsampled) and `labels` (N names:
+            "heatmap" or "heatmap 1..n", then "mask").
+        """
+        outputs = self.forward(inputs, training=False)
+        size = tuple(ops.shape(inputs["image"])[1:3])
+        maps = [ops.sigmoid(resize_bilinear(outputs["mask"], size))]
+        labels = ["mask"]
+        if outputs["heatmaps"] is not None and self.segmentation:
+            heatmaps = ops.sigmoid(resize_bilinear(outputs["heatmaps"], size))
+            maps.insert(0, heatmaps)
+            count = int(heatmaps.shape[-1])
+            labels = (["heatmap"] if count == 1 else [f"heatmap {i + 1}" for i in range(count)]
+                      ) + labels
+        stacked = ops.concatenate(maps, axis=-1)  # [B, S, S, N]
+        return {"maps": ops.transpose(stacked, (0, 3, 1, 2)), "labels": tuple(labels)}
 
     # ------------------------------------------------------------------ loss
 
