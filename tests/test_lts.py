@@ -215,7 +215,22 @@ def test_table2_and_table5_variants(switches, stride, heatmap, locating):
         np.testing.assert_allclose(_np(logits), _np(model.heatmap(_back_padded(2))), atol=1e-6)
 
 
+@pytest.mark.parametrize("name", ["lts", "lts_trans"])
+def test_lts_under_mixed_precision_returns_float32(name):
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = _tiny_lts(name)
+        logits = model(_back_padded(2), training=False)
+        heatmap = model.heatmap(_back_padded(2))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert logits.dtype == "float32" and heatmap.dtype == "float32"
+    assert np.all(np.isfinite(_np(logits))) and np.all(np.isfinite(_np(heatmap)))
+
+
 def test_lts_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="resolution"):
+        _tiny_lts(loss_config={"resolution": "image"})
     with pytest.raises(ValueError, match="localization"):
         _tiny_lts(localization="attention")
     with pytest.raises(ValueError, match="fusion=False"):
@@ -506,3 +521,42 @@ def test_lts_configs_state_the_paper_metric_and_recipe():
     assert experiments.lts("refcoco", table5_row="wordfilter").model.filter_source == "words"
     with pytest.raises(ValueError, match="RefCOCO"):
         experiments.lts("refcocoplus", table2_row=1)
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+def test_synthetic_lts_trains_by_epochs_and_reports_localization_accuracy(tmp_path):
+    """refseg-train on `experiments.synthetic_lts` (epochs from metadata.json), refseg-evaluate."""
+    from refseg_tf.data.converters.refer import ReferReader
+    from refseg_tf.data.converters.writer import write_dataset
+    from refseg_tf.data.synthetic import generate
+    from refseg_tf.training import experiments, trainer
+    from refseg_tf.training.evaluation import evaluate_model_dir
+
+    summary = generate(str(tmp_path / "raw"), num_images=12, seed=5, image_size=48)
+    reader = ReferReader(data_root=str(tmp_path / "raw"), dataset="synthetic", split_by="unc",
+                         image_root=summary["image_root"])
+    data_dir = str(tmp_path / "tfrecords")
+    metadata = write_dataset(reader, data_dir, num_shards=1, show_progress=False)
+    config = experiments.synthetic_lts()
+    config.data.dir = data_dir
+    config.data.sentences = "sample"
+    config.model.backbone.kwargs = TINY_DARKNET
+    config.train.batch_size = 16
+    config.train.epochs = 2  # one batch per epoch: the train split has <= 16 refs
+    config.train.optimizer.boundary_epochs = (1,)
+    config.train.checkpoint_every = 1
+    config.train.log_images_every = 0
+    config.train.jit_compile = "false"
+    model_dir = str(tmp_path / "model")
+    trainer.train(config, model_dir, verbose=0)
+    refs = metadata["splits"]["train"]["refs"]
+    saved = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert saved["train"]["steps"] == 2 * -(-refs // 16)
+    assert saved["train"]["optimizer"]["boundaries"] == [-(-refs // 16)]
+    report, table = evaluate_model_dir(model_dir, split="val")
+    assert 0.0 <= report["scores"]["localization_accuracy"] <= 1.0
+    assert "localization acc." in table
+    written = json.loads((tmp_path / "model" / "eval_val.json").read_text())
+    assert written["scores"]["localization_accuracy"] == report["scores"]["localization_accuracy"]

@@ -198,6 +198,12 @@ class LTS(ReferringSegmenter):
             optimizer_config=merge_config(LTS_OPTIMIZER, optimizer_config),
             **kwargs,
         )
+        if self.loss_config["resolution"] != "logits":
+            raise ValueError(
+                "LTS computes L_seg and L_loc at the logits' grids (Eq. 11-12): "
+                "`loss_config['resolution']` must be 'logits'; received "
+                f"{self.loss_config['resolution']!r}."
+            )
         self.backbone = resolve_backbone(backbone)
         for feature in ("neck", "C4", "C3"):
             check_feature(self.backbone, feature, "LTS visual level (build Darknet53(neck=True))")
