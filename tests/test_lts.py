@@ -237,6 +237,9 @@ def test_lts_rejects_bad_arguments():
         _tiny_lts(fusion=False, localization="none")
     with pytest.raises(ValueError, match="neck"):
         LTS(get_backbone("darknet53", tiny=True, **TINY_DARKNET), VOCAB)
+    with pytest.raises(ValueError, match="multiple of 32"):
+        _tiny_lts()({"image": np.zeros((1, 48, 48, 3), "float32"),
+                     "word_ids": np.ones((1, 3), "int32")})
     with pytest.raises(ValueError, match="has no localisation"):
         _tiny_lts(localization="none").heatmap(_back_padded(1))
 

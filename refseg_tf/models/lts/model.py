@@ -286,6 +286,12 @@ class LTS(ReferringSegmenter):
 
     def _fused(self, inputs, training):
         image, word_ids = self.check_inputs(inputs)
+        size = tuple(image.shape[1:3])
+        if all(isinstance(side, int) for side in size) and (size[0] % 32 or size[1] % 32):
+            raise ValueError(
+                "LTS fuses strides 32, 16 and 8 by 2x upsampling: the image size must be a "
+                f"multiple of 32; received {size[0]}x{size[1]}."
+            )
         visual = self.backbone(image, training=training)
         text = self.text_encoder(word_ids, training=training)
         fused = self.fusion_block(
