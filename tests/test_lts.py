@@ -529,6 +529,25 @@ def test_lts_configs_state_the_paper_metric_and_recipe():
 # --------------------------------------------------------------------------- end to end
 
 
+def test_predictor_refuses_an_empty_expression_before_the_model():
+    from refseg_tf.inference import Predictor
+    from refseg_tf.text import Vocabulary
+    from refseg_tf.training import experiments
+
+    config = experiments.synthetic_lts()
+    vocabulary = Vocabulary.build(["the red circle"])
+    model = _tiny_lts()
+    predictor = Predictor(model, config, vocabulary)
+    image = np.zeros((40, 50, 3), "uint8")
+    assert predictor.predict(image, "the red circle").shape == (40, 50)
+    calls = []
+    original = model._fused
+    model._fused = lambda *args: calls.append(1) or original(*args)
+    with pytest.raises(ValueError, match="non-empty"):
+        predictor.predict(image, ["the circle", "  "])
+    assert calls == []
+
+
 def test_synthetic_lts_trains_by_epochs_and_reports_localization_accuracy(tmp_path):
     """refseg-train on `experiments.synthetic_lts` (epochs from metadata.json), refseg-evaluate."""
     from refseg_tf.data.converters.refer import ReferReader
