@@ -82,6 +82,7 @@ PAPER_IOU.update({f"lts_{d}": {} for d in _LTS_DATASETS})
 PAPER_IOU.update({f"lts_trans_{d}": {} for d in _LTS_DATASETS})
 PAPER_IOU.update({f"lts_table2_row{row}_refcoco": {} for row in range(1, 8)})
 PAPER_IOU.update({f"lts_table5_{row}_refcoco": {} for row in ("n1", "n2", "n3", "wordfilter")})
+PAPER_IOU.update({f"lts_table6_{size}px_refcoco": {} for size in (320, 352, 384, 416, 448, 480)})
 # Suffix of the file name -> (data.dataset, data.split_train, data.split_eval).
 DATASET_SUFFIXES = {
     "_unc": ("refcoco", "train", "val"),

@@ -522,8 +522,12 @@ def test_lts_configs_state_the_paper_metric_and_recipe():
     )
     assert experiments.lts("refcoco", table5_row="n2").model.num_filters == 2
     assert experiments.lts("refcoco", table5_row="wordfilter").model.filter_source == "words"
+    row = experiments.lts("refcoco", table6_size=352)
+    assert row.data.image_size == 352 and row.paper.mean_iou.val == 64.04
     with pytest.raises(ValueError, match="RefCOCO"):
         experiments.lts("refcocoplus", table2_row=1)
+    with pytest.raises(ValueError, match="table6_size"):
+        experiments.lts("refcoco", table6_size=400)
 
 
 # --------------------------------------------------------------------------- end to end

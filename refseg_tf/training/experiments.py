@@ -383,6 +383,15 @@ LTS_TABLE5 = {
     "wordfilter": (dict(num_filters=1, filter_source="words"),
                    {"val": 64.92, "testA": 67.31, "testB": 62.50}),
 }
+# Table 6 (RefCOCO, n = 1): input resolution -> mean IoU.
+LTS_TABLE6 = {
+    320: {"val": 63.01, "testA": 65.40, "testB": 60.78},
+    352: {"val": 64.04, "testA": 66.24, "testB": 61.76},
+    384: {"val": 64.45, "testA": 67.02, "testB": 62.47},
+    416: {"val": 65.43, "testA": 67.76, "testB": 63.08},
+    448: {"val": 65.71, "testA": 67.90, "testB": 63.23},
+    480: {"val": 65.90, "testA": 68.16, "testB": 63.45},
+}
 # Localisation accuracy of the n = 1 filter heatmap (Sec. 4.3; RefCOCO, split not given).
 LTS_LOCALIZATION_ACCURACY = 81.74
 # The COCO-trained Darknet-53 of MCN without the RefCOCO/+/g val and test images (MCN README),
@@ -444,14 +453,16 @@ def _lts_paper(config, source, mean_iou, **extra):
         config.paper[key] = value
 
 
-def lts(dataset="refcoco", *, localization="filter", table2_row=None, table5_row=None):
-    """LTS (Jing et al. 2021) rows: Table 1 / 4 (`localization`), Table 2 and Table 5 (RefCOCO).
+def lts(dataset="refcoco", *, localization="filter", table2_row=None, table5_row=None,
+        table6_size=None):
+    """LTS (Jing et al. 2021) rows: Table 1 / 4 (`localization`), Tables 2, 5 and 6 (RefCOCO).
 
     Args:
         dataset: "refcoco", "refcocoplus" or "refcocog_umd" (UMD = "UNC partition").
         localization: "filter" (Table 1: n = 1) or "transformer" (LTS-Trans, Table 4).
         table2_row: 1-7, the module combination of that Table 2 row (RefCOCO only).
         table5_row: "n1", "n2", "n3" or "wordfilter" (RefCOCO only).
+        table6_size: input resolution of a Table 6 row, 320-480 (RefCOCO only, n = 1).
 
     The paper's numbers are mean IoU (`paper.mean_iou`; `paper.metric`).
     """
@@ -461,8 +472,13 @@ def lts(dataset="refcoco", *, localization="filter", table2_row=None, table5_row
         raise ValueError(
             f"`localization` must be 'filter' or 'transformer'; received {localization!r}."
         )
-    if (table2_row is not None or table5_row is not None) and dataset != "refcoco":
-        raise ValueError(f"Tables 2 and 5 are RefCOCO rows; received dataset {dataset!r}.")
+    rows = (table2_row, table5_row, table6_size)
+    if any(row is not None for row in rows) and dataset != "refcoco":
+        raise ValueError(f"Tables 2, 5 and 6 are RefCOCO rows; received dataset {dataset!r}.")
+    if table6_size is not None and int(table6_size) not in LTS_TABLE6:
+        raise ValueError(
+            f"`table6_size` must be one of {sorted(LTS_TABLE6)}; received {table6_size!r}."
+        )
     config = base_config()
     _lts_recipe(config, dataset)
     _set_loss(config, {"name": "sigmoid_cross_entropy", "label_mode": "binary",
@@ -491,6 +507,10 @@ def lts(dataset="refcoco", *, localization="filter", table2_row=None, table5_row
             config.model[key] = value
         config.description = f"LTS Table 5 ({table5_row}), RefCOCO"
         _lts_paper(config, f"LTS Table 5 {table5_row}", mean_iou)
+    elif table6_size is not None:
+        config.data.image_size = int(table6_size)
+        config.description = f"LTS Table 6 ({table6_size} x {table6_size} input), RefCOCO"
+        _lts_paper(config, f"LTS Table 6 {table6_size}", LTS_TABLE6[int(table6_size)])
     elif localization == "transformer":
         config.description = f"LTS-Trans (Jing et al. 2021), {dataset}"
         _lts_paper(config, "LTS Table 4", LTS_TRANS_RESULTS[dataset])
