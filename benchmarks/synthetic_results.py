@@ -24,7 +24,7 @@ import time
 
 from absl import app, flags
 
-MODELS = ("lstm_cnn", "r_lstm", "d_lstm", "d_lstm_ours", "rrn", "rmi")
+MODELS = ("lstm_cnn", "r_lstm", "d_lstm", "d_lstm_ours", "rrn", "rmi", "lts")
 PAPER_ROWS = {  # the papers' headline row for each model (overall IoU, %)
     "lstm_cnn": "48.03 (ReferIt test, high-res; Hu Table 1)",
     "r_lstm": "38.74 (UNC val; RMI Table 1)",
@@ -32,6 +32,7 @@ PAPER_ROWS = {  # the papers' headline row for each model (overall IoU, %)
     "d_lstm_ours": "46.49 (UNC val; RRN Table 1 row 2)",
     "rrn": "54.26 (UNC val; RRN Table 1 row 12)",
     "rmi": "39.74 (UNC val; RMI Table 1, R+RMI)",
+    "lts": "65.43 mean IoU (RefCOCO val; LTS Table 1)",
 }
 
 flags.DEFINE_string("output_dir", "runs/synthetic_results", "Where data, models and the table go.")

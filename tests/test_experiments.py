@@ -20,9 +20,9 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPERIMENT_DIR = os.path.join(REPO_ROOT, "experiments")
 EXPERIMENT_FILES = sorted(glob.glob(os.path.join(EXPERIMENT_DIR, "*.py")))
 NAMES = [os.path.splitext(os.path.basename(path))[0] for path in EXPERIMENT_FILES]
-MODELS = ("lstm_cnn", "r_lstm", "d_lstm", "d_lstm_ours", "rrn", "r_rmi", "d_rmi")
+MODELS = ("lstm_cnn", "r_lstm", "d_lstm", "d_lstm_ours", "rrn", "r_rmi", "d_rmi", "lts", "lts_trans")
 # experiments/synthetic_<name>.py files, and their model.name where it differs from <name>.
-SYNTHETIC = ("lstm_cnn", "r_lstm", "d_lstm", "d_lstm_ours", "rrn", "rmi")
+SYNTHETIC = ("lstm_cnn", "r_lstm", "d_lstm", "d_lstm_ours", "rrn", "rmi", "lts")
 SYNTHETIC_MODEL = {"rmi": "r_rmi"}
 PAPER_NAMES = [name for name in NAMES if not name.startswith("synthetic_")]
 
@@ -80,12 +80,22 @@ PAPER_IOU["rrn_table1_row12_unc"] = PAPER_IOU["rrn_unc"]  # row 12 is the model 
 PAPER_IOU.update(
     {f"rrn_{data}_authors": PAPER_IOU[f"rrn_{data}"] for data in ("unc", "uncplus", "gref", "referit")}
 )
+# LTS reports mean IoU only (paper.mean_iou, checked in tests/test_lts.py): no overall IoU.
+_LTS_DATASETS = ("refcoco", "refcocoplus", "refcocog_umd")
+PAPER_IOU.update({f"lts_{d}": {} for d in _LTS_DATASETS})
+PAPER_IOU.update({f"lts_trans_{d}": {} for d in _LTS_DATASETS})
+PAPER_IOU.update({f"lts_table2_row{row}_refcoco": {} for row in range(1, 8)})
+PAPER_IOU.update({f"lts_table5_{row}_refcoco": {} for row in ("n1", "n2", "n3", "wordfilter")})
+PAPER_IOU.update({f"lts_table6_{size}px_refcoco": {} for size in (320, 352, 384, 416, 448, 480)})
 # Suffix of the file name -> (data.dataset, data.split_train, data.split_eval).
 DATASET_SUFFIXES = {
     "_unc": ("refcoco", "train", "val"),
     "_uncplus": ("refcoco+", "train", "val"),
     "_gref": ("refcocog", "train", "val"),
     "_referit": ("referit", "trainval", "test"),
+    "_refcoco": ("refcoco", "train", "val"),
+    "_refcocoplus": ("refcoco+", "train", "val"),
+    "_refcocog_umd": ("refcocog", "train", "val"),
 }
 _SECTION_KEYS = ("name", "vocabulary_size", "size", "backbone", "loss", "optimizer")
 
@@ -330,7 +340,9 @@ def test_synthetic_configs(model):
     assert config.train.steps <= 5000
     assert not config.train.backbone_weights  # trains from scratch, nothing to download
     assert dict(config.paper.overall_iou) == {}
-    expected_backbone = "vgg16_fcn" if model == "lstm_cnn" else "resnet101_os8"
+    expected_backbone = {"lstm_cnn": "vgg16_fcn", "lts": "darknet53_neck"}.get(
+        model, "resnet101_os8"
+    )
     assert config.model.backbone.name == expected_backbone
 
 

@@ -371,7 +371,7 @@ def test_build_model_rejects_bad_configs():
     with pytest.raises(ValueError, match="table1_row"):
         build_model(dict(base, name="rrn", table1_row=2))
     assert list_presets() == [
-        "d_lstm", "d_lstm_ours", "d_rmi", "lstm_cnn", "r_lstm", "r_rmi", "rrn"
+        "d_lstm", "d_lstm_ours", "d_rmi", "lstm_cnn", "lts", "lts_trans", "r_lstm", "r_rmi", "rrn"
     ]
 
 
@@ -405,9 +405,10 @@ def test_refinement_is_a_registered_layer_of_the_model(rrn):
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "name", ["lstm_cnn", "r_lstm", "d_lstm", "d_lstm_ours", "rrn", "r_rmi", "d_rmi"]
+    "name",
+    ["lstm_cnn", "r_lstm", "d_lstm", "d_lstm_ours", "rrn", "r_rmi", "d_rmi", "lts", "lts_trans"],
 )
 def test_every_preset_fits_with_a_trainable_backbone(name, tmp_path):
-    kwargs = {} if name == "lstm_cnn" else {"backbone_kwargs": TINY_RESNET}
+    kwargs = {} if name in ("lstm_cnn", "lts", "lts_trans") else {"backbone_kwargs": TINY_RESNET}
     model = build_preset(name, VOCAB, size="tiny", **kwargs)
     _assert_trains_and_round_trips(model, tmp_path)

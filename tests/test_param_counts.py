@@ -35,6 +35,10 @@ PROJECTION = 1000
 VGG16_PARAMS = 138_357_544
 RESNET101_PARAMS = 44_707_176
 PAPER_CHANNELS = {"fc8": 1000, "fc1000": 1000, "C3": 512, "C4": 1024, "C5": 2048}
+# Darknet-53 (keras-yolo3 `darknet_body`: 40,620,640 weights) + the YOLOv3 neck on C5
+# (3 x (1x1 1024->512 + 3x3 512->1024), each with 4 batch-norm vectors: 15,747,072).
+DARKNET53_NECK_PARAMS = 40_620_640 + 15_747_072
+DARKNET_CHANNELS = {"neck": 1024, "C3": 256, "C4": 512, "C5": 1024}
 
 
 def lstm_params(inputs, units):
@@ -86,6 +90,12 @@ def rmi_head(vocabulary_size, channels, feature="fc1000", projection=None, units
     return total + conv_lstm_params(1, mlstm_inputs, units) + conv_params(1, units, 1)
 
 
+def _lts_head(vocabulary_size, channels, n, transformer=False):
+    from tests.test_lts import lts_head_params
+
+    return lts_head_params(vocabulary_size, channels, n, transformer)
+
+
 # (preset, overrides, vocabulary, backbone, head formula, head count worked out by hand)
 CASES = [
     ("lstm_cnn", {"stage": "low"}, VOCAB_REFERIT, "vgg16_fcn",
@@ -103,9 +113,19 @@ CASES = [
     ("d_rmi", {}, VOCAB_COCO, "resnet101_os8",
      lambda v, c: rmi_head(v, c, "C5", projection=PROJECTION), 29_183_501),
 ]
+# LTS (tests/test_lts.py `lts_head_params`, SPEC_RMI_LTS_ASGN section 2 dimensions).
+CASES += [
+    ("lts", {"num_filters": 1}, VOCAB_COCO, "darknet53_neck",
+     lambda v, c: _lts_head(v, c, 1), 26_097_617),
+    ("lts", {}, VOCAB_COCO, "darknet53_neck", lambda v, c: _lts_head(v, c, 2), 28_202_193),
+    ("lts_trans", {}, VOCAB_COCO, "darknet53_neck",
+     lambda v, c: _lts_head(v, c, 1, transformer=True), 36_602_834),
+]
 CASE_IDS = ["lstm_cnn_low", "lstm_cnn_high", "r_lstm", "d_lstm", "d_lstm_ours", "rrn", "r_rmi",
-            "d_rmi"]
-BACKBONE_PARAMS = {"vgg16_fcn": VGG16_PARAMS, "resnet101_os8": RESNET101_PARAMS}
+            "d_rmi", "lts_n1", "lts", "lts_trans"]
+BACKBONE_PARAMS = {"vgg16_fcn": VGG16_PARAMS, "resnet101_os8": RESNET101_PARAMS,
+                   "darknet53_neck": DARKNET53_NECK_PARAMS}
+PAPER_CHANNELS_BY_BACKBONE = {"darknet53_neck": DARKNET_CHANNELS}
 
 
 def _build(model, image_size):
@@ -119,8 +139,9 @@ def _build(model, image_size):
 
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
 def test_head_formula_gives_the_hand_computed_paper_count(case):
-    _, _, vocabulary, _, formula, by_hand = case
-    assert formula(vocabulary, PAPER_CHANNELS) == by_hand
+    _, _, vocabulary, backbone_name, formula, by_hand = case
+    channels = PAPER_CHANNELS_BY_BACKBONE.get(backbone_name, PAPER_CHANNELS)
+    assert formula(vocabulary, channels) == by_hand
 
 
 # Building a paper-scale head takes a few seconds on CPU (a 1000-unit LSTM, 12M embeddings):

@@ -14,10 +14,24 @@ from refseg_tf.backbones.weights import (
     load_darknet_weights,
     load_deeplab_resnet_weights,
     load_imagenet_weights,
+    load_keras_darknet_weights,
     read_named_arrays,
 )
 
-BACKBONES = {"vgg16_fcn": VGG16FCN, "resnet101_os8": ResNetOS8, "darknet53": Darknet53}
+
+
+def darknet53_neck(**kwargs):
+    """Darknet-53 with the 6-convolution YOLOv3 neck on C5 (feature `neck`), as MCN and LTS."""
+    kwargs.setdefault("neck", True)
+    return Darknet53(**kwargs)
+
+
+BACKBONES = {
+    "vgg16_fcn": VGG16FCN,
+    "resnet101_os8": ResNetOS8,
+    "darknet53": Darknet53,
+    "darknet53_neck": darknet53_neck,
+}
 
 # Same topology (layer names, strides, dilations) with few channels and blocks, for tests.
 TINY_PRESETS = {
@@ -26,6 +40,7 @@ TINY_PRESETS = {
         depths=(1, 2, 2, 1), widths=(4, 4, 8, 8), stem_filters=8, num_classes=16
     ),
     "darknet53": dict(widths=(8, 8, 16, 16, 32), depths=(1, 1, 2, 1, 1), stem_filters=4),
+    "darknet53_neck": dict(widths=(8, 8, 16, 16, 32), depths=(1, 1, 2, 1, 1), stem_filters=4),
 }
 
 
@@ -33,13 +48,15 @@ def get_backbone(name, tiny=False, weights=None, **kwargs):
     """Builds a backbone by name, optionally with pre-trained weights.
 
     Args:
-        name: "vgg16_fcn", "resnet101_os8" or "darknet53".
+        name: "vgg16_fcn", "resnet101_os8", "darknet53" or "darknet53_neck" (with the YOLOv3
+            neck, for LTS).
         tiny: start from `TINY_PRESETS[name]` (few channels/blocks, same layer names and strides).
         weights: None (random initialisation), "imagenet" (vgg16_fcn, resnet101_os8: the
             keras.applications weights, downloaded once), or a file path: a DeepLab `.npz`/`.h5`
             for resnet101_os8 (`load_deeplab_resnet_weights`), a darknet `.weights` file for
             darknet53 (`load_darknet_weights`), a keras.applications VGG16 weights file for
-            vgg16_fcn (`load_imagenet_weights`).
+            vgg16_fcn (`load_imagenet_weights`); for darknet53 a `.h5`/`.hdf5` path is read
+            as MCN's Keras file (`load_keras_darknet_weights`).
         **kwargs: constructor arguments; they override the tiny preset.
 
     Returns:
@@ -58,15 +75,22 @@ def get_backbone(name, tiny=False, weights=None, **kwargs):
     return backbone
 
 
+def load_darknet_family_weights(backbone, path):
+    """A darknet `.weights` file or MCN's Keras `.h5` (by extension) into a `Darknet53`."""
+    if str(path).lower().endswith((".h5", ".hdf5")):
+        return load_keras_darknet_weights(backbone, path)
+    return load_darknet_weights(backbone, path)
+
+
 def _load_pretrained(backbone, name, weights):
     if weights == "imagenet":
-        if name == "darknet53":
+        if name.startswith("darknet53"):
             raise ValueError("darknet53 has no keras.applications weights; pass a .weights path.")
         load_imagenet_weights(backbone)
     elif name == "resnet101_os8":
         load_deeplab_resnet_weights(backbone, weights)
-    elif name == "darknet53":
-        load_darknet_weights(backbone, weights)
+    elif name.startswith("darknet53"):
+        load_darknet_family_weights(backbone, weights)
     else:
         load_imagenet_weights(backbone, weights=weights)
 
@@ -77,12 +101,15 @@ __all__ = [
     "Backbone",
     "Darknet53",
     "ResNetOS8",
+    "darknet53_neck",
     "VGG16FCN",
     "deeplab_layer_names",
     "get_backbone",
     "load_darknet_weights",
     "load_deeplab_resnet_weights",
+    "load_darknet_family_weights",
     "load_imagenet_weights",
+    "load_keras_darknet_weights",
     "read_named_arrays",
     "set_trainable",
 ]

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import keras
+from keras import ops
 
 from refseg_tf.backbones.base import Backbone, as_int_tuple
 
 DARKNET53_WIDTHS = (64, 128, 256, 512, 1024)
 DARKNET53_DEPTHS = (1, 2, 8, 8, 4)
+# How a frozen (trainable=False) batch norm normalises under training=True.
+FROZEN_BATCHNORM_MODES = ("inference", "batch_statistics")
+# The YOLOv3 neck on C5 (yolov3.cfg layers 75-80): 1x1 half width, 3x3 full width, three times.
+NECK_CONVS = 6
 
 
 @keras.saving.register_keras_serializable(package="refseg_tf")
@@ -22,16 +27,28 @@ class Darknet53(Backbone):
     darknet's `pad=1` arithmetic (output `floor((H - 1) / 2) + 1`, the same taps as darknet;
     Keras "same" padding would shift the grid by one pixel).
 
+    With `neck=True` the first six convolutions of the YOLOv3 head follow C5 (1x1 to
+    `widths[4] / 2`, 3x3 to `widths[4]`, three times; cfg layers 75-80 of yolov3.cfg), as MCN's
+    `darknet_body` and LTS use it; its output is the feature `neck` (F_v1 of LTS).
+
     `darknet_layer_order` lists the conv layer names in the order of the darknet `.weights`
-    file (52 convolutions for the default depths), which `load_darknet_weights` reads.
+    file (52 convolutions for the default depths, then the 6 neck convolutions), which
+    `load_darknet_weights` and `load_keras_darknet_weights` read.
 
     Features (name: stride, channels for the default widths; 416 px -> 52, 26, 13 cells):
-        `C3`: 8, 256; `C4`: 16, 512; `C5`: 32, 1024 (outputs of stages 3, 4, 5).
+        `C3`: 8, 256; `C4`: 16, 512; `C5`: 32, 1024 (outputs of stages 3, 4, 5);
+        `neck` (only with `neck=True`): 32, 1024.
 
     Args:
         widths: channels of the 5 stages.
         depths: residual blocks per stage ((1, 2, 8, 8, 4) = Darknet-53).
         stem_filters: channels of the stem convolution.
+        neck: add the 6-convolution YOLOv3 neck on C5 (feature `neck`; MCN / LTS).
+        frozen_batchnorm: how a frozen batch norm normalises when the model trains:
+            "inference" (Keras 3: moving statistics) or "batch_statistics" (Keras 2, hence MCN's
+            frozen Darknet: the mini-batch's mean and variance, moving statistics and
+            gamma / beta unchanged; keras-team/keras#9522). Trainable batch norms are plain
+            Keras ones either way.
         leaky_alpha: negative slope of the LeakyReLU (0.1 in darknet).
         batchnorm_epsilon: darknet divides by sqrt(var) + 1e-6; Keras by sqrt(var + epsilon).
             The default 1e-5 differs from darknet by a relative ~5e-6 for unit variances.
@@ -50,7 +67,8 @@ class Darknet53(Backbone):
 
     Reference:
         Redmon and Farhadi, "YOLOv3: An Incremental Improvement", 2018, Sec. 2.4 and Table 1;
-        Jing et al. 2021 (LTS) Sec. 3.1: F_v1, F_v2, F_v3 at strides 32, 16, 8.
+        Jing et al. 2021 (LTS) Sec. 3.1: F_v1, F_v2, F_v3 at strides 32, 16, 8; the neck as
+        MCN's `darknet_body` (luogen1996/MCN `model/visual_backbone.py`).
     """
 
     def __init__(
@@ -58,6 +76,8 @@ class Darknet53(Backbone):
         widths=DARKNET53_WIDTHS,
         depths=DARKNET53_DEPTHS,
         stem_filters=32,
+        neck=False,
+        frozen_batchnorm="inference",
         leaky_alpha=0.1,
         batchnorm_epsilon=1e-5,
         input_shape=(None, None, 3),
@@ -69,7 +89,12 @@ class Darknet53(Backbone):
         depths = as_int_tuple(depths, 5, "depths")
         if any(width % 2 for width in widths):
             raise ValueError(f"`widths` must be even (blocks halve them), got {widths}.")
-        unit = _DarknetUnit(float(leaky_alpha), float(batchnorm_epsilon), dtype)
+        if frozen_batchnorm not in FROZEN_BATCHNORM_MODES:
+            raise ValueError(
+                f"`frozen_batchnorm` must be one of {FROZEN_BATCHNORM_MODES}; "
+                f"received {frozen_batchnorm!r}."
+            )
+        unit = _DarknetUnit(float(leaky_alpha), float(batchnorm_epsilon), dtype, frozen_batchnorm)
 
         image = keras.Input(shape=tuple(input_shape), name="image", dtype="float32")
         x = unit(image, int(stem_filters), 3, "stem")
@@ -81,12 +106,19 @@ class Darknet53(Backbone):
                 x = _residual_block(x, width, f"stage{stage}_block{block}", unit)
             if stage >= 3:
                 features[f"C{stage}"] = x
+        if neck:
+            for index in range(NECK_CONVS):
+                filters = widths[4] if index % 2 else widths[4] // 2
+                x = unit(x, filters, 3 if index % 2 else 1, f"neck{index + 1}")
+            features["neck"] = x
 
         super().__init__(
             inputs=image,
             outputs=features,
-            feature_strides={"C3": 8, "C4": 16, "C5": 32},
-            feature_channels={"C3": widths[2], "C4": widths[3], "C5": widths[4]},
+            feature_strides={"C3": 8, "C4": 16, "C5": 32, "neck": 32},
+            feature_channels={
+                "C3": widths[2], "C4": widths[3], "C5": widths[4], "neck": widths[4]
+            },
             name=name,
             dtype=dtype,
             **kwargs,
@@ -94,6 +126,8 @@ class Darknet53(Backbone):
         self.widths = widths
         self.depths = depths
         self.stem_filters = int(stem_filters)
+        self.neck = bool(neck)
+        self.frozen_batchnorm = frozen_batchnorm
         self.leaky_alpha = float(leaky_alpha)
         self.batchnorm_epsilon = float(batchnorm_epsilon)
         self.image_input_shape = tuple(input_shape)
@@ -105,6 +139,8 @@ class Darknet53(Backbone):
             widths=list(self.widths),
             depths=list(self.depths),
             stem_filters=self.stem_filters,
+            neck=self.neck,
+            frozen_batchnorm=self.frozen_batchnorm,
             leaky_alpha=self.leaky_alpha,
             batchnorm_epsilon=self.batchnorm_epsilon,
             input_shape=list(self.image_input_shape),
@@ -115,10 +151,11 @@ class Darknet53(Backbone):
 class _DarknetUnit:
     """Applies darknet's conv (no bias) + batch norm + LeakyReLU and records conv order."""
 
-    def __init__(self, alpha, epsilon, dtype):
+    def __init__(self, alpha, epsilon, dtype, frozen_batchnorm="inference"):
         self.alpha = alpha
         self.epsilon = epsilon
         self.dtype = dtype
+        self.frozen_batchnorm = frozen_batchnorm
         self.conv_names = []
 
     def __call__(self, x, filters, kernel_size, name, strides=1):
@@ -136,12 +173,60 @@ class _DarknetUnit:
             dtype=self.dtype,
         )(x)
         self.conv_names.append(f"{name}_conv")
-        x = keras.layers.BatchNormalization(
-            epsilon=self.epsilon, name=f"{name}_bn", dtype=self.dtype
+        x = DarknetBatchNormalization(
+            frozen_mode=self.frozen_batchnorm,
+            epsilon=self.epsilon,
+            name=f"{name}_bn",
+            dtype=self.dtype,
         )(x)
         return keras.layers.LeakyReLU(
             negative_slope=self.alpha, name=f"{name}_leaky", dtype=self.dtype
         )(x)
+
+
+@keras.saving.register_keras_serializable(package="refseg_tf")
+class DarknetBatchNormalization(keras.layers.BatchNormalization):
+    """`BatchNormalization` that can keep Keras 2's frozen behaviour.
+
+    Keras 3 runs a layer with `trainable=False` in inference mode. Keras 2 (MCN, Keras 2.2.4)
+    still normalised a frozen layer with the statistics of the mini-batch during training
+    (keras-team/keras#9522; the fix, PR #9965, was not merged), without updating the moving
+    statistics. `frozen_mode="batch_statistics"` does the latter; "inference" is Keras 3.
+
+    Args:
+        frozen_mode: "inference" or "batch_statistics".
+        **kwargs: `keras.layers.BatchNormalization` arguments.
+    """
+
+    def __init__(self, frozen_mode="inference", **kwargs):
+        super().__init__(**kwargs)
+        if frozen_mode not in FROZEN_BATCHNORM_MODES:
+            raise ValueError(
+                f"`frozen_mode` must be one of {FROZEN_BATCHNORM_MODES}; received {frozen_mode!r}."
+            )
+        self.frozen_mode = frozen_mode
+
+    def call(self, inputs, training=None, mask=None):
+        if not (training and not self.trainable and self.frozen_mode == "batch_statistics"):
+            return super().call(inputs, training=training, mask=mask)
+        compute_dtype = keras.backend.result_type(inputs.dtype, "float32")
+        inputs = ops.cast(inputs, compute_dtype)
+        mean, variance = self._moments(inputs, mask)
+        outputs = ops.batch_normalization(
+            x=inputs,
+            mean=mean,
+            variance=variance,
+            axis=self.axis,
+            offset=ops.cast(self.beta, compute_dtype) if self.center else None,
+            scale=ops.cast(self.gamma, compute_dtype) if self.scale else None,
+            epsilon=self.epsilon,
+        )
+        return ops.cast(outputs, self.compute_dtype)
+
+    def get_config(self):
+        config = super().get_config()
+        config["frozen_mode"] = self.frozen_mode
+        return config
 
 
 def _residual_block(x, width, name, unit):

@@ -1,4 +1,5 @@
-"""Pre-trained weight loaders: keras.applications ImageNet, DeepLab-v2 ResNet-101, darknet.
+"""Pre-trained weight loaders: keras.applications ImageNet, DeepLab-v2 ResNet-101, darknet
+(`.weights`) and MCN's Keras `.h5` Darknet-53.
 
 Each loader checks every shape before it assigns anything, raises a `ValueError` naming the
 file / key / layer at fault, and returns the names of the backbone layers it filled.
@@ -337,11 +338,13 @@ def load_darknet_weights(backbone, path):
     `major * 10 + minor >= 2` (int32 before); then, for every convolutional layer in cfg order,
     with batch norm: beta (= bias), gamma, mean, variance (float32 x filters each) followed by
     the kernel float32 `(filters, in, kh, kw)`. Darknet53's 52 convolutions all have batch norm;
-    reading stops after them, so the detection layers of a yolov3 file are left unread (logged).
+    with `neck=True` the 6 BN convolutions that follow them in a yolov3 file (cfg layers 75-80)
+    are read too. Reading stops there, so the detection layers are left unread (logged).
 
     Args:
         backbone: a `Darknet53` (its `darknet_layer_order` gives the file order).
-        path: the `.weights` file.
+        path: the `.weights` file. A Darknet53 with a neck needs a full yolov3 file:
+            darknet53.conv.74 stops after the 52 backbone convolutions.
 
     Returns:
         list of the backbone layer names (convs and batch norms) that received weights.
@@ -365,6 +368,12 @@ def load_darknet_weights(backbone, path):
         conv = backbone.get_layer(conv_name)
         bn = backbone.get_layer(conv_name[: -len("conv")] + "bn")
         kh, kw, cin, cout = (int(d) for d in conv.kernel.shape)
+        if conv_name.startswith("neck") and stream.remaining == 0:
+            raise ValueError(
+                f"{path}: the file ends after the {index} backbone convolutions, but "
+                f"{backbone.name!r} has the YOLOv3 neck ({conv_name!r}): use a full yolov3 "
+                "`.weights` file, or build the backbone with neck=False."
+            )
         beta, gamma, mean, variance = (
             stream.take("<f4", cout, f"{conv_name} batch-norm {field}", index)
             for field in ("beta", "gamma", "mean", "variance")
@@ -383,6 +392,115 @@ def load_darknet_weights(backbone, path):
             stream.remaining,
         )
     return [layer.name for layer, _ in planned]
+
+
+# --------------------------------------------------------------------------------------------
+# MCN's Keras (2.x) .h5 Darknet-53
+# --------------------------------------------------------------------------------------------
+
+# Weight names of Keras 2 BatchNormalization layers, in `set_weights` order of Keras 3.
+_KERAS_BN_WEIGHTS = ("gamma", "beta", "moving_mean", "moving_variance")
+
+
+def load_keras_darknet_weights(backbone, path, *, skip_convs=0):
+    """Loads Darknet-53 (and neck) weights from a Keras 2 `.h5` file, as MCN distributes them.
+
+    MCN (luogen1996/MCN, Keras 2.2.4) builds Darknet-53 with the layers of the keras-yolo3
+    conversion: `Conv2D` (no bias) + `BatchNormalization` + `LeakyReLU` per darknet conv, and
+    saves with `model.save` / `save_weights` (HDF5). In that format the root group (or its
+    `model_weights` group, for `model.save`) lists the layers in `attrs["layer_names"]` in model
+    order; each layer group lists its arrays in `attrs["weight_names"]`
+    (`"conv2d_5/kernel:0"`, `"batch_normalization_5/gamma:0"`, ...) stored at
+    `<layer>/<weight name>`. Kernels are already `(kh, kw, in, out)`.
+
+    Layer names depend on how many layers the Keras session had created, so the layers are
+    matched by order, not name: the k-th conv layer with a 4-D kernel (after `skip_convs`) goes
+    to `darknet_layer_order[k]`, the k-th batch-norm layer to its batch norm. Every shape is
+    checked before anything is assigned; layers after the last needed one (MCN's heads) are
+    ignored (logged).
+
+    Args:
+        backbone: a `Darknet53` (with `neck=True` for MCN's 58-conv `darknet_body`).
+        path: the `.h5` / `.hdf5` file.
+        skip_convs: conv (and batch-norm) layers to pass over first (0 for MCN's files).
+
+    Returns:
+        list of the backbone layer names (convs and batch norms) that received weights.
+
+    Raises:
+        ValueError: naming the file and the Keras layer that is missing or mis-shaped.
+    """
+    if not isinstance(backbone, Darknet53):
+        raise TypeError(f"load_keras_darknet_weights needs a Darknet53, got {type(backbone)}.")
+    path = os.fspath(path)
+    convs, norms = _keras_conv_and_bn_layers(path)
+    needed = len(backbone.darknet_layer_order)
+    convs, norms = convs[int(skip_convs):], norms[int(skip_convs):]
+    if len(convs) < needed or len(norms) < needed:
+        raise ValueError(
+            f"{path}: {len(convs)} conv and {len(norms)} batch-norm layers (after skipping "
+            f"{skip_convs}), but {backbone.name!r} needs {needed} of each."
+        )
+    planned = []
+    for index, conv_name in enumerate(backbone.darknet_layer_order):
+        conv = backbone.get_layer(conv_name)
+        bn = backbone.get_layer(conv_name[: -len("conv")] + "bn")
+        source_conv, arrays = convs[index]
+        kernel = arrays["kernel"]
+        if tuple(kernel.shape) != tuple(conv.kernel.shape):
+            raise ValueError(
+                f"{path}: layer {source_conv!r} kernel has shape {kernel.shape}, backbone layer "
+                f"{conv_name!r} (darknet conv {index}) needs {tuple(conv.kernel.shape)}."
+            )
+        source_bn, bn_arrays = norms[index]
+        values = []
+        for weight in _KERAS_BN_WEIGHTS:
+            if weight not in bn_arrays:
+                raise ValueError(f"{path}: layer {source_bn!r} has no {weight!r} array.")
+            value = bn_arrays[weight]
+            if tuple(value.shape) != (int(conv.kernel.shape[-1]),):
+                raise ValueError(
+                    f"{path}: layer {source_bn!r} {weight} has shape {value.shape}, backbone "
+                    f"layer {bn.name!r} needs ({int(conv.kernel.shape[-1])},)."
+                )
+            values.append(value)
+        planned.append((conv, [kernel]))
+        planned.append((bn, values))
+    for layer, values in planned:
+        layer.set_weights(values)
+    if len(convs) > needed:
+        logger.info("%s: %d later conv layers not used.", path, len(convs) - needed)
+    return [layer.name for layer, _ in planned]
+
+
+def _keras_conv_and_bn_layers(path):
+    """[(layer name, {short weight name: array})] of conv and batch-norm layers, in file order."""
+    import h5py
+
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"Weights file not found: {path}")
+    convs, norms = [], []
+    with h5py.File(path, "r") as handle:
+        root = handle["model_weights"] if "model_weights" in handle else handle
+        if "layer_names" not in root.attrs:
+            raise ValueError(
+                f"{path}: not a Keras 2 HDF5 weights file (no `layer_names` attribute)."
+            )
+        for layer_name in _as_strings(root.attrs["layer_names"]):
+            group = root[layer_name]
+            arrays = {}
+            for weight_name in _as_strings(group.attrs.get("weight_names", [])):
+                short = weight_name.split("/")[-1].split(":")[0]
+                arrays[short] = np.asarray(group[weight_name][()], np.float32)
+            if "kernel" in arrays and arrays["kernel"].ndim == 4:
+                convs.append((layer_name, arrays))
+            elif "moving_variance" in arrays:
+                norms.append((layer_name, arrays))
+    return convs, norms
+
+
+def _as_strings(values):
+    return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values]
 
 
 class _DarknetStream:

@@ -451,6 +451,45 @@ def _cell_centre_to_pixel(cell: int, cells: int, pixels: int) -> int:
     return min(int(math.floor((cell + 0.5) * pixels / cells)), pixels - 1)
 
 
+def letterbox_localization_hit(
+    heatmap: Any, mask: Any, image_window: Any, image_size: int
+) -> bool:
+    """`localization_hit` for a heatmap over the letterboxed square and a mask at original size.
+
+    The argmax cell's centre is placed in the `image_size` square (cell (r, c) of an h x w map
+    at ((r + 0.5) S / h, (c + 0.5) S / w)), mapped through the letterbox inverse
+    (`image_window` = (top, left, height, width) of the image inside the square, as the data
+    pipeline gives it) to the original H x W mask, and the pixel containing it is tested. An
+    argmax in the padding is a miss.
+
+    Reference:
+        Jing et al. 2021 (LTS) Sec. 4.3 (localisation accuracy); SPEC_RMI_LTS_ASGN 2.9 (native
+        H/8 heatmap, cell centre through the letterbox inverse).
+    """
+    heatmap = np.asarray(heatmap, dtype=np.float64)
+    if heatmap.ndim == 3 and heatmap.shape[-1] == 1:
+        heatmap = heatmap[..., 0]
+    mask = _as_binary(mask, "mask")
+    if heatmap.ndim != 2 or mask.ndim != 2 or heatmap.size == 0 or mask.size == 0:
+        raise ValueError(
+            f"heatmap and mask must be non-empty 2-D arrays; got shapes {heatmap.shape} and "
+            f"{mask.shape}"
+        )
+    if not np.all(np.isfinite(heatmap)):
+        raise ValueError("heatmap contains NaN or infinite values")
+    top, left, height, width = (float(v) for v in np.asarray(image_window).reshape(4))
+    if height <= 0 or width <= 0:
+        raise ValueError(f"image_window must have a positive size; got {image_window}")
+    row, col = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
+    y = (row + 0.5) * image_size / heatmap.shape[0] - top
+    x = (col + 0.5) * image_size / heatmap.shape[1] - left
+    if not (0.0 <= y < height and 0.0 <= x < width):
+        return False
+    mask_row = min(int(math.floor(y * mask.shape[0] / height)), mask.shape[0] - 1)
+    mask_col = min(int(math.floor(x * mask.shape[1] / width)), mask.shape[1] - 1)
+    return bool(mask[mask_row, mask_col])
+
+
 def localization_accuracy(heatmaps: Any, masks: Any) -> float:
     """Share of samples whose heatmap argmax lies inside the ground-truth mask (LTS).
 

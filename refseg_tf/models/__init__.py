@@ -19,6 +19,7 @@ from refseg_tf.models.presets import (
     list_presets,
     preset_kwargs,
 )
+from refseg_tf.models.lts import LTS, register as _register_lts
 from refseg_tf.models.rmi import RMI, MultimodalLSTM, register as _register_rmi
 from refseg_tf.models.rrn import (
     RRN,
@@ -34,6 +35,7 @@ __all__ = [
     "HU_LOW_RES_LOSS",
     "HU_OPTIMIZER",
     "LSTMCNN",
+    "LTS",
     "MultimodalLSTM",
     "PRESETS",
     "Preset",
@@ -55,6 +57,7 @@ __all__ = [
 ]
 
 _register_rmi()  # the r_rmi / d_rmi presets (refseg_tf.models.rmi.presets)
+_register_lts()  # the lts / lts_trans presets (refseg_tf.models.lts.presets)
 
 # Keys of the `model` section that are not model keyword arguments.
 _SECTION_KEYS = ("name", "vocabulary_size", "size", "backbone", "loss", "optimizer")
@@ -101,7 +104,8 @@ def build_model(config):
     Reads `config.model` (or `config` itself when it has no `model` section):
 
     - `name` (str, required): a preset, one of "lstm_cnn", "r_lstm", "d_lstm",
-      "d_lstm_ours", "rrn", "r_rmi", "d_rmi" (see `refseg_tf.models.presets`).
+      "d_lstm_ours", "rrn", "r_rmi", "d_rmi", "lts", "lts_trans" (see
+      `refseg_tf.models.presets`).
     - `vocabulary_size` (int, required): size of the dataset's `vocab.txt`.
     - `size` (str, default "paper"): "paper" or "tiny" (few channels, for tests).
     - `backbone` (optional): a backbone name, or a section with `name` (str; default the

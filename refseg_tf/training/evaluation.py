@@ -6,6 +6,8 @@ rule, or "resize_probability"), optionally refined by DenseCRF on the padded inp
 unary = sigmoid of the TF1-upsampled logits), and are compared with the original mask. Reports
 overall IoU (sum I / sum U), mean IoU, prec@0.5..0.9 and the breakdown by expression length
 (RMI Tables 2-5), and says which scoring rule produced them.
+For models with a localisation heatmap (`model.has_heatmap`, LTS) it adds the localisation
+accuracy.
 """
 
 import os
@@ -75,6 +77,18 @@ def _predict_fn(model):
     return predict
 
 
+def _heatmap_fn(model):
+    """The model's localisation heatmap (LTS `heatmap`) as a tf.function, or None."""
+    if not getattr(model, "has_heatmap", False):
+        return None
+
+    @tf.function(reduce_retracing=True)
+    def heatmap(image, word_ids):
+        return model.heatmap({"image": image, "word_ids": word_ids})[..., 0]
+
+    return heatmap
+
+
 def scoring_rule_of(config) -> str:
     """`config.eval.scoring_rule` (checked), "upsample_logits" for configs written before it."""
     return scoring.check_scoring_rule(config.eval.get("scoring_rule", scoring.DEFAULT_SCORING_RULE))
@@ -122,19 +136,26 @@ def evaluate_model(model, config, split, batch_size=8, data_dir=None, use_crf=Fa
     `config.eval.scoring_rule`.
     """
     from refseg_tf.data.transforms import denormalize_image
-    from refseg_tf.metrics import SegmentationEvaluator, buckets_for_dataset
+    from refseg_tf.metrics import (
+        SegmentationEvaluator,
+        buckets_for_dataset,
+        letterbox_localization_hit,
+    )
 
     threshold = float(threshold if threshold is not None else getattr(model, "threshold", 0.5))
     rule = scoring.check_scoring_rule(scoring_rule or scoring_rule_of(config))
     buckets = buckets or buckets_for_dataset(config.data.get("dataset", "synthetic"))
     evaluator = SegmentationEvaluator(buckets=buckets)
     predict = _predict_fn(model)
+    heatmap_fn = _heatmap_fn(model)
+    localization_hits = []
     image_size = int(config.data.image_size)
     dataset = evaluation_dataset(config, split, batch_size, data_dir, vocabulary)
     if max_batches:
         dataset = dataset.take(int(max_batches))
     for batch in dataset:
         logits = predict(batch["image"], batch["word_ids"])
+        heatmaps = None if heatmap_fn is None else heatmap_fn(batch["image"], batch["word_ids"])
         images = None
         if use_crf:
             images = tf.cast(
@@ -145,6 +166,10 @@ def evaluate_model(model, config, split, batch_size=8, data_dir=None, use_crf=Fa
         for i, prediction in enumerate(predictions):
             height, width = prediction.shape
             truth = batch["original_mask"][i, :height, :width].numpy() > 0
+            if heatmaps is not None:
+                localization_hits.append(letterbox_localization_hit(
+                    heatmaps[i].numpy(), truth, batch["image_window"][i].numpy(), image_size
+                ))
             evaluator.update(
                 prediction,
                 truth,
@@ -155,7 +180,10 @@ def evaluate_model(model, config, split, batch_size=8, data_dir=None, use_crf=Fa
             )
     if evaluator.count == 0:
         raise ValueError(f"Split {split!r} of {data_dir or config.data.dir} has no sentences.")
-    return evaluator.result(), evaluator.by_length(buckets), evaluator
+    scores = evaluator.result()
+    if localization_hits:  # LTS Sec. 4.3: heatmap argmax inside the ground truth
+        scores["localization_accuracy"] = float(np.mean(localization_hits))
+    return scores, evaluator.by_length(buckets), evaluator
 
 
 def scoring_rule_line(rule: str, threshold: float) -> str:

@@ -57,7 +57,9 @@ def resolve_config(config):
             config.model.vocabulary_size, vocab_path, vocabulary_size,
         )
     config.model.vocabulary_size = vocabulary_size
-    return config
+    from refseg_tf.training.epochs import resolve_epochs
+
+    return resolve_epochs(config)  # train.epochs -> train.steps (LTS / MCN schedules)
 
 
 def dummy_inputs(config, batch_size=1):
@@ -91,12 +93,30 @@ def load_backbone_weights(model, config) -> None:
     elif name.startswith("resnet"):
         weights_lib.load_deeplab_resnet_weights(backbone, source)
     elif name.startswith("darknet"):
-        weights_lib.load_darknet_weights(backbone, source)
+        from refseg_tf.backbones import load_darknet_family_weights
+
+        load_darknet_family_weights(backbone, source)  # .weights, or MCN's Keras .h5
     else:
         raise ValueError(
             f"train.backbone_weights={source!r}: backbone {name!r} loads only 'imagenet'."
         )
     logging.info("Loaded %s weights into the %s backbone.", source, name)
+
+
+def load_word_vectors(model, config) -> None:
+    """Initialises the word embedding from `train.word_vectors` (a GloVe text file), if set."""
+    path = config.train.get("word_vectors", "")
+    if not path:
+        return
+    if not hasattr(model, "load_word_vectors"):
+        raise ValueError(
+            f"train.word_vectors={path!r}: model {config.model.name!r} takes no word vectors."
+        )
+    from refseg_tf.text.glove import load_glove_embeddings
+
+    vocabulary = _data_file(config, VOCAB_FILENAME)
+    model.load_word_vectors(load_glove_embeddings(path, vocabulary))
+    logging.info("Initialised the word embedding from %s.", path)
 
 
 def _relative_path(variable, model_name):
@@ -440,6 +460,7 @@ def train(config, model_dir: str, verbose="auto"):
     with strategy.scope():
         model = build_model(config)
         load_backbone_weights(model, config)
+        load_word_vectors(model, config)
         _init_from(model, config)
         _freeze(model, config)
         decayed = apply_weight_decay(

@@ -1,0 +1,7 @@
+"""LTS (Jing et al. 2021, Table 1: relevance filtering, n = 1), RefCOCO+ (UNC); paper: mean IoU 54.21 / 58.32 / 48.02 (val / testA / testB)."""
+
+from refseg_tf.training import experiments
+
+
+def get_config():
+    return experiments.lts(dataset="refcocoplus")

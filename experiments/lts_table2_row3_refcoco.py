@@ -1,0 +1,7 @@
+"""LTS Table 2 row 3 (Fusion + Filter), RefCOCO; paper: mean IoU 56.94 / 58.53 / 55.12 (val / testA / testB)."""
+
+from refseg_tf.training import experiments
+
+
+def get_config():
+    return experiments.lts(dataset="refcoco", table2_row=3)

@@ -1,0 +1,7 @@
+"""LTS Table 2 row 4 (Fusion + Seg), RefCOCO; paper: mean IoU 63.5 / 65.31 / 60.97 (val / testA / testB)."""
+
+from refseg_tf.training import experiments
+
+
+def get_config():
+    return experiments.lts(dataset="refcoco", table2_row=4)

@@ -1,0 +1,7 @@
+"""LTS Table 2 row 7 (Fusion + Filter + Seg + L_loc (full LTS)), RefCOCO; paper: mean IoU 65.43 / 67.76 / 63.08 (val / testA / testB)."""
+
+from refseg_tf.training import experiments
+
+
+def get_config():
+    return experiments.lts(dataset="refcoco", table2_row=7)

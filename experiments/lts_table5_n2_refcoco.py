@@ -1,0 +1,7 @@
+"""LTS Table 5 (n = 2 relevance filterings), RefCOCO; paper: mean IoU 66.04 / 68.68 / 63.27 (val / testA / testB)."""
+
+from refseg_tf.training import experiments
+
+
+def get_config():
+    return experiments.lts(dataset="refcoco", table5_row="n2")

@@ -1,0 +1,7 @@
+"""LTS Table 5 (WordFilter: a kernel from every word), RefCOCO; paper: mean IoU 64.92 / 67.31 / 62.5 (val / testA / testB)."""
+
+from refseg_tf.training import experiments
+
+
+def get_config():
+    return experiments.lts(dataset="refcoco", table5_row="wordfilter")

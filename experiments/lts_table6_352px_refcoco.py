@@ -1,0 +1,7 @@
+"""LTS Table 6 (352 x 352 input, n = 1), RefCOCO; paper: mean IoU 64.04 / 66.24 / 61.76 (val / testA / testB)."""
+
+from refseg_tf.training import experiments
+
+
+def get_config():
+    return experiments.lts(dataset="refcoco", table6_size=352)

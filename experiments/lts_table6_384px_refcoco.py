@@ -1,0 +1,7 @@
+"""LTS Table 6 (384 x 384 input, n = 1), RefCOCO; paper: mean IoU 64.45 / 67.02 / 62.47 (val / testA / testB)."""
+
+from refseg_tf.training import experiments
+
+
+def get_config():
+    return experiments.lts(dataset="refcoco", table6_size=384)

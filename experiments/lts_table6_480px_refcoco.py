@@ -1,0 +1,7 @@
+"""LTS Table 6 (480 x 480 input, n = 1), RefCOCO; paper: mean IoU 65.9 / 68.16 / 63.45 (val / testA / testB)."""
+
+from refseg_tf.training import experiments
+
+
+def get_config():
+    return experiments.lts(dataset="refcoco", table6_size=480)

@@ -1,0 +1,7 @@
+"""LTS-Trans (Jing et al. 2021, Table 4: transformer localisation), RefCOCO+ (UNC); paper: mean IoU 54.52 (val)."""
+
+from refseg_tf.training import experiments
+
+
+def get_config():
+    return experiments.lts(dataset="refcocoplus", localization="transformer")

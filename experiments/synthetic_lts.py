@@ -1,0 +1,7 @@
+"""LTS (tiny Darknet-53 + neck, relevance filtering), on the synthetic data: trains in minutes on two CPU cores."""
+
+from refseg_tf.training import experiments
+
+
+def get_config():
+    return experiments.synthetic_lts()
