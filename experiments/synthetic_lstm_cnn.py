@@ -45,4 +45,7 @@ def get_config():
         resolution="logits",
     )
     config.model.loss = ml_collections.ConfigDict(loss)
+    # Block-centred "binary" cells (cell i covers pixels 32i..32i+31) call for the half-pixel
+    # grid; TF1's corner-aligned upsampling would shift every mask by 16 px.
+    config.eval.scoring_rule = "resize_probability"
     return config

@@ -35,6 +35,8 @@ import math
 import numpy as np
 from keras import ops
 
+from refseg_tf.layers.spatial import resize_bilinear
+
 SCORING_RULES = ("upsample_logits", "resize_probability")
 DEFAULT_SCORING_RULE = "upsample_logits"
 # The authors' cut on the upsampled logit (`score >= 1e-9` in their test code).
@@ -67,48 +69,21 @@ def logit_threshold(threshold: float = 0.5) -> float:
     return math.log(threshold / (1.0 - threshold))
 
 
-# ----------------------------------------------------------------------- interpolation weights
-def _bilinear_weights(in_size: int, out_size: int, half_pixel: bool) -> np.ndarray:
-    """float32 [out_size, in_size] matrix W with `resized = W @ values` along one axis.
-
-    `half_pixel=False` is TF1 `resize_bilinear(align_corners=False)` (the scale is the float32
-    `in / out`, coordinate `o * scale`); `half_pixel=True` is TF2 `tf.image.resize` /
-    `keras.ops.image.resize` bilinear without antialiasing (coordinate `(o + 0.5) * scale - 0.5`).
-    Both clamp the neighbours to the edge, as TensorFlow's kernel does.
-    """
-    scale = np.float32(in_size) / np.float32(out_size)
-    index = np.arange(out_size, dtype=np.float32)
-    coordinate = (index + 0.5) * scale - 0.5 if half_pixel else index * scale
-    floor = np.floor(coordinate)
-    lerp = (coordinate - floor).astype(np.float32)
-    lower = np.clip(floor, 0, in_size - 1).astype(np.int64)
-    upper = np.clip(np.ceil(coordinate), 0, in_size - 1).astype(np.int64)
-    weights = np.zeros((out_size, in_size), np.float32)
-    rows = np.arange(out_size)
-    np.add.at(weights, (rows, lower), 1.0 - lerp)
-    np.add.at(weights, (rows, upper), lerp)
-    return weights
-
-
 def resize_tf1_bilinear(maps, size):
     """TF1 `resize_bilinear(align_corners=False)` (no half-pixel centres) with keras.ops.
 
+    `refseg_tf.layers.spatial.resize_bilinear(..., half_pixel_centers=False)`, the one
+    definition the image-resolution losses share.
+
     Args:
-        maps: float [B, h, w, C] with static h and w.
-        size: (H, W) output size (Python ints).
+        maps: float [B, h, w, C].
+        size: (H, W) output size.
 
     Returns:
         float32 [B, H, W, C]; equal (to float rounding) to
         `tf.compat.v1.image.resize_bilinear(maps, size, half_pixel_centers=False)`.
     """
-    maps = ops.cast(ops.convert_to_tensor(maps), "float32")
-    in_height, in_width = int(maps.shape[1]), int(maps.shape[2])
-    height, width = (int(v) for v in size)
-    if (in_height, in_width) == (height, width):
-        return maps
-    rows = ops.convert_to_tensor(_bilinear_weights(in_height, height, half_pixel=False))
-    columns = ops.convert_to_tensor(_bilinear_weights(in_width, width, half_pixel=False))
-    return ops.einsum("ip,jq,bpqc->bijc", rows, columns, maps)
+    return resize_bilinear(maps, tuple(int(v) for v in size), half_pixel_centers=False)
 
 
 def upsample_logits_tf(logits, image_size: int):

@@ -14,11 +14,17 @@ def _is_static(size):
     return all(isinstance(value, int) for value in size)
 
 
-def _bilinear_indices(out_size, in_size):
-    """Source indices and weights of a half-pixel-centred bilinear resize along one axis."""
+def _bilinear_indices(out_size, in_size, half_pixel_centers=True):
+    """Source indices and weights of a bilinear resize along one axis.
+
+    `half_pixel_centers=True`: source coordinate `(o + 0.5) * in / out - 0.5` (TF2
+    `tf.image.resize`); False: `o * in / out` (TF1 `resize_bilinear(align_corners=False)`).
+    Both clamp to the edge pixels, as TensorFlow's kernels do.
+    """
     in_size_f = ops.cast(in_size, "float32")
     scale = in_size_f / ops.cast(out_size, "float32")
-    source = (ops.cast(ops.arange(out_size), "float32") + 0.5) * scale - 0.5
+    source = ops.cast(ops.arange(out_size), "float32")
+    source = (source + 0.5) * scale - 0.5 if half_pixel_centers else source * scale
     source = ops.clip(source, 0.0, in_size_f - 1.0)
     lower = ops.floor(source)
     upper = ops.minimum(lower + 1.0, in_size_f - 1.0)
@@ -26,11 +32,11 @@ def _bilinear_indices(out_size, in_size):
     return ops.cast(lower, "int32"), ops.cast(upper, "int32"), fraction
 
 
-def _gather_bilinear(images, size):
-    """Bilinear resize written with `take`, for sizes only known at run time."""
+def _gather_bilinear(images, size, half_pixel_centers=True):
+    """Bilinear resize written with `take`: sizes known only at run time, and TF1 sampling."""
     in_shape = ops.shape(images)
-    top, bottom, y_fraction = _bilinear_indices(size[0], in_shape[1])
-    left, right, x_fraction = _bilinear_indices(size[1], in_shape[2])
+    top, bottom, y_fraction = _bilinear_indices(size[0], in_shape[1], half_pixel_centers)
+    left, right, x_fraction = _bilinear_indices(size[1], in_shape[2], half_pixel_centers)
     y_fraction = ops.reshape(y_fraction, (1, -1, 1, 1))
     x_fraction = ops.reshape(x_fraction, (1, 1, -1, 1))
     rows = ops.take(images, top, axis=1) * (1.0 - y_fraction)
@@ -40,23 +46,39 @@ def _gather_bilinear(images, size):
     ) * x_fraction
 
 
-def resize_bilinear(images, size):
-    """Resizes `[B, h, w, C]` maps to `size = (H, W)` with half-pixel-centred bilinear sampling.
+def resize_bilinear(images, size, half_pixel_centers=True):
+    """Resizes `[B, h, w, C]` maps to `size = (H, W)` bilinearly, in one of two pixel grids.
 
-    The computation runs in float32 and returns float32. Static sizes use
-    `keras.ops.image.resize` (no antialiasing, as `tf.image.resize`); sizes that are tensors
-    (unknown until run time) use an equivalent gather-based formula, so exported models with
-    unknown image sizes still work.
+    `half_pixel_centers=True` (default): pixel centres aligned, output pixel o samples input
+    coordinate `(o + 0.5) * h / H - 0.5` — TF2 `tf.image.resize` / `keras.ops.image.resize`
+    (no antialiasing), skimage's `resize`; a logit cell covers the s x s block of pixels it
+    was pooled from. `half_pixel_centers=False`: TF1 `tf.image.resize_bilinear` with its
+    defaults (align_corners=False, half_pixel_centers=False), coordinate `o * h / H`: cell i
+    sits on pixel `s * i`, a shift of (s - 1) / 2 pixels at stride s. The RMI and RRN code
+    upsample with the latter in their losses and at test time (liruiyu/referseg_rrn
+    `LSTM_model_convlstm_p543.py`, `self.up`; chenxi116/TF-phrasecut-public `main.py`), and
+    `refseg_tf.scoring`'s "upsample_logits" rule uses it.
+
+    The computation runs in float32 and returns float32. Static sizes with half-pixel centres
+    use `keras.ops.image.resize`; TF1 sampling and sizes that are tensors (unknown until run
+    time) use an equivalent gather-based formula, so exported models with unknown image sizes
+    still work.
 
     Args:
         images: `[B, h, w, C]` tensor.
         size: `(H, W)`, Python ints or scalar integer tensors.
+        half_pixel_centers: the pixel grid (above).
+
+    Returns:
+        float32 `[B, H, W, C]`.
     """
     images = ops.cast(images, "float32")
     size = tuple(size)
-    if _is_static(size):
+    if _is_static(size) and tuple(images.shape[1:3]) == size:
+        return images
+    if half_pixel_centers and _is_static(size):
         return ops.image.resize(images, size, interpolation="bilinear")
-    return _gather_bilinear(images, size)
+    return _gather_bilinear(images, size, half_pixel_centers)
 
 
 def spatial_size(tensor):

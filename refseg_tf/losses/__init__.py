@@ -3,6 +3,7 @@
 from refseg_tf.losses.segmentation import (
     LABEL_MODES,
     LOSS_NAMES,
+    LOSS_UPSAMPLINGS,
     PIXEL_REDUCTIONS,
     RESOLUTIONS,
     SigmoidCrossEntropyLoss,
@@ -17,6 +18,7 @@ from refseg_tf.losses.segmentation import (
 __all__ = [
     "LABEL_MODES",
     "LOSS_NAMES",
+    "LOSS_UPSAMPLINGS",
     "PIXEL_REDUCTIONS",
     "RESOLUTIONS",
     "SigmoidCrossEntropyLoss",

@@ -10,6 +10,11 @@ from refseg_tf.layers.spatial import resize_bilinear, spatial_size
 RESOLUTIONS = ("logits", "image")
 # Per-example reduction over the pixels of the loss grid (always averaged over the batch).
 PIXEL_REDUCTIONS = ("mean", "sum")
+# Pixel grid of the bilinear upsampling of the logits at resolution "image": "tf1" (TF1
+# `resize_bilinear`, no half-pixel centres: the RRN code, whose test-time upsampling is the
+# same) or "half_pixel" (TF2 `tf.image.resize`).
+LOSS_UPSAMPLINGS = ("tf1", "half_pixel")
+DEFAULT_LOSS_UPSAMPLING = "tf1"
 
 
 def _as_mask_batch(mask):
@@ -67,18 +72,28 @@ def weighted_logistic_map(labels, logits, foreground_weight=1.0, background_weig
     ) * ops.softplus(logits)
 
 
-def align_target_and_logits(mask, logits, resolution="logits", label_mode="binary"):
+def _check_upsampling(upsampling):
+    if upsampling not in LOSS_UPSAMPLINGS:
+        raise ValueError(f"`upsampling` must be one of {LOSS_UPSAMPLINGS}; received {upsampling!r}.")
+
+
+def align_target_and_logits(mask, logits, resolution="logits", label_mode="binary",
+                            upsampling=DEFAULT_LOSS_UPSAMPLING):
     """Brings mask and logits to one resolution: `(labels, logits)`, both float32 `[B,h,w,1]`.
 
     resolution "logits": the mask is pooled onto the logit grid with `label_mode`;
-    "image": the logits are upsampled bilinearly to the mask size (the mask is used as is).
+    "image": the logits are upsampled bilinearly to the mask size (the mask is used as is),
+    on the pixel grid `upsampling` ("tf1": TF1 `resize_bilinear`, the RRN code; "half_pixel":
+    `tf.image.resize`; `refseg_tf.layers.spatial.resize_bilinear`).
     """
     if resolution not in RESOLUTIONS:
         raise ValueError(f"resolution must be one of {RESOLUTIONS}; got {resolution!r}.")
+    _check_upsampling(upsampling)
     mask = _as_mask_batch(mask)
     logits = ops.cast(logits, "float32")
     if resolution == "image":
-        return mask, resize_bilinear(logits, spatial_size(mask))
+        half_pixel = upsampling == "half_pixel"
+        return mask, resize_bilinear(logits, spatial_size(mask), half_pixel_centers=half_pixel)
     return downsample_mask(mask, spatial_size(logits), label_mode), logits
 
 
@@ -97,11 +112,12 @@ def weighted_logistic_loss(
     label_mode="binary",
     resolution="logits",
     pixel_reduction="mean",
+    upsampling=DEFAULT_LOSS_UPSAMPLING,
 ):
     """Per-example loss `[B]`: the weighted logistic loss averaged ("mean", Hu et al. Eq. 1)
     or summed ("sum", the RMI/RRN code's `util/loss.py`) over the pixels of the loss grid."""
     _check_pixel_reduction(pixel_reduction)
-    labels, logits = align_target_and_logits(mask, logits, resolution, label_mode)
+    labels, logits = align_target_and_logits(mask, logits, resolution, label_mode, upsampling)
     per_pixel = weighted_logistic_map(labels, logits, foreground_weight, background_weight)
     if pixel_reduction == "sum":
         return ops.sum(per_pixel, axis=(1, 2, 3))
@@ -116,7 +132,7 @@ class WeightedLogisticLoss(keras.losses.Loss):
     (or the sum over ij, `pixel_reduction="sum"`), the per-example values then averaged over
     the batch. `y_true` is always the full-size mask;
     the loss brings it to the logits (`resolution="logits"`, pooled with `label_mode`) or the
-    logits to it (`resolution="image"`, bilinear). Computed in float32.
+    logits to it (`resolution="image"`, bilinear on the `upsampling` grid). Computed in float32.
 
     Args:
         foreground_weight: a_f (Hu et al.: 3 in the paper; their code used 1 for the low-res
@@ -132,6 +148,12 @@ class WeightedLogisticLoss(keras.losses.Loss):
             code, `util/loss.py`: a sum over the grid, averaged over the batch; with weight
             decay this sets the balance of the two terms, 1,600x (40x40) to 102,400x
             (320x320) a mean). The config key is `model.loss.reduction`.
+        upsampling: the pixel grid of the bilinear upsampling at `resolution="image"`:
+            "tf1" (default; TF1 `tf.image.resize_bilinear`, output pixel o samples logit
+            coordinate `o * h / H`, as the RRN code's loss and test-time `self.up`, so
+            training and the "upsample_logits" scoring rule share one grid) or "half_pixel"
+            (`tf.image.resize`, `(o + 0.5) * h / H - 0.5`). The config key is
+            `model.loss.upsampling`.
         name, reduction, dtype: as `keras.losses.Loss` (`reduction` is over the batch).
 
     Call args:
@@ -144,7 +166,9 @@ class WeightedLogisticLoss(keras.losses.Loss):
 
     Reference:
         Hu et al. 2016, Eq. 1-2; Liu et al. 2017 (RMI), Eq. 6 (loss at feature resolution);
-        Li et al. 2018 (RRN), Eq. 4 (loss at image resolution).
+        Li et al. 2018 (RRN), Eq. 4 (loss at image resolution); liruiyu/referseg_rrn
+        `LSTM_model_convlstm_p543.py` (`self.up = tf.image.resize_bilinear(...)`, the loss
+        and the test scores both on it).
     """
 
     def __init__(
@@ -154,6 +178,7 @@ class WeightedLogisticLoss(keras.losses.Loss):
         label_mode="binary",
         resolution="logits",
         pixel_reduction="mean",
+        upsampling=DEFAULT_LOSS_UPSAMPLING,
         name="weighted_logistic_loss",
         reduction="sum_over_batch_size",
         dtype=None,
@@ -164,11 +189,13 @@ class WeightedLogisticLoss(keras.losses.Loss):
             raise ValueError(f"label_mode must be one of {LABEL_MODES}; got {label_mode!r}.")
         if resolution not in RESOLUTIONS:
             raise ValueError(f"resolution must be one of {RESOLUTIONS}; got {resolution!r}.")
+        _check_upsampling(upsampling)
         self.foreground_weight = float(foreground_weight)
         self.background_weight = float(background_weight)
         self.label_mode = label_mode
         self.resolution = resolution
         self.pixel_reduction = pixel_reduction
+        self.upsampling = upsampling
 
     def call(self, y_true, y_pred):
         return weighted_logistic_loss(
@@ -179,6 +206,7 @@ class WeightedLogisticLoss(keras.losses.Loss):
             self.label_mode,
             self.resolution,
             self.pixel_reduction,
+            self.upsampling,
         )
 
     def get_config(self):
@@ -189,6 +217,7 @@ class WeightedLogisticLoss(keras.losses.Loss):
             label_mode=self.label_mode,
             resolution=self.resolution,
             pixel_reduction=self.pixel_reduction,
+            upsampling=self.upsampling,
         )
         return config
 
@@ -198,7 +227,7 @@ class SigmoidCrossEntropyLoss(WeightedLogisticLoss):
     """Binary cross-entropy on logits: `WeightedLogisticLoss` with both class weights 1.
 
     Args:
-        label_mode, resolution, pixel_reduction, name, reduction, dtype: as
+        label_mode, resolution, pixel_reduction, upsampling, name, reduction, dtype: as
             `WeightedLogisticLoss`.
 
     Example:
@@ -214,6 +243,7 @@ class SigmoidCrossEntropyLoss(WeightedLogisticLoss):
         label_mode="binary",
         resolution="logits",
         pixel_reduction="mean",
+        upsampling=DEFAULT_LOSS_UPSAMPLING,
         name="sigmoid_cross_entropy",
         reduction="sum_over_batch_size",
         dtype=None,
@@ -224,6 +254,7 @@ class SigmoidCrossEntropyLoss(WeightedLogisticLoss):
             label_mode=label_mode,
             resolution=resolution,
             pixel_reduction=pixel_reduction,
+            upsampling=upsampling,
             name=name,
             reduction=reduction,
             dtype=dtype,

@@ -5,7 +5,14 @@ import keras
 from keras import ops
 
 from refseg_tf.layers.spatial import resize_bilinear
-from refseg_tf.losses import LABEL_MODES, LOSS_NAMES, PIXEL_REDUCTIONS, RESOLUTIONS, get_loss
+from refseg_tf.losses import (
+    LABEL_MODES,
+    LOSS_NAMES,
+    LOSS_UPSAMPLINGS,
+    PIXEL_REDUCTIONS,
+    RESOLUTIONS,
+    get_loss,
+)
 from refseg_tf.metrics import MeanIoU, OverallIoU, PrecisionAtIoU
 
 OPTIMIZER_NAMES = ("sgd", "adam")
@@ -19,6 +26,9 @@ DEFAULT_LOSS_CONFIG = {
     "resolution": "logits",
     # Over the pixels of the loss grid: "mean" (Hu) or "sum" (the RMI/RRN code).
     "reduction": "mean",
+    # Pixel grid of the logits' upsampling at resolution "image" (losses.LOSS_UPSAMPLINGS):
+    # "tf1", as the RRN code (the only image-resolution losses the papers' code has).
+    "upsampling": "tf1",
 }
 # RMI / RRN: Adam with a fixed base learning rate of 2.5e-4.
 DEFAULT_OPTIMIZER_CONFIG = {"name": "adam", "learning_rate": 2.5e-4}
@@ -43,6 +53,11 @@ def validate_loss_config(config):
         raise ValueError(
             f"loss_config['reduction'] must be one of {PIXEL_REDUCTIONS}; "
             f"received {config['reduction']!r}."
+        )
+    if config["upsampling"] not in LOSS_UPSAMPLINGS:
+        raise ValueError(
+            f"loss_config['upsampling'] must be one of {LOSS_UPSAMPLINGS}; "
+            f"received {config['upsampling']!r}."
         )
     if config["name"] == "sigmoid_cross_entropy":
         config.pop("foreground_weight", None)

@@ -28,6 +28,7 @@ Datasets (converted with `refseg-convert`; `data.dir` defaults follow datasets/R
 
 import ml_collections
 
+from refseg_tf.losses.segmentation import DEFAULT_LOSS_UPSAMPLING
 from refseg_tf.models.lstm_cnn import HU_HIGH_RES_LOSS, HU_LOW_RES_LOSS
 from refseg_tf.models.presets import IMAGE_RESOLUTION_BCE, RMI_BASELINE_LOSS
 from refseg_tf.models.rrn import RRN_AUTHORS_CODE, RRN_LOSS
@@ -102,8 +103,28 @@ def _authors_adam(config, decay_steps, steps):
 
 
 def _set_loss(config, loss):
-    """Declares the model's loss in the config so `--config.model.loss.<key>=` can change it."""
-    config.model.loss = ml_collections.ConfigDict(dict(loss))
+    """Declares the model's loss in the config so `--config.model.loss.<key>=` can change it.
+
+    A loss at image resolution also declares `upsampling` (default "tf1": the RRN code's TF1
+    `resize_bilinear` of the logits, the grid its test-time scores use).
+    """
+    loss = dict(loss)
+    if loss.get("resolution") == "image":
+        loss.setdefault("upsampling", DEFAULT_LOSS_UPSAMPLING)
+    config.model.loss = ml_collections.ConfigDict(loss)
+
+
+# Hu's low-resolution row: the block-centred grid of its labels and of its bilinear upsampling.
+HU_LOW_RES_SCORING = (
+    "Scored with \"resize_probability\": Hu's low-resolution row upsamples the 16x16 scores "
+    "bilinearly (the paper, Sec. 4.2, Table 1) as the high-resolution model's deconvolution at its "
+    "bilinear initialisation (text_objseg init_referit_seg_highres_from_lowres.py, a 64x64 "
+    "stride-32 SAME conv2d_transpose): cell i sits at pixel 32i + 15.5, the half-pixel grid of "
+    "its 32x32-block labels (build_training_batches_seg.py, downscale_local_mean), not TF1's "
+    "32i. Hu's test script (exp_test_referit_seg.py) thresholds the upsampled scores at 1e-9 "
+    "and resize_and_crops the binary map; \"resize_probability\" resizes probabilities, crops "
+    "and thresholds at 0.5 (same grid; the orders differ only along mask edges)."
+)
 
 
 def _declare_rrn_options(config):
@@ -145,7 +166,8 @@ def hu_lstm_cnn(dataset="referit", stage="low"):
     _authors_data(config)
     config.description = f"LSTM-CNN (Hu et al. 2016), {stage}-resolution stage, {dataset}"
     if stage == "low":
-        config.description += ". " + HU_DETECTION_STAGE_GAP
+        config.description += ". " + HU_DETECTION_STAGE_GAP + " " + HU_LOW_RES_SCORING
+        config.eval.scoring_rule = "resize_probability"
     config.data.image_size = 512
     # Hu's weights took RGB minus the VGG mean; keras.applications' VGG16 weights take Caffe BGR.
     config.data.normalization = "caffe_bgr"
