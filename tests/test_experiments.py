@@ -322,6 +322,42 @@ def test_rmi_rrn_recipe(name):
         assert {key: config.model[key] for key in RRN_AUTHORS_CODE} == RRN_AUTHORS_CODE
 
 
+def _paper_scoring_rule(name):
+    """The authors' scoring grid: Hu's low-resolution row and LTS (MCN) resize on the half-pixel
+    grid; Hu high-res, RMI and RRN threshold TF1-upsampled logits (refseg_tf.scoring)."""
+    if name.startswith(("lstm_cnn_low_", "lts")):
+        return "resize_probability"
+    return "upsample_logits"
+
+
+def _training_grid(config):
+    """The pixel grid training puts logit cells on: "tf1" (cell i at pixel s*i), "half_pixel"
+    (cell i centred on its block) or None (logits at the input size: no grid)."""
+    loss = config.model.loss
+    if loss.resolution == "image":
+        return "tf1" if loss.upsampling == "tf1" else "half_pixel"
+    if config.model.name == "lstm_cnn" and config.model.get("stage") == "high":
+        return None  # the deconvolution's output is at the input size
+    return "tf1" if loss.label_mode == "point" else "half_pixel"
+
+
+@pytest.mark.parametrize("name", PAPER_NAMES)
+def test_paper_rows_score_and_upsample_as_the_authors(name):
+    config = load_experiment(name)
+    assert config.eval.scoring_rule == _paper_scoring_rule(name)
+    if config.model.loss.resolution == "image":
+        # referseg_rrn LSTM_model_convlstm_p543.py: the loss on TF1 resize_bilinear(score).
+        assert config.model.loss.upsampling == "tf1"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_labels_loss_and_scoring_share_one_pixel_grid(name):
+    config = load_experiment(name)
+    grid = _training_grid(config)
+    scoring_grid = "tf1" if config.eval.scoring_rule == "upsample_logits" else "half_pixel"
+    assert grid in (None, scoring_grid), (name, grid, config.eval.scoring_rule)
+
+
 @pytest.mark.parametrize("name", [n for n in PAPER_NAMES if not n.startswith("lts")])
 def test_every_paper_row_reads_the_data_as_the_authors(name):
     """Every (ref, sentence) per epoch and the authors' regex tokeniser (Hu, RMI, RRN code).
