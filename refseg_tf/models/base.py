@@ -59,6 +59,8 @@ def validate_loss_config(config):
             f"loss_config['upsampling'] must be one of {LOSS_UPSAMPLINGS}; "
             f"received {config['upsampling']!r}."
         )
+    if config["resolution"] != "image":
+        config.pop("upsampling")  # the logits are not upsampled
     if config["name"] == "sigmoid_cross_entropy":
         config.pop("foreground_weight", None)
         config.pop("background_weight", None)
