@@ -2,7 +2,9 @@
 
 Two rules, chosen with the config key `eval.scoring_rule`:
 
-- "upsample_logits" (default; Hu et al. 2016, RMI, RRN, as their public code scores):
+- "upsample_logits" (default; RMI and RRN as their public code scores, and Hu et al. 2016's
+  high-resolution model, whose deconvolved scores are already at S so that step 1 is the
+  identity; text_objseg `exp_test_referit_seg.py`):
   1. upsample the logits to the input size S with TF1 `resize_bilinear` (align_corners=False,
      no half-pixel centres: input coordinate = output index * in / out);
   2. foreground where the upsampled logit >= 1e-9 (probability >= 0.5; for another model
@@ -12,9 +14,17 @@ Two rules, chosen with the config key `eval.scoring_rule`:
      M = max(h, w), crop the centred h x w window;
   4. any non-zero value is foreground (a slight dilation of the binary map).
   DenseCRF's unary is the sigmoid of the upsampled logits of step 1 (`foreground_probability`).
-- "resize_probability" (MCN / LTS): sigmoid first, probabilities resized (half-pixel
-  bilinear) to S, the letterbox window cropped and resized to (h, w), foreground where the
-  probability >= the model's threshold.
+- "resize_probability" (MCN / LTS; Hu's low-resolution rows): sigmoid first, probabilities
+  resized (half-pixel bilinear) to S, the letterbox window cropped and resized to (h, w),
+  foreground where the probability >= the model's threshold. Hu's low-resolution row
+  (Sec. 4.2) upsamples the 16x16 scores bilinearly, i.e. as the high-resolution model's
+  64x64, stride-32 SAME deconvolution at its bilinear initialisation, which centres cell i on
+  pixel 32i + 15.5: the half-pixel grid of his 32x32-block labels, not TF1's 32i. (His code
+  has no low-resolution test script; thresholding the upsampled logits before
+  `resize_and_crop` would differ from this rule only along mask edges.)
+
+Training and scoring share one pixel grid: TF1 corners with "point" labels or a loss at image
+resolution with `upsampling="tf1"` (`refseg_tf.losses`); the half-pixel grid with block labels.
 
 Three entry points share these steps: `score_masks` (numpy masks at the original size; used by
 `refseg-evaluate`, `inference.Predictor`, `refseg-predict`, the demo and export),

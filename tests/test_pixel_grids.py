@@ -156,3 +156,26 @@ def test_model_loss_config_upsampling_reaches_the_loss():
     assert custom.default_loss().upsampling == "half_pixel"
     with pytest.raises(ValueError, match="upsampling"):
         build_preset("d_lstm_ours", 20, size="tiny", loss_config={"upsampling": "bicubic"})
+
+
+def test_hu_bilinear_deconvolution_upsamples_on_the_half_pixel_grid():
+    """Hu's low-resolution row upsamples as his 2s x 2s, stride-s deconvolution at its bilinear
+    initialisation: cell i centred on pixel s*i + (s-1)/2, as "resize_probability"'s grid."""
+    import keras
+
+    from refseg_tf.layers.upsampling import BilinearUpsamplingInitializer
+
+    stride = 8
+    deconvolution = keras.layers.Conv2DTranspose(
+        1, 2 * stride, strides=stride, padding="same", use_bias=False,
+        kernel_initializer=BilinearUpsamplingInitializer(),
+    )
+    logits = _random_maps((6, 6), seed=5, channels=1)
+    upsampled = deconvolution(logits).numpy()
+    half = np.asarray(resize_bilinear(logits, (48, 48)))
+    tf1 = np.asarray(resize_bilinear(logits, (48, 48), half_pixel_centers=False))
+    inner = slice(stride // 2, 48 - stride // 2)  # the deconvolution zero-pads the border
+    np.testing.assert_allclose(upsampled[:, inner, inner], half[:, inner, inner], atol=1e-5)
+    # Thresholded, the zero padding does not matter: the binary maps agree everywhere.
+    np.testing.assert_array_equal(upsampled >= 1e-9, half >= 1e-9)
+    assert np.mean((upsampled >= 1e-9) != (tf1 >= 1e-9)) > 0.05
