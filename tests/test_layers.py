@@ -493,7 +493,7 @@ def test_image_resolution_loss_upsamples_logits_and_matches_keras_bce():
     rng = np.random.default_rng(10)
     mask = (rng.random((2, 16, 16, 1)) > 0.5).astype(np.float32)
     logits = rng.normal(size=(2, 4, 4, 1)).astype(np.float32)
-    upsampled = tf.image.resize(logits, (16, 16), method="bilinear").numpy()
+    upsampled = tf.compat.v1.image.resize_bilinear(logits, (16, 16)).numpy()  # TF1, the default
     reference = keras.losses.BinaryCrossentropy(from_logits=True)(mask, upsampled)
     ours = SigmoidCrossEntropyLoss(resolution="image")(mask, logits)
     np.testing.assert_allclose(float(ours), float(reference), rtol=1e-5)
