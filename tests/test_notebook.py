@@ -43,9 +43,11 @@ def with_parameters(notebook, work_dir, **values):
 
 def execute(notebook, cwd, timeout, monkeypatch):
     # The kernel is a new process: it imports this checkout, whatever is installed.
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [REPO_ROOT, os.environ.get("PYTHONPATH")])))
+    paths = [REPO_ROOT, os.environ.get("PYTHONPATH")]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(path for path in paths if path))
     client = nbclient.NotebookClient(
-        notebook, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(cwd)}},
+        notebook, timeout=timeout, kernel_name="python3",
+        resources={"metadata": {"path": str(cwd)}},
     )
     client.execute()
     return notebook

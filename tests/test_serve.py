@@ -340,7 +340,7 @@ def _submit(browser, server, image_path, expression):
     return wait
 
 
-def test_page_in_headless_chromium(browser, server, service, photo_path, workdir, tmp_path):
+def test_page_in_headless_chromium(browser, server, service, photo_path, tmp_path):
     from selenium.webdriver.common.by import By
 
     from refseg_tf.inference import read_image

@@ -82,6 +82,10 @@ def _encode_png(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def _base64_text(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
 def mask_png(mask: np.ndarray) -> bytes:
     """The mask as `refseg-predict` writes it: 8-bit grey PNG, 255 on the object, 0 elsewhere."""
     return _encode_png(np.asarray(mask, bool).astype(np.uint8) * 255)
@@ -149,7 +153,8 @@ class KerasBackend:
     def explain_picture(self, image: np.ndarray, expression: str, folder: str) -> bytes:
         from refseg_tf.predict import explain_to_file
 
-        path = explain_to_file(self.predictor, image, expression, os.path.join(folder, "explain.jpg"))
+        path = os.path.join(folder, "explain.jpg")
+        path = explain_to_file(self.predictor, image, expression, path)
         with open(path, "rb") as f:
             return f.read()
 
@@ -217,7 +222,8 @@ class DemoService:
     def from_model_dir(cls, model_dir: str, checkpoint: str = "auto", **options):
         from refseg_tf.inference import Predictor
 
-        return cls(KerasBackend(Predictor.from_model_dir(model_dir, checkpoint), model_dir), **options)
+        predictor = Predictor.from_model_dir(model_dir, checkpoint)
+        return cls(KerasBackend(predictor, model_dir), **options)
 
     @classmethod
     def from_saved_model(cls, saved_model_dir: str, **options):
@@ -260,7 +266,7 @@ class DemoService:
 
         expression = check_expression(expression)
         if len(image_bytes) > self.max_upload_bytes:
-            raise DemoError(self._upload_too_large(len(image_bytes)), 413)
+            raise DemoError(self.upload_too_large_message(len(image_bytes)), 413)
         check_image_header(image_bytes, self.max_pixels)
         if explain and not self.backend.explains:
             raise DemoError(f"{self.backend.model_name} has no per-word maps.")
@@ -275,7 +281,9 @@ class DemoService:
                 raise DemoError(f"The uploaded image cannot be decoded: {error}", 415) from None
             with self._lock:
                 mask = np.asarray(self.backend.mask(image_path, image, expression), bool)
-                explained = self.backend.explain_picture(image, expression, folder) if explain else None
+                explained = None
+                if explain:
+                    explained = self.backend.explain_picture(image, expression, folder)
         overlay = render_overlay(image, mask)  # the page prints the phrase above it
         height, width = mask.shape
         answer = {
@@ -284,13 +292,13 @@ class DemoService:
             "height": height,
             "foreground": float(mask.mean()),
             "seconds": round(time.perf_counter() - start, 3),
-            "mask_png": base64.b64encode(mask_png(mask)).decode("ascii"),
-            "overlay_png": base64.b64encode(_encode_png(overlay)).decode("ascii"),
-            "explain_jpg": None if explained is None else base64.b64encode(explained).decode("ascii"),
+            "mask_png": _base64_text(mask_png(mask)),
+            "overlay_png": _base64_text(_encode_png(overlay)),
+            "explain_jpg": None if explained is None else _base64_text(explained),
         }
         return answer
 
-    def _upload_too_large(self, size: int) -> str:
+    def upload_too_large_message(self, size: int) -> str:
         return (f"The file is too large: {size / 2**20:.1f} MB; this demo accepts at most "
                 f"{self.max_upload_bytes / 2**20:.1f} MB (refseg-serve --max_upload_mb).")
 
@@ -346,7 +354,8 @@ class DemoRequestHandler(http.server.BaseHTTPRequestHandler):
             return self._send_json(411, {"error": "The request needs a Content-Length."})
         if length > self.service.max_request_bytes:
             self.close_connection = True  # the body is not read
-            return self._send_json(413, {"error": self.service._upload_too_large(length * 3 // 4)})
+            message = self.service.upload_too_large_message(length * 3 // 4)
+            return self._send_json(413, {"error": message})
         body = self.rfile.read(length)
         try:
             payload = json.loads(body.decode("utf-8"))
@@ -377,7 +386,9 @@ class DemoServer(http.server.ThreadingHTTPServer):
         return f"http://{shown}:{port}/"
 
 
-def make_server(service: DemoService, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> DemoServer:
+def make_server(
+    service: DemoService, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT
+) -> DemoServer:
     """Binds the demo to (host, port); port 0 picks a free one (see `server.url`).
 
     The page has no authentication: keep the default 127.0.0.1 (this machine only) unless
@@ -386,5 +397,6 @@ def make_server(service: DemoService, host: str = DEFAULT_HOST, port: int = DEFA
     if not isinstance(port, int) or not 0 <= port <= 65535:
         raise ValueError(f"`port` must be an integer in [0, 65535]; received {port!r}.")
     if host not in ("127.0.0.1", "localhost", "::1"):
-        logging.warning("refseg-serve binds to %s: anyone who can reach it can use the model.", host)
+        logging.warning("refseg-serve binds to %s: anyone who can reach it can use the model.",
+                        host)
     return DemoServer((host, port), service)
