@@ -198,6 +198,9 @@ def test_non_image_is_refused(server):
     assert status == 415 and "not an image" in answer["error"]
     status, answer = _segment(server, b"", PHRASE)
     assert status == 415 and "empty" in answer["error"]
+    truncated = _png_bytes(np.random.default_rng(0).integers(0, 255, (40, 40, 3), np.uint8))
+    status, answer = _segment(server, truncated[: len(truncated) // 2], PHRASE)
+    assert status == 415 and "cannot be decoded" in answer["error"]
 
 
 def test_oversized_image_is_refused_before_decoding(server):
