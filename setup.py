@@ -16,7 +16,12 @@ CONSOLE_SCRIPTS = [
     "refseg-predict=refseg_tf.predict:run",
     "refseg-demo=refseg_tf.demo:run",
     "refseg-export=refseg_tf.export_model:run",
+    "refseg-serve=refseg_tf.serve:run",
 ]
+# notebooks/quickstart.ipynb in Jupyter, and its test (nbclient runs it in an ipykernel).
+NOTEBOOK = ["nbformat>=5.9", "nbclient>=0.10", "ipykernel>=6.29"]
+# tests/test_serve.py drives the demo page in Debian's chromium + chromium-driver.
+BROWSER_TEST = ["selenium>=4.20"]
 
 setup(
     name="refseg-tf",
@@ -28,6 +33,8 @@ setup(
     # Only the library: the top-level `datasets/` folder holds docs and scripts and must not
     # claim the import name of the popular PyPI package `datasets`.
     packages=find_packages(include=["refseg_tf", "refseg_tf.*"]),
+    # The page of refseg-serve (refseg_tf/webdemo/static: index.html, app.js, style.css).
+    package_data={"refseg_tf.webdemo": ["static/*"]},
     install_requires=[
         "tensorflow>=2.16,<2.22",
         "keras>=3.3",
@@ -46,6 +53,7 @@ setup(
         "crf": ["pydensecrf2>=1.1"],
         # LiteRT runtime, the TF Serving request protos, and the REST client of export/client.py.
         "export": ["ai-edge-litert>=2.0", "tensorflow-serving-api>=2.16", "requests>=2.31"],
+        "notebook": NOTEBOOK,
         "test": [
             "pytest>=8.0",
             "pytest-xdist>=3.5",
@@ -56,6 +64,8 @@ setup(
             "ai-edge-litert>=2.0",
             "tensorflow-serving-api>=2.16",
             "requests>=2.31",
+            *NOTEBOOK,
+            *BROWSER_TEST,
         ],
     },
     entry_points={"console_scripts": CONSOLE_SCRIPTS},
