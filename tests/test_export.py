@@ -183,13 +183,18 @@ def _decoded(image_bytes):
 
 
 def _assert_matches_predictor(exported, outputs, index, image_bytes, expression):
-    probability = exported.predictor.predict(_decoded(image_bytes), expression)
+    """The served probability and mask equal `Predictor.predict` / `predict_mask` (the Keras
+    path, under the model directory's scoring rule)."""
+    picture = _decoded(image_bytes)
+    probability = exported.predictor.predict(picture, expression)
+    keras_mask = exported.predictor.predict_mask(picture, expression)
     height, width = probability.shape
+    assert keras_mask.shape == (height, width)
     np.testing.assert_array_equal(outputs["image_size"][index].numpy(), [height, width])
     served = outputs["probability"][index].numpy()
     mask = outputs["mask"][index].numpy()
     np.testing.assert_allclose(served[:height, :width], probability, atol=1e-4)
-    agreement = np.mean(mask[:height, :width] == (probability >= exported.predictor.threshold))
+    agreement = np.mean(mask[:height, :width].astype(bool) == keras_mask)
     assert agreement >= 0.999, agreement
     # Zero padding outside the image.
     assert not served[height:].any() and not served[:, width:].any()
@@ -448,6 +453,8 @@ def test_export_json_is_the_contract(exported):
     assert contract["text_padding"] == config.data.text_padding
     assert contract["preprocessing"]["normalization"] == config.data.normalization
     assert contract["scoring"]["threshold"] == exported.predictor.threshold
+    assert contract["scoring"]["rule"] == config.eval.scoring_rule == exported.predictor.scoring_rule
+    assert contract["preprocessor"] == exported.predictor.preprocessor.get_config()
     convlstm = config.model.name == "rrn" and config.model.get("lstm_cell", "keras") == "keras"
     assert ("ConvLSTM2D fixed its map size" in contract["image_size_note"]) == convlstm
     with open(os.path.join(exported.output_dir, contract["vocabulary_file"]), encoding="utf-8") as f:
