@@ -234,7 +234,9 @@ class ServingModule(tf.Module):
         # through the Keras model alone some (e.g. BatchNorm moving statistics) are missing
         # from the SavedModel's variable list and the TF1 loader of TF Serving and
         # saved_model_cli fails with "Could not find variable ...".
-        self.model_variables = [weight.value for weight in self.model.weights]
+        # `variables`, not `weights`: it includes the random-seed state of Dropout layers (LTS's
+        # transformer), which the graph captures even at inference.
+        self.model_variables = [variable.value for variable in self.model.variables]
         self.tokenizer = self.preprocessor.tokenizer
         self.vocabulary_file = tf.saved_model.Asset(vocabulary_path)
         self.image_size = int(self.preprocessor.image_size)
