@@ -162,7 +162,7 @@ def _write_one_record(directory, image, sentence):
 
 
 class _NoModel:
-    weights = []
+    variables = []
 
 
 def test_pipeline_predictor_evaluation_and_export_prepare_identical_inputs(tmp_path):
