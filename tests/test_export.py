@@ -552,6 +552,33 @@ def test_client_writes_mask_and_overlay(tmp_path):
     np.testing.assert_array_equal(shown, picture)
 
 
+@pytest.mark.slow
+def test_export_follows_the_resize_probability_rule(tmp_path):
+    """`eval.scoring_rule="resize_probability"` (MCN/LTS): the served mask is that rule's."""
+    from refseg_tf.export import export_model
+    from refseg_tf.inference import Predictor
+    from refseg_tf.training import config as config_lib
+
+    model_dir = make_model_dir(str(tmp_path), DEFAULT_PRESETS[0])
+    config = config_lib.load_config(model_dir)
+    config.eval.scoring_rule = "resize_probability"
+    config_lib.save_config(config, model_dir)
+    contract = export_model(model_dir, str(tmp_path / "out"), formats=["saved_model"])
+    assert contract["scoring"]["rule"] == "resize_probability"
+    assert contract["preprocessor"]["scoring_rule"] == "resize_probability"
+    exported = Exported.__new__(Exported)
+    exported.predictor = Predictor.from_model_dir(model_dir)
+    serve = tf.saved_model.load(str(tmp_path / "out" / "saved_model" / "1")).signatures["serving_default"]
+    images = [IMAGES["rgb.jpg"], IMAGES["grey.png"]]
+    outputs = serve(image_bytes=tf.constant(images), expression=tf.constant(SENTENCES[:2]))
+    for i, image_bytes in enumerate(images):
+        _assert_matches_predictor(exported, outputs, i, image_bytes, SENTENCES[i])
+        height, width = outputs["image_size"][i].numpy()
+        probability = outputs["probability"][i, :height, :width].numpy()
+        mask = outputs["mask"][i, :height, :width].numpy()
+        np.testing.assert_array_equal(mask, probability >= exported.predictor.threshold)
+
+
 # ------------------------------------------------------------------------------ slow: more models, CLIs
 
 
