@@ -16,8 +16,10 @@ Stages (train mode; eval leaves out shuffling and repetition):
 5. batch (padded in eval, for `original_mask`), tokenize the batch in graph (the preprocessor's
    `tokenize`), prefetch.
 
-Reference: DIGEST.md "Resize and pad", "Masks" and "Tokens" (the preprocessing of the public
-code of Hu et al. 2016, RMI and RRN; MCN/LTS for the grey/bicubic/unit presets).
+Reference: the preprocessing of the public code of Hu et al. 2016 (ronghanghu/text_objseg
+`util/im_processing.py` resize-and-pad, `util/text_processing.py`), reused by RMI
+(chenxi116/TF-phrasecut-public) and RRN (liruiyu/referseg_rrn); MCN / LTS (Jing et al. 2021,
+Sec. 4.2) for the grey/bicubic/unit presets.
 """
 
 import dataclasses
@@ -338,7 +340,7 @@ def load(
         for batch in load("data/unc", "val", mode="eval", batch_size=16):
             logits = model({"image": batch["image"], "word_ids": batch["word_ids"]})
 
-    Reference: DIGEST.md "Resize and pad" (Hu et al. 2016 / RMI / RRN public code), RMI Sec. 4.1
+    Reference: `util/im_processing.py` of the Hu et al. 2016 / RMI / RRN code, RMI Sec. 4.1
     (soft 40x40 target), Hu et al. 2016 Sec. 3.3 (coarse 16x16 label).
     """
     _validate_arguments(locals())

@@ -18,7 +18,7 @@ from absl import logging
 
 from refseg_tf import scoring
 
-# DenseCRF parameters of RMI/RRN's public code (DIGEST.md).
+# DenseCRF parameters of RMI/RRN's public code (chenxi116/TF-phrasecut-public `main.py`).
 CRF_ITERATIONS = 5
 CRF_GAUSSIAN = {"sxy": 3, "compat": 3}
 CRF_BILATERAL = {"sxy": 20, "srgb": 3, "compat": 10}
