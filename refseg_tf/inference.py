@@ -14,7 +14,6 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from refseg_tf import scoring
 
 
 def read_image(path: str) -> np.ndarray:
@@ -39,47 +38,43 @@ def read_image(path: str) -> np.ndarray:
 
 
 class Predictor:
-    """A trained model with its preprocessing and vocabulary, for one image at a time.
+    """A trained model with its preprocessor (`refseg_tf.preprocessing.ReferringPreprocessor`).
+
+    The preprocessor letterboxes, normalises and tokenises (text-blind control included) and
+    scores the logits back at the image's own size; this class only runs the model between.
 
     Args:
         model: a trained `ReferringSegmenter`.
         config: its resolved config (`model_dir/config.json`).
-        vocabulary: the `refseg_tf.text.Vocabulary` it was trained with.
+        vocabulary: the `refseg_tf.text.Vocabulary` it was trained with (ignored when
+            `preprocessor` is given).
+        preprocessor: the model directory's preprocessor; None builds it from `config` and
+            `vocabulary` (`ReferringPreprocessor.from_config`).
     """
 
-    def __init__(self, model, config, vocabulary):
-        from refseg_tf.text import Tokenizer
+    def __init__(self, model, config, vocabulary=None, preprocessor=None):
+        from refseg_tf.preprocessing import ReferringPreprocessor
 
         self.model = model
         self.config = config
-        self.image_size = int(config.data.image_size)
-        mode = config.data.get("tokenizer", "refseg")
-        self.tokenizer = Tokenizer(
-            vocabulary, max_length=int(config.data.max_length), padding=config.data.text_padding,
-            mode=mode,
-        )
-        self.blind_word_ids = None
-        if config.data.get("blind_expression", ""):  # a text-blind control model
-            from refseg_tf.text import as_vocabulary, encode_sentence
+        if preprocessor is None:
+            preprocessor = ReferringPreprocessor.from_config(config, vocabulary)
+        self.preprocessor = preprocessor
+        self.threshold = preprocessor.threshold_for(model)
 
-            self.blind_word_ids = encode_sentence(
-                config.data.blind_expression, as_vocabulary(vocabulary), int(config.data.max_length),
-                config.data.text_padding, mode=mode,
-            )
-        threshold = float(config.eval.get("threshold", -1.0))
-        self.threshold = threshold if threshold >= 0 else float(getattr(model, "threshold", 0.5))
-        self.scoring_rule = scoring.check_scoring_rule(
-            config.eval.get("scoring_rule", scoring.DEFAULT_SCORING_RULE)
-        )
+    # Settings read by refseg-predict, the demo and the export (all the preprocessor's).
+    image_size = property(lambda self: self.preprocessor.image_size)
+    tokenizer = property(lambda self: self.preprocessor.tokenizer)
+    blind_word_ids = property(lambda self: self.preprocessor.blind_word_ids)
+    scoring_rule = property(lambda self: self.preprocessor.scoring_rule)
 
     @classmethod
     def from_model_dir(cls, model_dir: str, checkpoint: str = "auto"):
-        from refseg_tf.text import Vocabulary
-        from refseg_tf.training.trainer import VOCAB_FILENAME, load_trained_model
+        from refseg_tf.preprocessing import ReferringPreprocessor
+        from refseg_tf.training.trainer import load_trained_model
 
         model, config = load_trained_model(model_dir, checkpoint=checkpoint)
-        vocabulary = Vocabulary.load(os.path.join(model_dir, VOCAB_FILENAME))
-        return cls(model, config, vocabulary)
+        return cls(model, config, preprocessor=ReferringPreprocessor.from_model_dir(model_dir))
 
     def predict(self, image: np.ndarray, expressions):
         """Foreground probabilities at the image's own size (for display and `--probabilities`).
@@ -92,9 +87,8 @@ class Predictor:
             float32 [H, W] for one string, else a list of them (`scoring.probability_maps`).
         """
         logits, window, original_size, single = self._logits(image, expressions)
-        maps = scoring.probability_maps(
-            logits, [window] * len(logits), [original_size] * len(logits), self.image_size,
-            self.scoring_rule,
+        maps = self.preprocessor.probabilities(
+            logits, [window] * len(logits), [original_size] * len(logits)
         )
         return maps[0] if single else maps
 
@@ -110,34 +104,25 @@ class Predictor:
             bool [H, W] for one string, else a list of them.
         """
         logits, window, original_size, single = self._logits(image, expressions)
-        masks = scoring.score_masks(
-            logits, [window] * len(logits), [original_size] * len(logits), self.image_size,
-            self.scoring_rule, self.threshold if threshold is None else threshold,
+        masks = self.preprocessor.score(
+            logits, [window] * len(logits), [original_size] * len(logits),
+            self.threshold if threshold is None else threshold,
         )
         return masks[0] if single else masks
 
-    def _logits(self, image, expressions):
-        from refseg_tf.data import preprocess_image
-
-        single = isinstance(expressions, str)
-        expressions = [expressions] if single else list(expressions)
+    def model_inputs(self, image: np.ndarray, expressions):
+        """The checked model inputs of one image and its expressions, and the letterbox window."""
+        expressions = [expressions] if isinstance(expressions, str) else list(expressions)
         if not expressions or any(not e.strip() for e in expressions):
             raise ValueError("Every expression must be a non-empty string.")
         image = np.asarray(image)
         if image.ndim != 3 or image.shape[-1] != 3:
             raise ValueError(f"Expected an RGB image [H, W, 3]; received shape {image.shape}.")
-        prepared, window = preprocess_image(
-            image,
-            self.image_size,
-            resize_method=self.config.data.resize_method,
-            pad_value=self.config.data.pad_value,
-            normalization=self.config.data.normalization,
-        )
-        batch = len(expressions)
-        images = tf.repeat(tf.expand_dims(prepared, 0), batch, axis=0)
-        word_ids = self.tokenizer(tf.constant(expressions))
-        if self.blind_word_ids is not None:
-            word_ids = tf.constant([self.blind_word_ids] * batch, tf.int32)
-        logits = self.model({"image": images, "word_ids": word_ids}, training=False)
+        return self.preprocessor.model_inputs(image, expressions)
+
+    def _logits(self, image, expressions):
+        single = isinstance(expressions, str)
+        inputs, window = self.model_inputs(image, expressions)
+        logits = self.model(inputs, training=False)
         logits = tf.cast(logits, tf.float32).numpy()
-        return logits, window.numpy(), image.shape[:2], single
+        return logits, window.numpy(), np.asarray(image).shape[:2], single

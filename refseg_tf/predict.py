@@ -94,9 +94,6 @@ def explain_to_file(predictor, image, expression, path):
     Returns:
         The path written.
     """
-    import tensorflow as tf
-
-    from refseg_tf.data import preprocess_image
     from refseg_tf.data.transforms import restore_to_original
     from refseg_tf.visualize import save_step_maps
 
@@ -106,16 +103,9 @@ def explain_to_file(predictor, image, expression, path):
             f"--explain needs a model with per-step maps (RMI, RRN); {type(model).__name__} "
             "has none."
         )
-    config = predictor.config
-    prepared, _ = preprocess_image(
-        image, predictor.image_size, resize_method=config.data.resize_method,
-        pad_value=config.data.pad_value, normalization=config.data.normalization,
-    )
-    if predictor.blind_word_ids is not None:
-        word_ids = tf.constant([predictor.blind_word_ids], tf.int32)
-    else:
-        word_ids = predictor.tokenizer(tf.constant([expression]))
-    explanation = model.explain({"image": prepared[tf.newaxis], "word_ids": word_ids})
+    inputs, _ = predictor.model_inputs(image, expression)  # the model's preprocessor
+    word_ids = inputs["word_ids"]
+    explanation = model.explain(inputs)
     maps = np.asarray(explanation["maps"])[0]
     if "is_word" in explanation:
         steps = np.flatnonzero(np.asarray(explanation["is_word"])[0])

@@ -144,16 +144,128 @@ def input_resolution_masks(scores, size, rule=DEFAULT_SCORING_RULE, threshold=0.
 
 
 # ----------------------------------------------------------------------- original resolution
-def restore_binary_mask(binary_map, original_size, rule=DEFAULT_SCORING_RULE, image_window=None):
-    """A binary S x S map of the letterboxed input -> bool [h, w] at the original size.
+# Graph (TensorFlow) forms: one example at a time, dynamic original size, usable inside a
+# `tf.function` / SavedModel signature. The numpy entry points below call these, so the
+# evaluation, `Predictor` and the exported graph run the same ops.
+def _as_square_map(values, name: str):
+    import tensorflow as tf
 
-    "upsample_logits": the authors' `resize_and_crop` of the binary map, then `> 0`.
-    "resize_probability": crop `image_window` (default: the letterbox window of (h, w)), resize
-    bilinearly to (h, w), foreground where >= 0.5.
+    values = tf.cast(tf.convert_to_tensor(values), tf.float32)
+    if values.shape.rank == 2:
+        values = values[..., tf.newaxis]
+    if values.shape.rank != 3 or values.shape[-1] != 1:
+        raise ValueError(f"`{name}` must be [s, s] or [s, s, 1]; received shape {values.shape}.")
+    if values.shape[0] is not None and values.shape[0] != values.shape[1]:
+        raise ValueError(f"`{name}` must be square [S, S] or [S, S, 1]; received {values.shape}.")
+    return values
+
+
+def _window_or_letterbox(image_window, original_size, image_size):
+    import tensorflow as tf
+
+    from refseg_tf.data.transforms import letterbox_geometry
+
+    if image_window is None:
+        return letterbox_geometry(original_size[0], original_size[1], image_size)
+    return tf.reshape(tf.cast(image_window, tf.int32), [4])
+
+
+def resize_and_crop_tf(binary_map, original_size):
+    """The authors' `resize_and_crop` of an S x S map to (h, w), float32 [h, w] (graph-safe).
+
+    The whole square is resized bilinearly (half-pixel centres) to M x M, M = max(h, w), and
+    the centred h x w window is cropped (`util/im_processing.py` of the Hu/RMI/RRN code).
     """
     import tensorflow as tf
 
-    from refseg_tf.data.transforms import letterbox_geometry, restore_batch_to_original
+    binary = _as_square_map(binary_map, "binary_map")
+    original_size = tf.reshape(tf.cast(original_size, tf.int32), [2])
+    height, width = original_size[0], original_size[1]
+    side = tf.maximum(height, width)
+    resized = tf.image.resize(binary, tf.stack([side, side]), method="bilinear")
+    top, left = (side - height) // 2, (side - width) // 2
+    return resized[top : top + height, left : left + width, 0]
+
+
+def restore_binary_mask_tf(binary_map, original_size, rule=DEFAULT_SCORING_RULE,
+                           image_window=None):
+    """Graph form of `restore_binary_mask`: a binary S x S map -> bool [h, w].
+
+    "upsample_logits": `resize_and_crop_tf`, then `> 0`; "resize_probability": crop the
+    letterbox window (`image_window`, default the letterbox of (h, w)), resize bilinearly to
+    (h, w), `>= 0.5`.
+    """
+    import tensorflow as tf
+
+    from refseg_tf.data.transforms import crop_window_and_resize
+
+    check_scoring_rule(rule)
+    binary = _as_square_map(binary_map, "binary_map")
+    original_size = tf.reshape(tf.cast(original_size, tf.int32), [2])
+    if rule == "upsample_logits":
+        return resize_and_crop_tf(binary, original_size) > 0
+    window = _window_or_letterbox(image_window, original_size, int(binary.shape[0]))
+    return crop_window_and_resize(binary, window, original_size)[..., 0] >= 0.5
+
+
+def _input_size_probability_tf(logits, image_size: int, rule: str):
+    """The probability map [S, S, 1] of one example's logits [g, g, 1] under `rule`."""
+    import tensorflow as tf
+
+    logits = _as_square_map(logits, "logits")
+    if rule == "upsample_logits":
+        return tf.sigmoid(upsample_logits_tf(logits[tf.newaxis], image_size))[0]
+    probability = tf.sigmoid(logits)
+    if tuple(probability.shape[:2]) == (int(image_size), int(image_size)):
+        return probability
+    return tf.image.resize(probability, [int(image_size), int(image_size)], method="bilinear")
+
+
+def probability_map_tf(logits, original_size, image_size: int, rule=DEFAULT_SCORING_RULE,
+                       image_window=None):
+    """Graph form of `probability_maps` for one example: logits [g, g, 1] -> float32 [h, w]."""
+    import tensorflow as tf
+
+    from refseg_tf.data.transforms import crop_window_and_resize
+
+    check_scoring_rule(rule)
+    original_size = tf.reshape(tf.cast(original_size, tf.int32), [2])
+    probability = _input_size_probability_tf(logits, image_size, rule)
+    window = _window_or_letterbox(image_window, original_size, int(image_size))
+    return crop_window_and_resize(probability, window, original_size)[..., 0]
+
+
+def score_mask_tf(logits, original_size, image_size: int, rule=DEFAULT_SCORING_RULE,
+                  threshold=0.5, image_window=None):
+    """THE scoring rule in graph form, one example: logits [g, g, 1] -> bool mask [h, w].
+
+    "upsample_logits": `upsample_logits_tf` to S, `>= logit_threshold(threshold)`, then
+    `restore_binary_mask_tf` (the authors' resize-to-the-larger-side and centre crop, `> 0`).
+    "resize_probability": `probability_map_tf(...) >= threshold`.
+    `score_masks` (numpy) runs exactly this per example; the export's `serving_default` calls
+    it inside the SavedModel.
+    """
+    import tensorflow as tf
+
+    check_scoring_rule(rule)
+    threshold = check_threshold(threshold)
+    if rule == "upsample_logits":
+        logits = _as_square_map(logits, "logits")
+        upsampled = upsample_logits_tf(logits[tf.newaxis], image_size)[0]
+        binary = tf.cast(upsampled >= logit_threshold(threshold), tf.float32)
+        return restore_binary_mask_tf(binary, original_size, rule)
+    probability = probability_map_tf(logits, original_size, image_size, rule, image_window)
+    return probability >= threshold
+
+
+def restore_binary_mask(binary_map, original_size, rule=DEFAULT_SCORING_RULE, image_window=None):
+    """A binary S x S map of the letterboxed input -> bool [h, w] at the original size (numpy).
+
+    "upsample_logits": the authors' `resize_and_crop` of the binary map, then `> 0`.
+    "resize_probability": crop `image_window` (default: the letterbox window of (h, w)), resize
+    bilinearly to (h, w), foreground where >= 0.5. Runs `restore_binary_mask_tf`.
+    """
+    import tensorflow as tf
 
     check_scoring_rule(rule)
     binary = tf.cast(tf.convert_to_tensor(binary_map), tf.float32)
@@ -161,23 +273,33 @@ def restore_binary_mask(binary_map, original_size, rule=DEFAULT_SCORING_RULE, im
         binary = binary[..., 0]
     if binary.shape.rank != 2 or binary.shape[0] != binary.shape[1]:
         raise ValueError(f"`binary_map` must be square [S, S] or [S, S, 1]; received {binary.shape}.")
-    height, width = (int(v) for v in original_size)
-    if rule == "upsample_logits":
-        side = max(height, width)
-        resized = tf.image.resize(binary[..., tf.newaxis], [side, side], method="bilinear")
-        top, left = (side - height) // 2, (side - width) // 2
-        return resized[top : top + height, left : left + width, 0].numpy() > 0
-    if image_window is None:
-        image_window = letterbox_geometry(height, width, int(binary.shape[0]))
-    restored = restore_batch_to_original(
-        binary[tf.newaxis], np.reshape(np.asarray(image_window), (1, 4)), [[height, width]]
-    )[0]
-    return restored >= 0.5
+    size = [int(v) for v in np.asarray(original_size).reshape(2)]
+    return restore_binary_mask_tf(binary, size, rule, image_window).numpy()
+
+
+def _batch_geometry(image_window, original_size):
+    sizes = np.asarray(original_size, dtype=np.int64).reshape(-1, 2)
+    windows = np.asarray(image_window, dtype=np.int64).reshape(-1, 4)
+    if len(windows) != len(sizes):
+        raise ValueError(
+            f"`image_window` and `original_size` must describe the same examples; received "
+            f"{len(windows)} windows and {len(sizes)} sizes."
+        )
+    return windows, sizes
+
+
+def _as_logit_batch(logits):
+    import tensorflow as tf
+
+    logits = tf.cast(tf.convert_to_tensor(logits), tf.float32)
+    return logits[..., tf.newaxis] if logits.shape.rank == 3 else logits
 
 
 def score_masks(logits, image_window, original_size, image_size, rule=DEFAULT_SCORING_RULE,
                 threshold=0.5):
     """THE scoring rule: logits of a batch -> bool masks at each image's original size.
+
+    Runs `score_mask_tf` (the graph form the export uses) on each example.
 
     Args:
         logits: [B, g, g, 1] (or [B, g, g]) logits of the letterboxed inputs.
@@ -194,24 +316,14 @@ def score_masks(logits, image_window, original_size, image_size, rule=DEFAULT_SC
     Example:
         >>> masks = score_masks(logits, batch["image_window"], batch["original_size"], 320)
     """
-    import tensorflow as tf
-
-    from refseg_tf.data.transforms import restore_batch_to_original
-
     check_scoring_rule(rule)
     threshold = check_threshold(threshold)
-    sizes = np.asarray(original_size, dtype=np.int64).reshape(-1, 2)
-    windows = np.asarray(image_window, dtype=np.int64).reshape(-1, 4)
-    if rule == "upsample_logits":
-        upsampled = upsample_logits_tf(logits, image_size).numpy()[..., 0]
-        binary = upsampled >= logit_threshold(threshold)
-        return [restore_binary_mask(binary[i], sizes[i], rule) for i in range(len(sizes))]
-    logits = tf.cast(tf.convert_to_tensor(logits), tf.float32)
-    if logits.shape.rank == 3:
-        logits = logits[..., tf.newaxis]
-    probabilities = tf.sigmoid(logits)
-    maps = restore_batch_to_original(probabilities, windows, sizes, image_size=int(image_size))
-    return [restored >= threshold for restored in maps]
+    windows, sizes = _batch_geometry(image_window, original_size)
+    logits = _as_logit_batch(logits)
+    return [
+        score_mask_tf(logits[i], sizes[i], int(image_size), rule, threshold, windows[i]).numpy()
+        for i in range(len(sizes))
+    ]
 
 
 def probability_maps(logits, image_window, original_size, image_size,
@@ -220,22 +332,12 @@ def probability_maps(logits, image_window, original_size, image_size,
 
     "upsample_logits": the sigmoid of the TF1-upsampled logits, window cropped and resized;
     "resize_probability": the probabilities that rule thresholds. Under "upsample_logits" the
-    scored mask is `score_masks`, not a threshold of this map.
+    scored mask is `score_masks`, not a threshold of this map. Runs `probability_map_tf`.
     """
-    import tensorflow as tf
-
-    from refseg_tf.data.transforms import restore_batch_to_original
-
     check_scoring_rule(rule)
-    if rule == "upsample_logits":
-        probabilities = foreground_probability(logits, image_size)
-    else:
-        logits = tf.cast(tf.convert_to_tensor(logits), tf.float32)
-        probabilities = tf.sigmoid(logits if logits.shape.rank == 4 else logits[..., tf.newaxis])
-    return restore_batch_to_original(
-        probabilities,
-        np.asarray(image_window, np.int64).reshape(-1, 4),
-        np.asarray(original_size, np.int64).reshape(-1, 2),
-        image_size=int(image_size),
-    )
-
+    windows, sizes = _batch_geometry(image_window, original_size)
+    logits = _as_logit_batch(logits)
+    return [
+        probability_map_tf(logits[i], sizes[i], int(image_size), rule, windows[i]).numpy()
+        for i in range(len(sizes))
+    ]

@@ -183,13 +183,18 @@ def _decoded(image_bytes):
 
 
 def _assert_matches_predictor(exported, outputs, index, image_bytes, expression):
-    probability = exported.predictor.predict(_decoded(image_bytes), expression)
+    """The served probability and mask equal `Predictor.predict` / `predict_mask` (the Keras
+    path, under the model directory's scoring rule)."""
+    picture = _decoded(image_bytes)
+    probability = exported.predictor.predict(picture, expression)
+    keras_mask = exported.predictor.predict_mask(picture, expression)
     height, width = probability.shape
+    assert keras_mask.shape == (height, width)
     np.testing.assert_array_equal(outputs["image_size"][index].numpy(), [height, width])
     served = outputs["probability"][index].numpy()
     mask = outputs["mask"][index].numpy()
     np.testing.assert_allclose(served[:height, :width], probability, atol=1e-4)
-    agreement = np.mean(mask[:height, :width] == (probability >= exported.predictor.threshold))
+    agreement = np.mean(mask[:height, :width].astype(bool) == keras_mask)
     assert agreement >= 0.999, agreement
     # Zero padding outside the image.
     assert not served[height:].any() and not served[:, width:].any()
@@ -448,6 +453,8 @@ def test_export_json_is_the_contract(exported):
     assert contract["text_padding"] == config.data.text_padding
     assert contract["preprocessing"]["normalization"] == config.data.normalization
     assert contract["scoring"]["threshold"] == exported.predictor.threshold
+    assert contract["scoring"]["rule"] == config.eval.scoring_rule == exported.predictor.scoring_rule
+    assert contract["preprocessor"] == exported.predictor.preprocessor.get_config()
     convlstm = config.model.name == "rrn" and config.model.get("lstm_cell", "keras") == "keras"
     assert ("ConvLSTM2D fixed its map size" in contract["image_size_note"]) == convlstm
     with open(os.path.join(exported.output_dir, contract["vocabulary_file"]), encoding="utf-8") as f:
@@ -543,6 +550,33 @@ def test_client_writes_mask_and_overlay(tmp_path):
     data, shown = client.read_image_bytes(str(path))
     assert data.startswith(b"\x89PNG")
     np.testing.assert_array_equal(shown, picture)
+
+
+@pytest.mark.slow
+def test_export_follows_the_resize_probability_rule(tmp_path):
+    """`eval.scoring_rule="resize_probability"` (MCN/LTS): the served mask is that rule's."""
+    from refseg_tf.export import export_model
+    from refseg_tf.inference import Predictor
+    from refseg_tf.training import config as config_lib
+
+    model_dir = make_model_dir(str(tmp_path), DEFAULT_PRESETS[0])
+    config = config_lib.load_config(model_dir)
+    config.eval.scoring_rule = "resize_probability"
+    config_lib.save_config(config, model_dir)
+    contract = export_model(model_dir, str(tmp_path / "out"), formats=["saved_model"])
+    assert contract["scoring"]["rule"] == "resize_probability"
+    assert contract["preprocessor"]["scoring_rule"] == "resize_probability"
+    exported = Exported.__new__(Exported)
+    exported.predictor = Predictor.from_model_dir(model_dir)
+    serve = tf.saved_model.load(str(tmp_path / "out" / "saved_model" / "1")).signatures["serving_default"]
+    images = [IMAGES["rgb.jpg"], IMAGES["grey.png"]]
+    outputs = serve(image_bytes=tf.constant(images), expression=tf.constant(SENTENCES[:2]))
+    for i, image_bytes in enumerate(images):
+        _assert_matches_predictor(exported, outputs, i, image_bytes, SENTENCES[i])
+        height, width = outputs["image_size"][i].numpy()
+        probability = outputs["probability"][i, :height, :width].numpy()
+        mask = outputs["mask"][i, :height, :width].numpy()
+        np.testing.assert_array_equal(mask, probability >= exported.predictor.threshold)
 
 
 # ------------------------------------------------------------------------------ slow: more models, CLIs

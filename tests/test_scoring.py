@@ -235,3 +235,34 @@ def test_dense_crf_path_uses_the_upsampled_sigmoid_and_the_same_restore(referenc
     upsampled = _tf1_upsample_reference(logits.astype(np.float64), SIZE)
     np.testing.assert_allclose(seen["probability"], 1 / (1 + np.exp(-upsampled)), atol=1e-5)
     np.testing.assert_array_equal(mask, expected)
+
+
+@pytest.mark.parametrize("rule", scoring.SCORING_RULES)
+def test_graph_form_in_a_saved_signature_equals_score_masks(reference_case, rule, tmp_path):
+    """`score_mask_tf` / `probability_map_tf` with a dynamic image size, traced into a
+    SavedModel signature as the export does, equal the numpy `score_masks` / `probability_maps`
+    (and under "upsample_logits" the authors' pipeline)."""
+    logits, expected = reference_case
+    logits = logits[None, ..., None]
+
+    class Scorer(tf.Module):
+        @tf.function(input_signature=[
+            tf.TensorSpec([GRID, GRID, 1], tf.float32), tf.TensorSpec([2], tf.int32)
+        ])
+        def score(self, example_logits, original_size):
+            return {
+                "mask": scoring.score_mask_tf(example_logits, original_size, SIZE, rule, 0.5),
+                "probability": scoring.probability_map_tf(example_logits, original_size, SIZE, rule),
+            }
+
+    tf.saved_model.save(Scorer(), str(tmp_path), signatures={})
+    loaded = tf.saved_model.load(str(tmp_path))
+    outputs = loaded.score(tf.constant(logits[0]), tf.constant([HEIGHT, WIDTH]))
+    masks = scoring.score_masks(logits, _window(), [[HEIGHT, WIDTH]], SIZE, rule, 0.5)
+    maps = scoring.probability_maps(logits, _window(), [[HEIGHT, WIDTH]], SIZE, rule)
+    np.testing.assert_array_equal(outputs["mask"].numpy(), masks[0])
+    np.testing.assert_allclose(outputs["probability"].numpy(), maps[0], atol=1e-6)
+    if rule == "upsample_logits":
+        np.testing.assert_array_equal(outputs["mask"].numpy(), expected)
+    else:
+        np.testing.assert_array_equal(outputs["mask"].numpy(), maps[0] >= 0.5)

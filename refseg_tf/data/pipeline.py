@@ -10,12 +10,16 @@ Stages (train mode; eval leaves out shuffling and repetition):
    image and mask, so the shuffle buffer holds compressed bytes (about 0.1 MB per element)
    rather than decoded float images (1.2 MB at 320 px);
 3. shuffle those elements (train) so that a batch mixes images;
-4. parallel decode and preprocessing (`transforms.preprocess_image`, `resize_and_pad_mask`,
-   `downsample_label`), the same code path as prediction on a user's picture;
-5. batch (padded in eval, for `original_mask`), tokenize the batch in graph, prefetch.
+4. parallel decode and preprocessing by the model's `refseg_tf.preprocessing.ReferringPreprocessor`
+   (`preprocess_image`, `preprocess_mask`) and `downsample_label`: the same object `Predictor`,
+   the evaluation and the export use on a user's picture;
+5. batch (padded in eval, for `original_mask`), tokenize the batch in graph (the preprocessor's
+   `tokenize`), prefetch.
 
-Reference: DIGEST.md "Resize and pad", "Masks" and "Tokens" (the preprocessing of the public
-code of Hu et al. 2016, RMI and RRN; MCN/LTS for the grey/bicubic/unit presets).
+Reference: the preprocessing of the public code of Hu et al. 2016 (ronghanghu/text_objseg
+`util/im_processing.py` resize-and-pad, `util/text_processing.py`), reused by RMI
+(chenxi116/TF-phrasecut-public) and RRN (liruiyu/referseg_rrn); MCN / LTS (Jing et al. 2021,
+Sec. 4.2) for the grey/bicubic/unit presets.
 """
 
 import dataclasses
@@ -50,13 +54,22 @@ _MODEL_INPUTS = ("image", "word_ids")
 class _Preprocessing:
     """What the decode map does to one example (see `load` for the meaning of each field)."""
 
-    image_size: int
-    resize_method: str
-    pad_value: str
-    normalization: str
+    preprocessor: object  # refseg_tf.preprocessing.ReferringPreprocessor
     label_grid: Optional[int]
     label_mode: str
     keep_originals: bool
+
+
+# The `load` arguments a `preprocessor` defines, with `load`'s defaults.
+_PREPROCESSOR_ARGUMENTS = {
+    "image_size": 320,
+    "max_length": 20,
+    "text_padding": "front",
+    "resize_method": "bilinear",
+    "pad_value": "zero",
+    "normalization": "vgg_rgb",
+    "tokenizer": "refseg",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -261,6 +274,7 @@ def load(
     num_workers: Optional[int] = None,
     input_context: Optional[tf.distribute.InputContext] = None,
     verify: str = "checksum",
+    preprocessor=None,
 ) -> tf.data.Dataset:
     """Reads a converted split as batches of referring-segmentation examples.
 
@@ -301,6 +315,11 @@ def load(
         verify: how the shards are checked against metadata.json before reading
             (`verify_split`): "checksum" (sizes, record counts and CRC-32), "size" (sizes and
             record counts) or "none".
+        preprocessor: a `refseg_tf.preprocessing.ReferringPreprocessor` (e.g. a model
+            directory's, `ReferringPreprocessor.from_model_dir`): it then defines image size,
+            text length and padding, resize, padding value, normalisation, tokeniser, vocabulary
+            and the text-blind control, and those arguments must be left at their defaults or
+            equal its settings. None builds one from those arguments.
 
     Returns:
         a `tf.data.Dataset` of dicts: `image` float32 [B, S, S, 3], `word_ids` int32 [B, T],
@@ -321,7 +340,7 @@ def load(
         for batch in load("data/unc", "val", mode="eval", batch_size=16):
             logits = model({"image": batch["image"], "word_ids": batch["word_ids"]})
 
-    Reference: DIGEST.md "Resize and pad" (Hu et al. 2016 / RMI / RRN public code), RMI Sec. 4.1
+    Reference: `util/im_processing.py` of the Hu et al. 2016 / RMI / RRN code, RMI Sec. 4.1
     (soft 40x40 target), Hu et al. 2016 Sec. 3.3 (coarse 16x16 label).
     """
     _validate_arguments(locals())
@@ -329,7 +348,7 @@ def load(
     paths = find_shards(data_dir, split)
     if verify != "none":
         verify_split(data_dir, split, paths, checksum=verify == "checksum")
-    tokenizer = _make_tokenizer(data_dir, vocabulary, max_length, text_padding, tokenizer)
+    preprocessor = _make_preprocessor(locals(), data_dir, vocabulary)
     schedule = _Schedule(
         training=training,
         seed=random.SystemRandom().randrange(2**31) if seed is None else seed,
@@ -339,10 +358,7 @@ def load(
         deterministic=_default_deterministic(training, seed, deterministic),
     )
     preprocessing = _Preprocessing(
-        image_size=image_size,
-        resize_method=resize_method,
-        pad_value=pad_value,
-        normalization=normalization,
+        preprocessor=preprocessor,
         label_grid=label_grid,
         label_mode=label_mode,
         keep_originals=not training,
@@ -359,7 +375,7 @@ def load(
     batches = examples.padded_batch(
         batch_size, drop_remainder=training if drop_remainder is None else drop_remainder
     )
-    tokenize = functools.partial(_tokenize, tokenizer=tokenizer, keep_sentence=not training)
+    tokenize = functools.partial(_tokenize, preprocessor=preprocessor, keep_sentence=not training)
     batches = _map(batches, tokenize, schedule)
     if as_supervised:
         target = "label" if label_grid else "mask"
@@ -386,10 +402,13 @@ def _validate_arguments(arguments: dict) -> None:
         if arguments[name] is not None:
             transforms.check_positive_int(name, arguments[name])
     _validate_optional_int("seed", arguments["seed"])
-    if arguments["label_grid"] is not None and arguments["label_grid"] > arguments["image_size"]:
+    image_size = arguments["image_size"]
+    if arguments["preprocessor"] is not None:
+        image_size = arguments["preprocessor"].image_size
+    if arguments["label_grid"] is not None and arguments["label_grid"] > image_size:
         raise ValueError(
             f"`label_grid` ({arguments['label_grid']}) must not exceed `image_size` "
-            f"({arguments['image_size']})."
+            f"({image_size})."
         )
     if arguments["mode"] == "eval" and arguments["repeat"] is not None:
         raise ValueError(
@@ -418,9 +437,38 @@ def _default_deterministic(training: bool, seed, deterministic) -> bool:
     return not training or seed is not None
 
 
-def _make_tokenizer(data_dir, vocabulary, max_length: int, text_padding: str, mode="refseg"):
-    from refseg_tf.text import Tokenizer
+def _make_preprocessor(arguments: dict, data_dir, vocabulary):
+    """The given `preprocessor` (checked against the arguments it defines), else a new one."""
+    from refseg_tf.preprocessing import ReferringPreprocessor
 
+    given = arguments["preprocessor"]
+    if given is None:
+        settings = {name: arguments[name] for name in _PREPROCESSOR_ARGUMENTS}
+        vocabulary = _vocabulary_source(data_dir, vocabulary, settings["tokenizer"])
+        return ReferringPreprocessor(vocabulary, **settings)
+    if not isinstance(given, ReferringPreprocessor):
+        raise ValueError(
+            f"`preprocessor` must be a ReferringPreprocessor or None; received {type(given).__name__}."
+        )
+    own = given.get_config()
+    for name, default in _PREPROCESSOR_ARGUMENTS.items():
+        if arguments[name] != default and arguments[name] != own[name]:
+            raise ValueError(
+                f"`{name}` must be left out when `preprocessor` is given (it says "
+                f"{own[name]!r}); received {arguments[name]!r}."
+            )
+    if vocabulary is not None:
+        from refseg_tf.text import as_vocabulary
+
+        if as_vocabulary(vocabulary) != given.vocabulary:
+            raise ValueError(
+                "`vocabulary` must be left out when `preprocessor` is given (it holds its own); "
+                "received a different vocabulary."
+            )
+    return given
+
+
+def _vocabulary_source(data_dir, vocabulary, mode="refseg"):
     if vocabulary is None:
         vocabulary = os.path.join(os.fspath(data_dir), schema.VOCAB_FILENAME)
         if not tf.io.gfile.exists(vocabulary):
@@ -429,7 +477,7 @@ def _make_tokenizer(data_dir, vocabulary, max_length: int, text_padding: str, mo
                 "`vocabulary=` or convert the dataset again."
             )
         _warn_on_tokenizer_mismatch(data_dir, mode)
-    return Tokenizer(vocabulary, max_length=max_length, padding=text_padding, mode=mode)
+    return vocabulary
 
 
 def _warn_on_tokenizer_mismatch(data_dir, mode: str) -> None:
@@ -572,15 +620,8 @@ def _decode_and_preprocess(element: dict, preprocessing: _Preprocessing) -> dict
     image = tf.io.decode_image(element["image/encoded"], channels=3, expand_animations=False)
     mask = tf.io.decode_png(element["ref/mask"], channels=1)
     image, mask = _checked_sizes(image, mask, element)
-    size = preprocessing.image_size
-    network_image, window = transforms.preprocess_image(
-        image,
-        size,
-        resize_method=preprocessing.resize_method,
-        pad_value=preprocessing.pad_value,
-        normalization=preprocessing.normalization,
-    )
-    input_mask = transforms.resize_and_pad_mask(mask, size)
+    network_image, window = preprocessing.preprocessor.preprocess_image(image)
+    input_mask = preprocessing.preprocessor.preprocess_mask(mask)
     example = {
         "image": network_image,
         "mask": input_mask,
@@ -629,9 +670,9 @@ def _checked_sizes(image, mask, element: dict):
         return tf.identity(image), tf.identity(mask)
 
 
-def _tokenize(batch: dict, tokenizer, keep_sentence: bool) -> dict:
+def _tokenize(batch: dict, preprocessor, keep_sentence: bool) -> dict:
     batch = dict(batch)
-    batch["word_ids"] = tokenizer(batch["sentence"])
+    batch["word_ids"] = preprocessor.tokenize(batch["sentence"])
     if not keep_sentence:
         del batch["sentence"]
     return batch

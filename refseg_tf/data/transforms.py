@@ -305,7 +305,9 @@ def _to_image_size(maps, image_size):
     return tf.image.resize(maps, [image_size, image_size], method="bilinear")
 
 
-def _crop_and_resize(map3d, window, original_size, method):
+def crop_window_and_resize(map3d, window, original_size, method: str = "bilinear"):
+    """Crops the letterbox `window` (top, left, height, width) out of an S x S map [S, S, C]
+    and resizes it to `original_size` (h, w): the inverse letterbox step (graph-safe)."""
     window = tf.cast(window, tf.int32)
     cropped = map3d[window[0] : window[0] + window[2], window[1] : window[1] + window[3]]
     return tf.image.resize(cropped, tf.cast(original_size, tf.int32), method=method)
@@ -338,7 +340,7 @@ def restore_to_original(score_map, original_size, image_size: int, method: str =
     map3d = _to_image_size(map3d, image_size)
     original_size = tf.cast(original_size, tf.int32)
     window = letterbox_geometry(original_size[0], original_size[1], image_size)
-    restored = _crop_and_resize(map3d, window, original_size, method)
+    restored = crop_window_and_resize(map3d, window, original_size, method)
     return restored[..., 0] if was_2d else restored
 
 
@@ -384,6 +386,6 @@ def restore_batch_to_original(
         check_positive_int("image_size", image_size)
         maps = _to_image_size(maps, image_size)
     return [
-        _crop_and_resize(maps[i], windows[i], sizes[i], method)[..., 0].numpy()
+        crop_window_and_resize(maps[i], windows[i], sizes[i], method)[..., 0].numpy()
         for i in range(count)
     ]

@@ -18,7 +18,6 @@ from refseg_tf.export.predictor import SavedModelPredictor, image_bytes_for_serv
 from refseg_tf.export.serving import (
     DEFAULT_MAX_PIXELS,
     IMAGE_FORMATS,
-    SCORING_RULE,
     SERVING_SIGNATURE,
     TENSOR_SIGNATURE,
     ServingModule,
@@ -35,7 +34,6 @@ __all__ = [
     "IMAGE_FORMATS",
     "QUANTIZATIONS",
     "SAVED_MODEL_DIR",
-    "SCORING_RULE",
     "SERVING_SIGNATURE",
     "SavedModelPredictor",
     "ServingModule",

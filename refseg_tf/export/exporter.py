@@ -24,7 +24,6 @@ import tensorflow as tf
 from refseg_tf.export.serving import (
     DEFAULT_MAX_PIXELS,
     IMAGE_FORMATS,
-    SCORING_RULE,
     SERVING_SIGNATURE,
     TENSOR_SIGNATURE,
     ServingModule,
@@ -100,9 +99,30 @@ def _tflite_contract(path: str, quantization: str) -> dict:
     }
 
 
+def _scoring_contract(rule: str, threshold: float) -> dict:
+    """The scoring rule of `serving_default` in words, for clients of `segment_tensors`/TFLite."""
+    from refseg_tf.scoring import logit_threshold
+
+    if rule == "upsample_logits":
+        steps = (
+            "TF1 resize_bilinear (align_corners=False, no half-pixel centres) of the logits to "
+            f"S x S; foreground where logit >= {logit_threshold(threshold):g}; the binary S x S "
+            "map resized whole (half-pixel bilinear) to M x M, M = max(h, w), the centred "
+            "h x w window cropped; any value > 0 is foreground. probability = sigmoid of the "
+            "upsampled logits, letterbox window cropped and resized to (h, w) (the mask is not "
+            "a threshold of it)"
+        )
+    else:
+        steps = (
+            "sigmoid of the logits, resized (half-pixel bilinear) to S x S, letterbox window "
+            "cropped and resized to (h, w) = probability; mask = probability >= threshold"
+        )
+    return {"rule": rule, "threshold": threshold, "steps": steps}
+
+
 def export_contract(module: ServingModule, config, signatures: dict, tflite: dict, version) -> dict:
     """The `export.json` document (see the module docstring and `export/README.md`)."""
-    data = config.data
+    preprocessor = module.preprocessor
     preset_fixes_size = any(
         isinstance(layer, keras.layers.ConvLSTM2D) for layer in module.model._flatten_layers()
     )
@@ -120,25 +140,20 @@ def export_contract(module: ServingModule, config, signatures: dict, tflite: dic
             )
         ),
         "max_length": module.max_length,
-        "text_padding": data.text_padding,
-        "tokenizer": data.get("tokenizer", "refseg"),
-        "blind_expression": data.get("blind_expression", ""),
+        "text_padding": preprocessor.text_padding,
+        "tokenizer": preprocessor.tokenizer_mode,
+        "blind_expression": preprocessor.blind_expression,
         "vocabulary_file": f"{SAVED_MODEL_DIR}/{version}/assets/{VOCABULARY_ASSET}"
         if signatures
         else None,
         "vocabulary_size": len(module.tokenizer.vocabulary),
         "preprocessing": {
             "image_formats": list(IMAGE_FORMATS),
-            "letterbox": (
-                "scale = min(S / h, S / w), new size rounded, centred on an S x S canvas with "
-                "offsets floor((S - new) / 2)"
-            ),
-            "resize_method": data.resize_method,
-            "pad_value": data.pad_value,
-            "normalization": data.normalization,
+            **preprocessor.describe(),
             "max_pixels": module.max_pixels,
         },
-        "scoring": {"rule": SCORING_RULE, "threshold": module.threshold},
+        "preprocessor": preprocessor.get_config(),
+        "scoring": _scoring_contract(preprocessor.scoring_rule, module.threshold),
         "saved_model": None,
         "tflite": tflite,
     }

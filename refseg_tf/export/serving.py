@@ -12,26 +12,23 @@ scoring rule so that a SavedModel needs no Python code to run:
 
 The steps are the library's, called rather than re-implemented: `tf.io.decode_image` with the
 arguments of the training pipeline (`refseg_tf.data.pipeline`; JPEG with the accurate DCT of
-Pillow, which `refseg-predict --model_dir` reads with), `refseg_tf.data.preprocess_image`
-(letterbox + normalisation), the `refseg_tf.text.Tokenizer` and the threshold, padding and
-text-blind settings of `refseg_tf.inference.Predictor`, and `score_for_serving` (the scoring rule).
+Pillow, which `refseg-predict --model_dir` reads with), then the model directory's
+`refseg_tf.preprocessing.ReferringPreprocessor` (letterbox + normalisation, tokeniser with the
+text padding and text-blind control) and its scoring rule (`score_for_serving` ->
+`ReferringPreprocessor.score_tf` -> `refseg_tf.scoring.score_mask_tf`, following
+`eval.scoring_rule`), with the threshold of `refseg_tf.inference.Predictor`.
 
 Bad payloads fail the request with an `InvalidArgumentError` naming the input and its index
 (e.g. "image_bytes[2] is empty"); the loaded model stays usable for the next request.
 """
 
-import numpy as np
 import tensorflow as tf
 
-from refseg_tf.data import preprocess_image
-from refseg_tf.data.transforms import restore_to_original
 
 SERVING_SIGNATURE = "serving_default"
 TENSOR_SIGNATURE = "segment_tensors"
 DEFAULT_MAX_PIXELS = 40_000_000
 IMAGE_FORMATS = ("JPEG", "PNG", "GIF", "BMP")
-# The scoring rule `score_for_serving` implements (the current `inference.Predictor` behaviour).
-SCORING_RULE = "resize_probability"
 
 _MAGIC = {
     "JPEG": b"\xff\xd8\xff",
@@ -44,30 +41,25 @@ _MAGIC = {
 _HEADER_PADDING = 32
 
 
-def score_for_serving(logits, original_size, image_size: int, threshold: float):
-    """THE scoring step of the exported graph: one example's logits -> probability and mask.
+def score_for_serving(logits, original_size, preprocessor, threshold: float):
+    """The scoring step of the exported graph: one example's logits -> probability and mask.
 
-    Replaced by `refseg_tf.scoring` at merge: this is the only place the export applies the
-    scoring rule, so swapping in `scoring.score_masks` (and its probability-map variant) here
-    changes `serving_default`, `refseg-predict --saved_model` and the client together.
-
-    Today's rule is the one of `refseg_tf.inference.Predictor` ("resize_probability"): sigmoid,
-    bilinear resize to the S x S input, `restore_to_original` (crop the letterbox window and
-    resize bilinearly to the original size), then `probability >= threshold`.
+    `preprocessor.score_tf`, i.e. `refseg_tf.scoring.probability_map_tf` and `score_mask_tf`
+    under the model directory's `eval.scoring_rule` (the graph forms that `score_masks` and
+    `probability_maps` run for `refseg-evaluate` and `Predictor`), so `serving_default`,
+    `refseg-predict --saved_model` and the client score as the Keras path does.
 
     Args:
         logits: float32 `[h, w, 1]` logits of one example.
         original_size: int32 `[2]` (height, width) of the original image.
-        image_size: side S of the network input.
+        preprocessor: the model's `refseg_tf.preprocessing.ReferringPreprocessor`.
         threshold: probability threshold of the model.
 
     Returns:
         (probability float32 `[height, width]`, mask uint8 `[height, width]` in {0, 1}).
     """
-    probability = tf.image.resize(tf.sigmoid(tf.cast(logits, tf.float32)), [image_size, image_size])
-    probability = restore_to_original(probability, original_size, image_size)[..., 0]
-    mask = tf.cast(probability >= threshold, tf.uint8)
-    return probability, mask
+    probability, mask = preprocessor.score_tf(logits, original_size, threshold)
+    return probability, tf.cast(mask, tf.uint8)
 
 
 def _message(template: str, index):
@@ -218,9 +210,9 @@ class ServingModule(tf.Module):
     """A trained model with its preprocessing, tokeniser and scoring, as SavedModel signatures.
 
     Args:
-        predictor: a `refseg_tf.inference.Predictor` (model, config, vocabulary): the export
-            takes its model, tokeniser, threshold and text-blind word ids, so the exported
-            graph and the Keras path share every setting.
+        predictor: a `refseg_tf.inference.Predictor`: the export takes its model, its
+            `ReferringPreprocessor` (preprocessing, tokeniser, text-blind control, scoring rule)
+            and its threshold, so the exported graph and the Keras path share every setting.
         vocabulary_path: the model directory's `vocab.txt`, saved as the SavedModel asset.
         max_pixels: largest image (width x height) `serving_default` accepts.
 
@@ -236,29 +228,22 @@ class ServingModule(tf.Module):
         max_pixels = int(max_pixels)
         if max_pixels < 1:
             raise ValueError(f"`max_pixels` must be a positive integer; received {max_pixels}.")
-        data = predictor.config.data
         self.model = predictor.model
+        self.preprocessor = predictor.preprocessor
         # The underlying tf.Variables, tracked directly (as keras.export.ExportArchive does):
         # through the Keras model alone some (e.g. BatchNorm moving statistics) are missing
         # from the SavedModel's variable list and the TF1 loader of TF Serving and
         # saved_model_cli fails with "Could not find variable ...".
-        self.model_variables = [weight.value for weight in self.model.weights]
-        self.tokenizer = predictor.tokenizer
+        # `variables`, not `weights`: it includes the random-seed state of Dropout layers (LTS's
+        # transformer), which the graph captures even at inference.
+        self.model_variables = [variable.value for variable in self.model.variables]
+        self.tokenizer = self.preprocessor.tokenizer
         self.vocabulary_file = tf.saved_model.Asset(vocabulary_path)
-        self.image_size = int(predictor.image_size)
-        self.max_length = int(data.max_length)
+        self.image_size = int(self.preprocessor.image_size)
+        self.max_length = int(self.preprocessor.max_length)
         self.threshold = float(predictor.threshold)
+        self.scoring_rule = self.preprocessor.scoring_rule
         self.max_pixels = max_pixels
-        self.preprocessing = dict(
-            resize_method=data.resize_method,
-            pad_value=data.pad_value,
-            normalization=data.normalization,
-        )
-        self.blind_word_ids = (
-            None
-            if predictor.blind_word_ids is None
-            else np.asarray(predictor.blind_word_ids, np.int32)
-        )
         size, length = self.image_size, self.max_length
         self.segment_tensors = tf.function(
             self._segment_tensors,
@@ -290,13 +275,11 @@ class ServingModule(tf.Module):
         index, encoded = inputs
         with tf.name_scope("image_bytes"):  # decoder errors name their node .../image_bytes/...
             image = decode_image_bytes(encoded, index, self.max_pixels)
-        prepared, _ = preprocess_image(image, self.image_size, **self.preprocessing)
+        prepared, _ = self.preprocessor.preprocess_image(image)
         return prepared, tf.shape(image, out_type=tf.int32)[:2]
 
     def _word_ids(self, expression):
-        if self.blind_word_ids is not None:  # a text-blind control ignores the sentence
-            return tf.tile(tf.constant(self.blind_word_ids)[tf.newaxis], [tf.size(expression), 1])
-        return self.tokenizer(expression)
+        return self.preprocessor.tokenize(expression)  # the text-blind control included
 
     def _serve(self, image_bytes, expression):
         with tf.control_dependencies(_batch_checks(image_bytes, expression)):
@@ -316,7 +299,7 @@ class ServingModule(tf.Module):
         def score(inputs):
             example_logits, original_size = inputs
             probability, mask = score_for_serving(
-                example_logits, original_size, size, self.threshold
+                example_logits, original_size, self.preprocessor, self.threshold
             )
             padding = [[0, largest[0] - original_size[0]], [0, largest[1] - original_size[1]]]
             return tf.pad(probability, padding), tf.pad(mask, padding)

@@ -17,9 +17,8 @@ import tensorflow as tf
 from absl import logging
 
 from refseg_tf import scoring
-from refseg_tf.training import config as config_lib
 
-# DenseCRF parameters of RMI/RRN's public code (DIGEST.md).
+# DenseCRF parameters of RMI/RRN's public code (chenxi116/TF-phrasecut-public `main.py`).
 CRF_ITERATIONS = 5
 CRF_GAUSSIAN = {"sxy": 3, "compat": 3}
 CRF_BILATERAL = {"sxy": 20, "srgb": 3, "compat": 10}
@@ -49,23 +48,35 @@ def dense_crf(image_uint8: np.ndarray, probability: np.ndarray) -> np.ndarray:
     return (np.argmax(q, axis=0) == 1).astype(np.float32)
 
 
-def evaluation_dataset(config, split, batch_size, data_dir=None, vocabulary=None):
-    """Eval batches of `split`; word ids from `vocabulary` (a path: the model's `vocab.txt`)."""
-    from refseg_tf.data import load
-    from refseg_tf.training.trainer import blind_word_ids, replace_word_ids
+def evaluation_preprocessor(config, data_dir=None, vocabulary=None):
+    """The `ReferringPreprocessor` of `config` with `vocabulary` (default: the data's vocab.txt)."""
+    from refseg_tf.preprocessing import VOCABULARY_FILENAME, ReferringPreprocessor
 
-    dataset = load(
+    if vocabulary is None:
+        vocabulary = os.path.join(data_dir or config.data.dir, VOCABULARY_FILENAME)
+        if not tf.io.gfile.exists(vocabulary):
+            raise FileNotFoundError(
+                f"No vocabulary file {VOCABULARY_FILENAME!r} in {data_dir or config.data.dir!r}; "
+                "pass the model's vocabulary."
+            )
+    return ReferringPreprocessor.from_config(config, vocabulary)
+
+
+def evaluation_dataset(config, split, batch_size, data_dir=None, vocabulary=None,
+                       preprocessor=None):
+    """Eval batches of `split` preprocessed by `preprocessor` (default: built from `config`,
+    word ids from `vocabulary`, a path: the model's `vocab.txt`; text-blind control included)."""
+    from refseg_tf.data import load
+
+    if preprocessor is None:
+        preprocessor = evaluation_preprocessor(config, data_dir, vocabulary)
+    return load(
         data_dir or config.data.dir,
         split,
         mode="eval",
         batch_size=batch_size,
-        vocabulary=vocabulary,
-        **config_lib.preprocessing_kwargs(config),
+        preprocessor=preprocessor,
     )
-    blind = blind_word_ids(config, vocabulary)
-    if blind is not None:
-        dataset = dataset.map(lambda batch: replace_word_ids(batch, blind))
-    return dataset
 
 
 def _predict_fn(model):
@@ -128,12 +139,14 @@ def _sentence_length(sentence: bytes, mode: str = "refseg") -> int:
 
 def evaluate_model(model, config, split, batch_size=8, data_dir=None, use_crf=False,
                    threshold=None, buckets=None, max_batches=None, vocabulary=None,
-                   scoring_rule=None):
+                   scoring_rule=None, preprocessor=None):
     """Scores `model` on `split`; returns (scores, by_length, evaluator).
 
-    `vocabulary` is the model's vocabulary file: always pass it when `data_dir` is another
-    conversion, whose own `vocab.txt` numbers the words differently. `scoring_rule` None means
-    `config.eval.scoring_rule`.
+    `preprocessor` is the model directory's `ReferringPreprocessor`; None builds it from
+    `config` and `vocabulary`, the model's vocabulary file: always pass one of them when
+    `data_dir` is another conversion, whose own `vocab.txt` numbers the words differently.
+    `scoring_rule` None means the preprocessor's (`config.eval.scoring_rule`); `threshold`
+    None means the model's.
     """
     from refseg_tf.data.transforms import denormalize_image
     from refseg_tf.metrics import (
@@ -143,14 +156,16 @@ def evaluate_model(model, config, split, batch_size=8, data_dir=None, use_crf=Fa
     )
 
     threshold = float(threshold if threshold is not None else getattr(model, "threshold", 0.5))
-    rule = scoring.check_scoring_rule(scoring_rule or scoring_rule_of(config))
+    if preprocessor is None:
+        preprocessor = evaluation_preprocessor(config, data_dir, vocabulary)
+    rule = scoring.check_scoring_rule(scoring_rule or preprocessor.scoring_rule)
     buckets = buckets or buckets_for_dataset(config.data.get("dataset", "synthetic"))
     evaluator = SegmentationEvaluator(buckets=buckets)
     predict = _predict_fn(model)
     heatmap_fn = _heatmap_fn(model)
     localization_hits = []
-    image_size = int(config.data.image_size)
-    dataset = evaluation_dataset(config, split, batch_size, data_dir, vocabulary)
+    image_size = preprocessor.image_size
+    dataset = evaluation_dataset(config, split, batch_size, data_dir, preprocessor=preprocessor)
     if max_batches:
         dataset = dataset.take(int(max_batches))
     for batch in dataset:
@@ -159,7 +174,7 @@ def evaluate_model(model, config, split, batch_size=8, data_dir=None, use_crf=Fa
         images = None
         if use_crf:
             images = tf.cast(
-                tf.clip_by_value(denormalize_image(batch["image"], config.data.normalization), 0, 255),
+                tf.clip_by_value(denormalize_image(batch["image"], preprocessor.normalization), 0, 255),
                 tf.uint8,
             ).numpy()
         predictions = score_batch(logits, batch, image_size, rule, threshold, crf_images=images)
@@ -174,7 +189,7 @@ def evaluate_model(model, config, split, batch_size=8, data_dir=None, use_crf=Fa
                 prediction,
                 truth,
                 length=_sentence_length(
-                    batch["sentence"][i].numpy(), config_lib.tokenizer_mode(config)
+                    batch["sentence"][i].numpy(), preprocessor.tokenizer_mode
                 ),
                 sample_id=int(batch["sent_id"][i].numpy()),
             )
@@ -200,12 +215,14 @@ def evaluate_model_dir(model_dir, split="val", data_dir=None, use_crf=None, batc
                        checkpoint="auto", max_batches=None):
     """Loads the model of `model_dir`, scores it, prints and writes `model_dir/eval_<split>.json`."""
     from refseg_tf.metrics import format_table, save_scores_json
-    from refseg_tf.training.trainer import VOCAB_FILENAME, load_trained_model
+    from refseg_tf.preprocessing import ReferringPreprocessor
+    from refseg_tf.training.trainer import load_trained_model
 
     model, config = load_trained_model(model_dir, checkpoint=checkpoint)
+    preprocessor = ReferringPreprocessor.from_model_dir(model_dir)
     use_crf = bool(config.eval.dense_crf) if use_crf is None else use_crf
-    threshold = float(config.eval.threshold)
-    rule = scoring_rule_of(config)
+    threshold = preprocessor.threshold_for(model)
+    rule = preprocessor.scoring_rule
     scores, by_length, _ = evaluate_model(
         model,
         config,
@@ -213,10 +230,10 @@ def evaluate_model_dir(model_dir, split="val", data_dir=None, use_crf=None, batc
         batch_size=int(batch_size or config.eval.batch_size),
         data_dir=data_dir,
         use_crf=use_crf,
-        threshold=threshold if threshold >= 0 else None,
+        threshold=threshold,
         max_batches=max_batches,
-        vocabulary=os.path.join(model_dir, VOCAB_FILENAME),
         scoring_rule=rule,
+        preprocessor=preprocessor,
     )
     report = {
         "split": split,
@@ -224,7 +241,7 @@ def evaluate_model_dir(model_dir, split="val", data_dir=None, use_crf=None, batc
         "data_dir": data_dir or config.data.dir,
         "dense_crf": use_crf,
         "scoring_rule": rule,
-        "threshold": threshold if threshold >= 0 else float(getattr(model, "threshold", 0.5)),
+        "threshold": threshold,
         "scores": scores,
         "by_length": by_length,
     }

@@ -448,6 +448,10 @@ def train(config, model_dir: str, verbose="auto"):
     os.makedirs(model_dir, exist_ok=True)
     config_lib.save_config(config, model_dir)
     atomic_copy(_data_file(config, VOCAB_FILENAME), os.path.join(model_dir, VOCAB_FILENAME))
+    from refseg_tf.preprocessing import ReferringPreprocessor
+
+    # preprocessor.json beside the vocabulary: the model directory's preprocessing (Predictor).
+    ReferringPreprocessor.from_config(config, os.path.join(model_dir, VOCAB_FILENAME)).save(model_dir)
     remove_temporary_checkpoints(model_dir)
     keras.utils.set_random_seed(int(config.train.seed))
     if config.train.mixed_precision != "float32":

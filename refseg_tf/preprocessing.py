@@ -1,0 +1,317 @@
+"""`ReferringPreprocessor`: image in -> model inputs, logits -> mask out, defined once.
+
+A model directory holds a model and its preprocessor: `preprocessor.json` (the settings below,
+`get_config`) beside `vocab.txt` (the vocabulary, an asset). The tf.data pipeline
+(`refseg_tf.data.load`), `refseg_tf.inference.Predictor`, the evaluation
+(`refseg_tf.training.evaluation`) and the export (`refseg_tf.export`) all call it, so the
+letterbox, normalisation, tokenisation, text padding, text-blind control, the inverse letterbox
+and the scoring rule (`refseg_tf.scoring`) have one definition.
+
+Example:
+    >>> preprocessor = ReferringPreprocessor.from_model_dir("runs/rrn")
+    >>> inputs, window = preprocessor.model_inputs(image, ["the man on the left"])
+    >>> logits = model(inputs, training=False)
+    >>> mask = preprocessor.score(logits, [window], [image.shape[:2]])[0]  # bool [h, w]
+
+Reference: the layout of keras-hub's `Preprocessor` (`preprocessor.json` + tokenizer assets
+beside the model; `image_segmenter_preprocessor.py` pairs an image converter with the task).
+"""
+
+import json
+import os
+
+import keras
+import tensorflow as tf
+
+from refseg_tf import scoring
+from refseg_tf.data import transforms
+
+PREPROCESSOR_FILENAME = "preprocessor.json"
+VOCABULARY_FILENAME = "vocab.txt"
+CONFIG_FILENAME = "config.json"  # the training config of a model directory (`refseg-train`)
+TEXT_PADDINGS = ("front", "back")
+# The keys of `get_config` that come from `config.data` of a training config.
+DATA_KEYS = (
+    "image_size",
+    "max_length",
+    "text_padding",
+    "resize_method",
+    "pad_value",
+    "normalization",
+    "tokenizer",
+    "blind_expression",
+)
+
+
+def _check_bool_free_int(name: str, value) -> int:
+    transforms.check_positive_int(name, value)
+    return int(value)
+
+
+@keras.saving.register_keras_serializable(package="refseg_tf")
+class ReferringPreprocessor(tf.Module):
+    """The preprocessing of one referring-segmentation model and its inverse.
+
+    Args:
+        vocabulary: a `refseg_tf.text.Vocabulary`, a word list (specials first) or a file path.
+        image_size: side S of the square network input.
+        max_length: word ids per sentence T.
+        text_padding: "front" (Hu/RMI/RRN: last word at the last step) or "back" (MCN/LTS).
+        resize_method: "bilinear" or "bicubic" (see `transforms.resize_and_pad`).
+        pad_value: "zero" or "grey" outside the letterboxed image.
+        normalization: "vgg_rgb", "caffe_bgr", "unit" or "none" (`transforms.normalize_image`).
+        tokenizer: "refseg" or "authors" (`refseg_tf.text.split_words`).
+        blind_expression: "" or the sentence a text-blind control model reads for every input.
+        scoring_rule: one of `refseg_tf.scoring.SCORING_RULES` (config `eval.scoring_rule`).
+        threshold: the probability threshold, or None for the model's own (`model.threshold`,
+            config `eval.threshold` < 0).
+
+    Call args (`model_inputs`):
+        image: one [h, w, 3] uint8 RGB image (grey and RGBA converted).
+        expressions: a string or [B] strings (one model input each).
+
+    Returns (`model_inputs`):
+        ({"image": float32 [B, S, S, 3], "word_ids": int32 [B, T]}, window int32 [4]).
+
+    Example:
+        >>> preprocessor = ReferringPreprocessor(Vocabulary.build(["a red ball"]), image_size=64)
+        >>> preprocessor.save("runs/model")  # preprocessor.json + vocab.txt
+        >>> ReferringPreprocessor.load("runs/model").get_config() == preprocessor.get_config()
+        True
+
+    Reference: Hu et al. 2016 public code (letterbox, VGG mean, front padding), RMI / RRN code
+    (Caffe BGR mean), MCN / LTS (Jing et al. 2021, Sec. 4.2: grey 416 letterbox, bicubic, 1/255);
+    the scoring rules are `refseg_tf.scoring`'s.
+    """
+
+    def __init__(
+        self,
+        vocabulary,
+        *,
+        image_size: int = 320,
+        max_length: int = 20,
+        text_padding: str = "front",
+        resize_method: str = "bilinear",
+        pad_value: str = "zero",
+        normalization: str = "vgg_rgb",
+        tokenizer: str = "refseg",
+        blind_expression: str = "",
+        scoring_rule: str = scoring.DEFAULT_SCORING_RULE,
+        threshold=None,
+        name: str = "referring_preprocessor",
+    ):
+        from refseg_tf.text import Tokenizer, as_vocabulary, check_tokenizer_mode, encode_sentence
+
+        super().__init__(name=name)
+        if vocabulary is None:
+            raise ValueError(
+                "`vocabulary` must be a Vocabulary, a word list or a vocabulary file; received "
+                f"None (a saved preprocessor keeps it in {VOCABULARY_FILENAME} beside "
+                f"{PREPROCESSOR_FILENAME}: use `ReferringPreprocessor.load(directory)`)."
+            )
+        self.image_size = _check_bool_free_int("image_size", image_size)
+        self.max_length = _check_bool_free_int("max_length", max_length)
+        transforms.check_choice("text_padding", text_padding, TEXT_PADDINGS)
+        transforms.check_choice("resize_method", resize_method, transforms.RESIZE_METHODS)
+        transforms.check_choice("pad_value", pad_value, tuple(transforms.PAD_VALUES))
+        transforms.check_choice("normalization", normalization, transforms.NORMALIZATIONS)
+        if not isinstance(blind_expression, str):
+            raise ValueError(
+                f"`blind_expression` must be a string; received {blind_expression!r}."
+            )
+        self.text_padding = text_padding
+        self.resize_method = resize_method
+        self.pad_value = pad_value
+        self.normalization = normalization
+        self.tokenizer_mode = check_tokenizer_mode(tokenizer)
+        self.blind_expression = blind_expression
+        self.scoring_rule = scoring.check_scoring_rule(scoring_rule)
+        self.threshold = None if threshold is None else scoring.check_threshold(threshold)
+        self.vocabulary = as_vocabulary(vocabulary)
+        self.tokenizer = Tokenizer(
+            self.vocabulary, max_length=self.max_length, padding=text_padding,
+            mode=self.tokenizer_mode,
+        )
+        self.blind_word_ids = None
+        if blind_expression:
+            self.blind_word_ids = tuple(encode_sentence(
+                blind_expression, self.vocabulary, self.max_length, text_padding,
+                mode=self.tokenizer_mode,
+            ))
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_config(cls, config, vocabulary=None):
+        """From a `get_config` dict, or from a training config (`config.data`, `config.eval`).
+
+        Args:
+            config: the dict of `get_config`, or an `ml_collections.ConfigDict` / dict with
+                `data` (and `eval`) sections as `refseg-train` writes to `config.json`.
+            vocabulary: the vocabulary (a `Vocabulary`, word list or file); required, as it is
+                an asset and not part of the config.
+        """
+        if "data" in config:
+            return cls(vocabulary, **cls.config_from_training_config(config))
+        return cls(vocabulary, **dict(config))
+
+    @staticmethod
+    def config_from_training_config(config) -> dict:
+        """The `get_config` dict of a training config; keys missing from old configs default."""
+        data = config["data"]
+        evaluation = config.get("eval", {}) or {}
+        defaults = {"tokenizer": "refseg", "blind_expression": ""}
+        values = {key: data[key] if key in data else defaults[key] for key in DATA_KEYS}
+        threshold = float(evaluation.get("threshold", -1.0))
+        values["scoring_rule"] = evaluation.get("scoring_rule", scoring.DEFAULT_SCORING_RULE)
+        values["threshold"] = threshold if threshold >= 0 else None
+        return values
+
+    def get_config(self) -> dict:
+        """Every setting but the vocabulary (an asset: `save` writes it as `vocab.txt`)."""
+        return {
+            "image_size": self.image_size,
+            "max_length": self.max_length,
+            "text_padding": self.text_padding,
+            "resize_method": self.resize_method,
+            "pad_value": self.pad_value,
+            "normalization": self.normalization,
+            "tokenizer": self.tokenizer_mode,
+            "blind_expression": self.blind_expression,
+            "scoring_rule": self.scoring_rule,
+            "threshold": self.threshold,
+        }
+
+    def save(self, directory: str) -> str:
+        """Writes `preprocessor.json` and its vocabulary asset `vocab.txt` into `directory`.
+
+        An existing `vocab.txt` holding the same words is left as it is (its bytes are what
+        `refseg-train` compares when resuming). Returns the path of `preprocessor.json`.
+        """
+        from refseg_tf.files import atomic_write_json
+        from refseg_tf.text import Vocabulary, VocabularyError
+
+        os.makedirs(directory, exist_ok=True)
+        vocabulary_path = os.path.join(directory, VOCABULARY_FILENAME)
+        try:
+            same = Vocabulary.load(vocabulary_path) == self.vocabulary
+        except VocabularyError:
+            same = False
+        if not same:
+            self.vocabulary.save(vocabulary_path)
+        document = {
+            "class_name": "ReferringPreprocessor",
+            "module": "refseg_tf.preprocessing",
+            "config": self.get_config(),
+            "assets": {"vocabulary": VOCABULARY_FILENAME},
+        }
+        return atomic_write_json(
+            os.path.join(directory, PREPROCESSOR_FILENAME), document, indent=2, sort_keys=True
+        )
+
+    @classmethod
+    def load(cls, directory: str):
+        """Reads a preprocessor written by `save` (errors name the file)."""
+        path = os.path.join(directory, PREPROCESSOR_FILENAME)
+        try:
+            with open(path, encoding="utf-8") as stream:
+                document = json.load(stream)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path} not found: no saved preprocessor in {directory!r}.") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ValueError(f"{path} is not valid JSON: {error}") from error
+        if not isinstance(document, dict) or not isinstance(document.get("config"), dict):
+            raise ValueError(f"{path} must hold an object with a `config` object; received {document!r:.200}.")
+        vocabulary = document.get("assets", {}).get("vocabulary", VOCABULARY_FILENAME)
+        try:
+            return cls.from_config(document["config"], os.path.join(directory, vocabulary))
+        except TypeError as error:
+            raise ValueError(f"{path}: unknown preprocessor setting ({error}).") from error
+
+    @classmethod
+    def from_model_dir(cls, model_dir: str):
+        """The preprocessor of a model directory: `preprocessor.json` + `vocab.txt`, or, for
+        directories written before it existed, `config.json` + `vocab.txt`."""
+        if os.path.exists(os.path.join(model_dir, PREPROCESSOR_FILENAME)):
+            return cls.load(model_dir)
+        from refseg_tf.training import config as config_lib
+
+        config = config_lib.load_config(model_dir)
+        return cls.from_config(config, os.path.join(model_dir, VOCABULARY_FILENAME))
+
+    # ------------------------------------------------------------------ forward
+    def preprocess_image(self, image):
+        """One image -> (float32 [S, S, 3], window int32 [4]); graph-safe (tf.data, serving)."""
+        return transforms.preprocess_image(
+            image, self.image_size, resize_method=self.resize_method, pad_value=self.pad_value,
+            normalization=self.normalization,
+        )
+
+    def preprocess_mask(self, mask):
+        """A ground-truth mask [h, w(, 1)] -> binary float32 [S, S, 1], letterboxed as the image."""
+        return transforms.resize_and_pad_mask(mask, self.image_size)
+
+    def tokenize(self, expressions):
+        """Sentences -> int32 word ids ([T] for a scalar, [B, T] for a vector); the text-blind
+        control's fixed ids when `blind_expression` is set. Graph-safe."""
+        expressions = tf.convert_to_tensor(expressions, tf.string)
+        if self.blind_word_ids is None:
+            return self.tokenizer(expressions)
+        blind = tf.constant(self.blind_word_ids, tf.int32)
+        if expressions.shape.rank == 0:
+            return blind
+        return tf.tile(blind[tf.newaxis], [tf.size(expressions), 1])
+
+    def model_inputs(self, image, expressions):
+        """One image with one or several expressions -> (model inputs, window int32 [4])."""
+        prepared, window = self.preprocess_image(image)
+        word_ids = self.tokenize(tf.reshape(tf.convert_to_tensor(expressions, tf.string), [-1]))
+        images = tf.repeat(prepared[tf.newaxis], tf.shape(word_ids)[0], axis=0)
+        return {"image": images, "word_ids": word_ids}, window
+
+    # ------------------------------------------------------------------ inverse and scoring
+    def threshold_for(self, model=None) -> float:
+        """The probability threshold: this preprocessor's, else the model's, else 0.5."""
+        if self.threshold is not None:
+            return self.threshold
+        return float(getattr(model, "threshold", 0.5))
+
+    def restore(self, score_map, original_size, method: str = "bilinear"):
+        """Inverse letterbox of a square map [s, s(, 1)] -> [h, w(, 1)] (graph-safe)."""
+        return transforms.restore_to_original(score_map, original_size, self.image_size, method)
+
+    def score(self, logits, image_window, original_size, threshold=None):
+        """The scored masks of a batch at the original sizes: `scoring.score_masks` (numpy)."""
+        return scoring.score_masks(
+            logits, image_window, original_size, self.image_size, self.scoring_rule,
+            self.threshold_for() if threshold is None else threshold,
+        )
+
+    def probabilities(self, logits, image_window, original_size):
+        """Probability maps at the original sizes: `scoring.probability_maps` (numpy)."""
+        return scoring.probability_maps(
+            logits, image_window, original_size, self.image_size, self.scoring_rule
+        )
+
+    def score_tf(self, logits, original_size, threshold=None):
+        """Graph form for one example: logits [g, g, 1] -> (probability float32 [h, w], mask
+        bool [h, w]) at the letterbox of `original_size` (`scoring.score_mask_tf`)."""
+        threshold = self.threshold_for() if threshold is None else threshold
+        probability = scoring.probability_map_tf(
+            logits, original_size, self.image_size, self.scoring_rule
+        )
+        mask = scoring.score_mask_tf(
+            logits, original_size, self.image_size, self.scoring_rule, threshold
+        )
+        return probability, mask
+
+    def describe(self) -> dict:
+        """The human-readable contract of the preprocessing (for `export.json`)."""
+        return {
+            "letterbox": (
+                "scale = min(S / h, S / w), new size rounded, centred on an S x S canvas with "
+                "offsets floor((S - new) / 2)"
+            ),
+            "resize_method": self.resize_method,
+            "pad_value": self.pad_value,
+            "normalization": self.normalization,
+        }
