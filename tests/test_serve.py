@@ -58,7 +58,8 @@ def model_dir(workdir, photo_path):
 
 
 def _threshold_at_the_median(model_dir, image_path):
-    """Sets the model directory's `eval.threshold` so that about half the photo is foreground.
+    """Sets the model directory's threshold (`eval.threshold` in `config.json` and in
+    `preprocessor.json`, which `Predictor` reads) so that about half the photo is foreground.
 
     Three training steps leave every pixel below 0.5; at this threshold the mask has an
     outline, so that comparing two masks tests something.
@@ -68,9 +69,13 @@ def _threshold_at_the_median(model_dir, image_path):
 
     predictor = Predictor.from_model_dir(model_dir)
     probability = predictor.predict(read_image(image_path), PHRASE)
+    threshold = float(np.median(probability))
     config = predictor.config
-    config.eval.threshold = float(np.median(probability))
+    config.eval.threshold = threshold
     config_lib.save_config(config, model_dir)
+    preprocessor = predictor.preprocessor
+    preprocessor.threshold = threshold
+    preprocessor.save(model_dir)
 
 
 @pytest.fixture(scope="module")
