@@ -29,7 +29,7 @@ Datasets (converted with `refseg-convert`; `data.dir` defaults follow datasets/R
 import ml_collections
 
 from refseg_tf.models.lstm_cnn import HU_HIGH_RES_LOSS, HU_LOW_RES_LOSS
-from refseg_tf.models.presets import IMAGE_RESOLUTION_BCE, RMI_BASELINE_LOSS
+from refseg_tf.models.recipes import IMAGE_RESOLUTION_BCE, RMI_BASELINE_LOSS
 from refseg_tf.models.rrn import RRN_AUTHORS_CODE, RRN_LOSS
 from refseg_tf.training.config import base_config
 

@@ -1,6 +1,7 @@
 """RMI presets: R+RMI (`r_rmi`) and D+RMI (`d_rmi`) at paper scale, plus tiny sizes."""
 
-from refseg_tf.models.presets import PRESETS, TINY_TEXT, Preset
+from refseg_tf.models.recipes import TINY_TEXT
+from refseg_tf.models.registry import Preset, register_preset
 from refseg_tf.models.rmi.model import RMI
 
 RMI_PRESETS = {
@@ -40,6 +41,5 @@ RMI_PRESETS = {
 }
 
 
-def register():
-    """Adds the RMI presets to `refseg_tf.models.presets.PRESETS` (idempotent)."""
-    PRESETS.update(RMI_PRESETS)
+for _preset in RMI_PRESETS.values():
+    register_preset(_preset)
