@@ -24,7 +24,10 @@ import time
 
 from absl import app, flags
 
-MODELS = ("lstm_cnn", "r_lstm", "d_lstm", "d_lstm_ours", "rrn", "rmi", "lts")
+from refseg_tf.training import experiments
+
+# Every registered synthetic experiment, `synthetic_<model>`.
+MODELS = tuple(name[len("synthetic_"):] for name in experiments.list_experiments(synthetic=True))
 PAPER_ROWS = {  # the papers' headline row for each model (overall IoU, %)
     "lstm_cnn": "48.03 (ReferIt test, high-res; Hu Table 1)",
     "r_lstm": "38.74 (UNC val; RMI Table 1)",
@@ -48,18 +51,12 @@ flags.DEFINE_integer("steps", None, "Training steps (default: each config's).")
 FLAGS = flags.FLAGS
 
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def experiment_config(model):
-    """`get_config()` of `experiments/synthetic_<model>.py`: the config exactly as written."""
-    import importlib.util
-
-    path = os.path.join(REPO_ROOT, "experiments", f"synthetic_{model}.py")
-    spec = importlib.util.spec_from_file_location(f"synthetic_{model}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+    """The registered experiment `synthetic_<model>` (what `experiments/synthetic_<model>.py`
+    returns)."""
+    return experiments.get_experiment(f"synthetic_{model}")
 
 
 def synthetic_config(model, data_dir, blind, steps):
@@ -99,7 +96,7 @@ def table(results):
             f"| {model} | {runs['text']['steps']} | {100 * text['overall_iou']:.2f} | "
             f"{100 * text['mean_iou']:.2f} | {100 * text['precision@0.5']:.2f} | "
             f"{100 * blind['overall_iou']:.2f} | "
-            f"{100 * (text['overall_iou'] - blind['overall_iou']):+.2f} | {PAPER_ROWS[model]} |"
+            f"{100 * (text['overall_iou'] - blind['overall_iou']):+.2f} | {PAPER_ROWS.get(model, '-')} |"
         )
     return "\n".join(lines)
 
