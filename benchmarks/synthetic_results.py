@@ -5,9 +5,9 @@
 
 Two synthetic sets (`SETS`), each in the refer format and converted the same way:
 
-- `shapes`: `refseg_tf.data.synthetic` (the scenes the synthetic configs were developed on),
+- `shapes`: `refseg_tf.synthetic_data.shapes` (the scenes the synthetic configs were developed on),
   400 images of 96 px, seed 0;
-- `shapes_v2`: `refseg_tf.data.synthetic_shapes_v2`, an independently drawn style (other shapes,
+- `shapes_v2`: `refseg_tf.synthetic_data.shapes_v2`, an independently drawn style (other shapes,
   colours, words, background and rendering; about 1,900 train sentences), 560 images of 128 px,
   seed 0. The configs were not tuned on it: it checks that they read the phrase in general.
 
@@ -105,7 +105,7 @@ def prepare_set(name, output_dir, num_images=None):
     """Generates and converts one synthetic set; returns its TFRecord directory."""
     from refseg_tf.data.converters.refer import ReferReader
     from refseg_tf.data.converters.writer import write_dataset
-    from refseg_tf.data.synthetic import generate
+    from refseg_tf.synthetic_data import generate
 
     style, default_images, image_size, seed = SETS[name]
     raw = os.path.join(output_dir, "raw")

@@ -44,7 +44,7 @@ def make_data(output_dir, num_images, image_size, seed):
     """Steps 1-2: synthetic refer-format data, converted to TFRecords."""
     from refseg_tf.data.converters.refer import ReferReader
     from refseg_tf.data.converters.writer import write_dataset
-    from refseg_tf.data.synthetic import generate
+    from refseg_tf.synthetic_data import generate
     from refseg_tf.synthetic import format_summary
 
     raw_dir = os.path.join(output_dir, "raw")

@@ -88,7 +88,7 @@ def data(tmp_path_factory):
     """40 synthetic 48 px images, converted once: (tfrecord_dir, generate() summary)."""
     from refseg_tf.data.converters.refer import ReferReader
     from refseg_tf.data.converters.writer import write_dataset
-    from refseg_tf.data.synthetic import generate
+    from refseg_tf.synthetic_data import generate
 
     root = tmp_path_factory.mktemp("training_data")
     summary = generate(str(root / "raw"), num_images=40, seed=3, image_size=48)
