@@ -1005,3 +1005,11 @@ def test_default_training_hooks_of_a_segmenter():
     assert model.checkpoint_items() == {"model": model, "optimizer": model.optimizer}
     model.freeze_for_training(config_lib.base_config().train)
     assert not model.backbone.get_layer("fc1000").trainable  # d_lstm reads C5, not fc1000
+
+
+def test_training_refuses_a_model_optimizer_section():
+    """One source of the recipe: `train.optimizer`; `model.optimizer` would be ignored."""
+    config = experiments.synthetic("rrn")
+    config.model.optimizer = ml_collections.ConfigDict({"learning_rate": 1e-3})
+    with pytest.raises(ValueError, match="`model.optimizer` must be unset"):
+        config_lib.validate_config(config)
