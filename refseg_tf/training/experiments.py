@@ -33,6 +33,7 @@ import ml_collections
 
 from refseg_tf.models import preset_kwargs
 from refseg_tf.models.lstm_cnn import HU_HIGH_RES_LOSS, HU_LOW_RES_LOSS
+from refseg_tf.models.lts import LTS_LOSS
 from refseg_tf.models.recipes import IMAGE_RESOLUTION_BCE, RMI_BASELINE_LOSS
 from refseg_tf.models.rrn import RRN_AUTHORS_CODE, RRN_LOSS
 from refseg_tf.training.config import base_config
@@ -677,14 +678,12 @@ def lts(dataset="refcoco", *, localization="filter", table2_row=None, table5_row
         )
     config = base_config()
     _lts_recipe(config, dataset)
-    _set_loss(config, {"name": "sigmoid_cross_entropy", "label_mode": "binary",
-                       "resolution": "logits"})
+    _set_loss(config, LTS_LOSS)
     config.model.name = "lts" if localization == "filter" else "lts_trans"
     if localization == "filter":
         config.model.num_filters = 1  # Table 1 (n = 2 is Table 5's best, the preset default)
         config.model.filter_source = "sentence"
     config.model.locating_loss_weight = 0.1
-    config.model.pixel_reduction = "sum"
     config.model.prior_activation = "sigmoid"
     config.model.upsampling = "mask"
     config.model.trainable_embeddings = True
@@ -748,8 +747,7 @@ def synthetic_lts(localization="filter"):
     config.model.text_dropout = 0.0
     if localization == "filter":
         config.model.num_filters = 1
-    _set_loss(config, {"name": "sigmoid_cross_entropy", "label_mode": "binary",
-                       "resolution": "logits"})
+    _set_loss(config, LTS_LOSS)
     config.train.steps = 1200
     config.train.batch_size = 16
     config.train.optimizer.name = "adam"
