@@ -29,5 +29,11 @@ IMAGE_RESOLUTION_BCE = {
     "reduction": "sum",
 }
 
+# Hu, RMI and RRN at paper scale: word embedding and text LSTM of 1000 (D_text, D_S).
+PAPER_TEXT = {"embedding_dim": 1000, "text_units": 1000}
+# DeepLab ResNet-101 res5c projected to 1000 by a learned 1x1 convolution (the RMI code's
+# `conv0` / the RRN code's `mlp0`): D+LSTM, D-LSTM-ours, D+RMI, RRN.
+DEEPLAB_C5 = {"visual_feature": "C5", "visual_projection_dim": 1000}
+
 # Text/fusion sizes of the tiny variants (the backbone comes from backbones.TINY_PRESETS).
 TINY_TEXT = {"embedding_dim": 8, "text_units": 16}

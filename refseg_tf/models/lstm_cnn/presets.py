@@ -1,7 +1,14 @@
 """LSTM-CNN presets: Hu et al.'s `lstm_cnn` and the R+LSTM / D+LSTM / D-LSTM-ours baselines."""
 
 from refseg_tf.models.lstm_cnn.model import LSTMCNN
-from refseg_tf.models.recipes import ADAM_RMI, IMAGE_RESOLUTION_BCE, RMI_BASELINE_LOSS, TINY_TEXT
+from refseg_tf.models.recipes import (
+    ADAM_RMI,
+    DEEPLAB_C5,
+    IMAGE_RESOLUTION_BCE,
+    PAPER_TEXT,
+    RMI_BASELINE_LOSS,
+    TINY_TEXT,
+)
 from refseg_tf.models.registry import Preset, register_preset
 
 _TINY = dict(TINY_TEXT, classifier_units=8)
@@ -13,8 +20,7 @@ LSTM_CNN_PRESETS = {
         backbone="vgg16_fcn",
         kwargs=dict(
             visual_feature="fc8",
-            embedding_dim=1000,
-            text_units=1000,
+            **PAPER_TEXT,
             classifier_units=500,
             upsampling="none",
             mask_text_padding=False,  # Hu's code runs the LSTM over the front <pad> steps
@@ -28,8 +34,7 @@ LSTM_CNN_PRESETS = {
         backbone="resnet101_os8",
         kwargs=dict(
             visual_feature="fc1000",
-            embedding_dim=1000,
-            text_units=1000,
+            **PAPER_TEXT,
             classifier_units=500,
             loss_config=RMI_BASELINE_LOSS,
             optimizer_config=ADAM_RMI,
@@ -42,10 +47,8 @@ LSTM_CNN_PRESETS = {
         model_class=LSTMCNN,
         backbone="resnet101_os8",
         kwargs=dict(
-            visual_feature="C5",
-            visual_projection_dim=1000,
-            embedding_dim=1000,
-            text_units=1000,
+            **DEEPLAB_C5,
+            **PAPER_TEXT,
             classifier_units=500,
             loss_config=RMI_BASELINE_LOSS,
             optimizer_config=ADAM_RMI,
@@ -58,10 +61,8 @@ LSTM_CNN_PRESETS = {
         model_class=LSTMCNN,
         backbone="resnet101_os8",
         kwargs=dict(
-            visual_feature="C5",
-            visual_projection_dim=1000,
-            embedding_dim=1000,
-            text_units=1000,
+            **DEEPLAB_C5,
+            **PAPER_TEXT,
             classifier_units=500,
             score_kernel_size=3,
             loss_config=IMAGE_RESOLUTION_BCE,

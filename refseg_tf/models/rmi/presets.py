@@ -1,6 +1,6 @@
 """RMI presets: R+RMI (`r_rmi`) and D+RMI (`d_rmi`) at paper scale, plus tiny sizes."""
 
-from refseg_tf.models.recipes import TINY_TEXT
+from refseg_tf.models.recipes import DEEPLAB_C5, PAPER_TEXT, TINY_TEXT
 from refseg_tf.models.registry import Preset, register_preset
 from refseg_tf.models.rmi.model import RMI
 
@@ -11,8 +11,7 @@ RMI_PRESETS = {
         backbone="resnet101_os8",
         kwargs=dict(
             visual_feature="fc1000",
-            embedding_dim=1000,
-            text_units=1000,
+            **PAPER_TEXT,
             mlstm_units=500,
         ),
         tiny_kwargs=dict(TINY_TEXT, mlstm_units=8),
@@ -26,10 +25,8 @@ RMI_PRESETS = {
         model_class=RMI,
         backbone="resnet101_os8",
         kwargs=dict(
-            visual_feature="C5",
-            visual_projection_dim=1000,
-            embedding_dim=1000,
-            text_units=1000,
+            **DEEPLAB_C5,
+            **PAPER_TEXT,
             mlstm_units=500,
         ),
         tiny_kwargs=dict(TINY_TEXT, mlstm_units=8, visual_projection_dim=8),

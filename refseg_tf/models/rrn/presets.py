@@ -1,6 +1,6 @@
 """RRN preset `rrn`: Table 1 row 12 / Table 2 (ConvLSTM + tanh over C5, C4, C3)."""
 
-from refseg_tf.models.recipes import TINY_TEXT
+from refseg_tf.models.recipes import DEEPLAB_C5, PAPER_TEXT, TINY_TEXT
 from refseg_tf.models.registry import Preset, register_preset
 from refseg_tf.models.rrn.model import RRN, RRN_LOSS
 
@@ -10,10 +10,8 @@ RRN_PRESETS = {
         model_class=RRN,
         backbone="resnet101_os8",
         kwargs=dict(
-            visual_feature="C5",
-            visual_projection_dim=1000,
-            embedding_dim=1000,
-            text_units=1000,
+            **DEEPLAB_C5,
+            **PAPER_TEXT,
             fused_channels=500,
             pyramid=("C5", "C4", "C3"),
             variant="lstm_tanh",
