@@ -30,19 +30,21 @@ def validate_loss_config(config):
     config = dict(DEFAULT_LOSS_CONFIG, **dict(config or {}))
     if config["name"] not in LOSS_NAMES:
         raise ValueError(
-            f"loss_config['name'] must be one of {LOSS_NAMES}; got {config['name']!r}."
+            f"`loss_config['name']` must be one of {LOSS_NAMES}; received {config['name']!r}."
         )
     if config["label_mode"] not in LABEL_MODES:
         raise ValueError(
-            f"loss_config['label_mode'] must be one of {LABEL_MODES}; got {config['label_mode']!r}."
+            f"`loss_config['label_mode']` must be one of {LABEL_MODES}; "
+            f"received {config['label_mode']!r}."
         )
     if config["resolution"] not in RESOLUTIONS:
         raise ValueError(
-            f"loss_config['resolution'] must be one of {RESOLUTIONS}; got {config['resolution']!r}."
+            f"`loss_config['resolution']` must be one of {RESOLUTIONS}; "
+            f"received {config['resolution']!r}."
         )
     if config["reduction"] not in PIXEL_REDUCTIONS:
         raise ValueError(
-            f"loss_config['reduction'] must be one of {PIXEL_REDUCTIONS}; "
+            f"`loss_config['reduction']` must be one of {PIXEL_REDUCTIONS}; "
             f"received {config['reduction']!r}."
         )
     if config["name"] == "sigmoid_cross_entropy":
@@ -116,7 +118,7 @@ class ReferringSegmenter(keras.Model):
         super().__init__(**kwargs)
         threshold = float(threshold)
         if not 0.0 < threshold < 1.0:
-            raise ValueError(f"threshold is a probability in (0, 1); got {threshold}.")
+            raise ValueError(f"`threshold` must be a probability in (0, 1); received {threshold}.")
         self.threshold = threshold
         self.loss_config = validate_loss_config(loss_config)
         self.optimizer_config = validate_optimizer_config(optimizer_config)

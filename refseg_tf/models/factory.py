@@ -128,7 +128,8 @@ def build_model(config, *, build=False):
     section = _as_dict(section)
     if not section.get("name"):
         raise ValueError(
-            f"`config.model.name` must be one of {list_presets()}; received {section.get('name')!r}."
+            f"`config.model.name` must be one of {list_presets()}; "
+            f"received {section.get('name')!r}."
         )
     if not section.get("vocabulary_size"):
         raise ValueError(

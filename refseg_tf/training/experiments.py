@@ -262,7 +262,7 @@ def rmi_baseline(model="r_lstm", dataset="unc"):
     loss at image resolution (summed, as the RRN code).
     """
     if model not in ("r_lstm", "d_lstm", "d_lstm_ours"):
-        raise ValueError(f"model must be r_lstm, d_lstm or d_lstm_ours; got {model!r}.")
+        raise ValueError(f"`model` must be r_lstm, d_lstm or d_lstm_ours; received {model!r}.")
     config = base_config()
     _set_dataset(config, dataset)
     names = {"r_lstm": "R+LSTM", "d_lstm": "D+LSTM", "d_lstm_ours": "D-LSTM-ours (RRN)"}
