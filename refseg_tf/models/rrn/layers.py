@@ -116,7 +116,7 @@ class ConvLSTMStep(keras.layers.Layer):
     ):
         super().__init__(**kwargs)
         if peephole not in PEEPHOLE_MODES:
-            raise ValueError(f"`peephole` must be one of {PEEPHOLE_MODES}; received {peephole!r}.")
+            raise ValueError(f"peephole must be one of {PEEPHOLE_MODES}; got {peephole!r}.")
         self.units = int(units)
         self.kernel_size = int(kernel_size)
         self.activation = keras.activations.get(activation)
@@ -280,17 +280,17 @@ class RecurrentRefinement(keras.layers.Layer):
     @staticmethod
     def _validate(update, activation, initial_state, lstm_cell, peephole, num_steps):
         if update not in REFINEMENT_UPDATES:
-            raise ValueError(f"`update` must be one of {REFINEMENT_UPDATES}; received {update!r}.")
+            raise ValueError(f"update must be one of {REFINEMENT_UPDATES}; got {update!r}.")
         if initial_state not in INITIAL_STATE_MODES:
             raise ValueError(
-                f"`initial_state` must be one of {INITIAL_STATE_MODES}; received {initial_state!r}."
+                f"initial_state must be one of {INITIAL_STATE_MODES}; got {initial_state!r}."
             )
         if lstm_cell not in LSTM_CELLS:
-            raise ValueError(f"`lstm_cell` must be one of {LSTM_CELLS}; received {lstm_cell!r}.")
+            raise ValueError(f"lstm_cell must be one of {LSTM_CELLS}; got {lstm_cell!r}.")
         if peephole not in PEEPHOLE_MODES:
-            raise ValueError(f"`peephole` must be one of {PEEPHOLE_MODES}; received {peephole!r}.")
+            raise ValueError(f"peephole must be one of {PEEPHOLE_MODES}; got {peephole!r}.")
         if update == "fpn" and activation not in (None, "linear"):
-            raise ValueError(f"`activation` must be None with update='fpn' (h + x, no activation); received {activation!r}.")
+            raise ValueError(f"update='fpn' adds h and x without activation; got {activation!r}.")
         if update != "fpn" and activation is None:
             raise ValueError(f"update={update!r} needs an activation ('relu' or 'tanh').")
         if peephole is not None and not (update == "lstm" and lstm_cell != "keras"):
@@ -298,7 +298,7 @@ class RecurrentRefinement(keras.layers.Layer):
                 "peephole needs update='lstm' with lstm_cell 'unrolled' or 'layer_norm'."
             )
         if int(num_steps) < 1:
-            raise ValueError(f"`num_steps` must be at least 1; received {num_steps}.")
+            raise ValueError(f"num_steps must be at least 1; got {num_steps}.")
 
     @property
     def total_steps(self):
