@@ -5,9 +5,9 @@
 
 Two synthetic sets (`SETS`), each in the refer format and converted the same way:
 
-- `shapes`: `refseg_tf.data.synthetic` (the scenes the synthetic configs were developed on),
+- `shapes`: `refseg_tf.synthetic_data.shapes` (the scenes the synthetic configs were developed on),
   400 images of 96 px, seed 0;
-- `shapes_v2`: `refseg_tf.data.synthetic_shapes_v2`, an independently drawn style (other shapes,
+- `shapes_v2`: `refseg_tf.synthetic_data.shapes_v2`, an independently drawn style (other shapes,
   colours, words, background and rendering; about 1,900 train sentences), 560 images of 128 px,
   seed 0. The configs were not tuned on it: it checks that they read the phrase in general.
 
@@ -24,7 +24,10 @@ import time
 
 from absl import app, flags
 
-MODELS = ("lstm_cnn", "r_lstm", "d_lstm", "d_lstm_ours", "rrn", "rmi", "lts")
+from refseg_tf.training import experiments
+
+# Every registered synthetic experiment, `synthetic_<model>`.
+MODELS = tuple(name[len("synthetic_"):] for name in experiments.list_experiments(synthetic=True))
 PAPER_ROWS = {  # the papers' headline row for each model (overall IoU, %)
     "lstm_cnn": "48.03 (ReferIt test, high-res; Hu Table 1)",
     "r_lstm": "38.74 (UNC val; RMI Table 1)",
@@ -48,18 +51,12 @@ flags.DEFINE_integer("steps", None, "Training steps (default: each config's).")
 FLAGS = flags.FLAGS
 
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def experiment_config(model):
-    """`get_config()` of `experiments/synthetic_<model>.py`: the config exactly as written."""
-    import importlib.util
-
-    path = os.path.join(REPO_ROOT, "experiments", f"synthetic_{model}.py")
-    spec = importlib.util.spec_from_file_location(f"synthetic_{model}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+    """The registered experiment `synthetic_<model>` (what `experiments/synthetic_<model>.py`
+    returns)."""
+    return experiments.get_experiment(f"synthetic_{model}")
 
 
 def synthetic_config(model, data_dir, blind, steps):
@@ -99,7 +96,7 @@ def table(results):
             f"| {model} | {runs['text']['steps']} | {100 * text['overall_iou']:.2f} | "
             f"{100 * text['mean_iou']:.2f} | {100 * text['precision@0.5']:.2f} | "
             f"{100 * blind['overall_iou']:.2f} | "
-            f"{100 * (text['overall_iou'] - blind['overall_iou']):+.2f} | {PAPER_ROWS[model]} |"
+            f"{100 * (text['overall_iou'] - blind['overall_iou']):+.2f} | {PAPER_ROWS.get(model, '-')} |"
         )
     return "\n".join(lines)
 
@@ -108,7 +105,7 @@ def prepare_set(name, output_dir, num_images=None):
     """Generates and converts one synthetic set; returns its TFRecord directory."""
     from refseg_tf.data.converters.refer import ReferReader
     from refseg_tf.data.converters.writer import write_dataset
-    from refseg_tf.data.synthetic import generate
+    from refseg_tf.synthetic_data import generate
 
     style, default_images, image_size, seed = SETS[name]
     raw = os.path.join(output_dir, "raw")

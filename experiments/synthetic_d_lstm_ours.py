@@ -4,4 +4,4 @@ from refseg_tf.training import experiments
 
 
 def get_config():
-    return experiments.synthetic(model="d_lstm_ours")
+    return experiments.get_experiment("synthetic_d_lstm_ours")

@@ -25,27 +25,8 @@ The optimiser is Adam without weight decay, so the loss reduction ("mean" or "su
 grid) only rescales the gradients, which Adam normalises: the config does not depend on it.
 """
 
-import ml_collections
-
-from refseg_tf.models.lstm_cnn import HU_HIGH_RES_LOSS
 from refseg_tf.training import experiments
-
-IMAGE_SIZE = 256  # stride 32 -> an 8 x 8 grid
 
 
 def get_config():
-    config = experiments.synthetic(model="lstm_cnn", stage="low")
-    config.description = "lstm_cnn (tiny, low-resolution stage at 256 px) on the synthetic data"
-    config.data.image_size = IMAGE_SIZE
-    loss = dict(config.model.loss)
-    loss.update(
-        foreground_weight=HU_HIGH_RES_LOSS["foreground_weight"],
-        background_weight=HU_HIGH_RES_LOSS["background_weight"],
-        label_mode="binary",
-        resolution="logits",
-    )
-    config.model.loss = ml_collections.ConfigDict(loss)
-    # Block-centred "binary" cells (cell i covers pixels 32i..32i+31) call for the half-pixel
-    # grid; TF1's corner-aligned upsampling would shift every mask by 16 px.
-    config.eval.scoring_rule = "resize_probability"
-    return config
+    return experiments.get_experiment("synthetic_lstm_cnn")

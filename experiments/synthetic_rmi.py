@@ -4,4 +4,4 @@ from refseg_tf.training import experiments
 
 
 def get_config():
-    return experiments.synthetic_rmi(model="r_rmi")
+    return experiments.get_experiment("synthetic_rmi")

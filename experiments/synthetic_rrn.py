@@ -4,4 +4,4 @@ from refseg_tf.training import experiments
 
 
 def get_config():
-    return experiments.synthetic(model="rrn")
+    return experiments.get_experiment("synthetic_rrn")

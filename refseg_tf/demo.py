@@ -17,14 +17,18 @@ import time
 
 from absl import app, flags, logging
 
-MODELS = ("lstm_cnn", "r_lstm", "d_lstm", "d_lstm_ours", "rrn")
+def synthetic_models():
+    """`<model>` of every registered `synthetic_<model>` experiment."""
+    from refseg_tf.training import experiments
+
+    return [name[len("synthetic_"):] for name in experiments.list_experiments(synthetic=True)]
 
 
 def define_flags():
     if "num_pictures" in flags.FLAGS:
         return
     flags.DEFINE_string("output_dir", "runs/demo", "Where data, models and pictures go.")
-    flags.DEFINE_enum("model", "rrn", MODELS, "Which synthetic_<model> configuration to train.")
+    flags.DEFINE_enum("model", "rrn", synthetic_models(), "Which synthetic_<model> configuration to train.")
     flags.DEFINE_integer("num_images", 400, "Synthetic images to generate.", lower_bound=20)
     flags.DEFINE_integer("image_size", 96, "Long side of the synthetic images.", lower_bound=32)
     flags.DEFINE_integer("steps", None, "Training steps (default: the config's).")
@@ -40,7 +44,7 @@ def make_data(output_dir, num_images, image_size, seed):
     """Steps 1-2: synthetic refer-format data, converted to TFRecords."""
     from refseg_tf.data.converters.refer import ReferReader
     from refseg_tf.data.converters.writer import write_dataset
-    from refseg_tf.data.synthetic import generate
+    from refseg_tf.synthetic_data import generate
     from refseg_tf.synthetic import format_summary
 
     raw_dir = os.path.join(output_dir, "raw")
@@ -125,7 +129,7 @@ def run_demo(output_dir, model="rrn", num_images=400, image_size=96, steps=None,
 
     start = time.perf_counter()
     tfrecord_dir = make_data(output_dir, num_images, image_size, seed)
-    config = experiments.synthetic(model)
+    config = experiments.get_experiment(f"synthetic_{model}")
     config.data.dir = tfrecord_dir
     config.train.seed = seed
     if steps:

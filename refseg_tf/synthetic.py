@@ -6,8 +6,8 @@ Usage:
     python -m refseg_tf.synthetic --output_dir=DIR ...
 
 Writes `DIR/images/*.jpg`, `DIR/synthetic/instances.json` and `DIR/synthetic/refs(unc).p`
-(see `refseg_tf.data.synthetic`; `--style=shapes_v2` draws the second, independent scene style
-of `refseg_tf.data.synthetic_shapes_v2`), then prints a short summary. The converter reads it with
+(see `refseg_tf.synthetic_data.shapes`; `--style=shapes_v2` draws the second, independent scene style
+of `refseg_tf.synthetic_data.shapes_v2`), then prints a short summary. The converter reads it with
 data root `DIR`, dataset `synthetic`, split_by `unc` and image root `DIR/images`.
 
 Flags are defined when `run()` starts (not at import), so importing this module next to other
@@ -77,7 +77,7 @@ def format_summary(summary: dict, seconds: float | None = None) -> str:
 
 def run_with_flags(flag_values: flags.FlagValues = flags.FLAGS) -> dict:
     """Generates the data set the parsed flags describe, prints and returns the summary."""
-    from refseg_tf.data.synthetic import generate
+    from refseg_tf.synthetic_data import generate
 
     start = time.perf_counter()
     summary = generate(

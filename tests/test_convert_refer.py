@@ -812,7 +812,7 @@ def test_writer_rejects_protocol_violations(tmp_path):
 def test_synthetic_generator_output_converts(tmp_path):
     from pycocotools.coco import COCO
 
-    from refseg_tf.data import synthetic
+    from refseg_tf.synthetic_data import shapes as synthetic
 
     summary = synthetic.generate(str(tmp_path / "synth"), num_images=8, seed=3, image_size=48)
     reader = refer.make_reader(

@@ -14,15 +14,20 @@ import os
 import numpy as np
 import pytest
 
+from refseg_tf.models import list_presets
 from refseg_tf.training import config as config_lib
+from refseg_tf.training import experiments
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPERIMENT_DIR = os.path.join(REPO_ROOT, "experiments")
 EXPERIMENT_FILES = sorted(glob.glob(os.path.join(EXPERIMENT_DIR, "*.py")))
 NAMES = [os.path.splitext(os.path.basename(path))[0] for path in EXPERIMENT_FILES]
-MODELS = ("lstm_cnn", "r_lstm", "d_lstm", "d_lstm_ours", "rrn", "r_rmi", "d_rmi", "lts", "lts_trans")
-# experiments/synthetic_<name>.py files, and their model.name where it differs from <name>.
-SYNTHETIC = ("lstm_cnn", "r_lstm", "d_lstm", "d_lstm_ours", "rrn", "rmi", "lts")
+MODELS = tuple(list_presets())  # every registered preset
+# The registered synthetic experiments (experiments/synthetic_<name>.py), by <name>, and their
+# model.name where it differs from <name>.
+SYNTHETIC = tuple(
+    name[len("synthetic_"):] for name in experiments.list_experiments(synthetic=True)
+)
 SYNTHETIC_MODEL = {"rmi": "r_rmi"}
 PAPER_NAMES = [name for name in NAMES if not name.startswith("synthetic_")]
 
@@ -155,6 +160,30 @@ def test_the_experiment_set_is_complete():
     for model in SYNTHETIC:
         assert f"synthetic_{model}" in NAMES, f"experiments/synthetic_{model}.py is missing"
     assert set(PAPER_NAMES) == set(PAPER_IOU), set(PAPER_NAMES) ^ set(PAPER_IOU)
+
+
+def test_the_registry_holds_the_expected_synthetic_experiments():
+    assert set(SYNTHETIC) >= {"lstm_cnn", "r_lstm", "d_lstm", "d_lstm_ours", "rrn", "rmi", "lts"}
+    with pytest.raises(ValueError, match="registered experiment"):
+        experiments.get_experiment("synthetic_unet")
+    with pytest.raises(ValueError, match="new experiment name"):
+        experiments.register_experiment("synthetic_rrn")(experiments.synthetic)
+
+
+@pytest.mark.parametrize("name", sorted(experiments.EXPERIMENTS))
+def test_every_registered_experiment_validates_and_has_its_file(name):
+    """TF Model Garden style: every registered experiment builds a valid config for a
+    registered preset, and `experiments/<name>.py` is that config."""
+    config = experiments.get_experiment(name)
+    config_lib.validate_config(config)
+    assert config.model.name in list_presets()
+    _model_kwargs(config)  # the preset accepts the model section
+    assert get_config_equal(load_experiment(name), config)
+    assert experiments.get_experiment(name) is not config  # a new config each call
+
+
+def get_config_equal(first, second):
+    return first.to_dict() == second.to_dict()
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -9,17 +9,15 @@ from keras import ops
 from refseg_tf.layers import (
     BilinearUpsamplingInitializer,
     L2Normalize,
-    ConvLSTMStep,
     LSTMTextEncoder,
-    RecurrentRefinement,
     ResizeLike,
-    SampleLayerNormalization,
     SpatialCoordinates,
     TextVisualFusion,
     TileToSpatial,
     bilinear_kernel_1d,
     resize_bilinear,
 )
+from refseg_tf.models.rrn import ConvLSTMStep, RecurrentRefinement, SampleLayerNormalization
 from refseg_tf.losses import (
     SigmoidCrossEntropyLoss,
     WeightedLogisticLoss,

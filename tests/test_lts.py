@@ -556,7 +556,7 @@ def test_synthetic_lts_trains_by_epochs_and_reports_localization_accuracy(tmp_pa
     """refseg-train on `experiments.synthetic_lts` (epochs from metadata.json), refseg-evaluate."""
     from refseg_tf.data.converters.refer import ReferReader
     from refseg_tf.data.converters.writer import write_dataset
-    from refseg_tf.data.synthetic import generate
+    from refseg_tf.synthetic_data import generate
     from refseg_tf.training import experiments, trainer
     from refseg_tf.training.evaluation import evaluate_model_dir
 

@@ -8,7 +8,7 @@ import tensorflow as tf
 from keras import ops
 
 from refseg_tf.backbones import get_backbone
-from refseg_tf.layers import RecurrentRefinement
+from refseg_tf.models.rrn import RecurrentRefinement
 from refseg_tf.losses import SigmoidCrossEntropyLoss, WeightedLogisticLoss
 from refseg_tf.models import (
     LSTMCNN,

@@ -190,7 +190,7 @@ def authors_conv_lstm_params(units=D_Q, inputs=D_Q, grid=GRID):
 
 
 def test_rrn_authors_refinement_count_from_the_cell_dimensions():
-    from refseg_tf.layers import RecurrentRefinement
+    from refseg_tf.models.rrn import RecurrentRefinement
     from refseg_tf.models import RRN_AUTHORS_CODE
 
     kernel, peepholes, layer_norms = authors_conv_lstm_params()

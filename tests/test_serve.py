@@ -35,7 +35,7 @@ def model_dir(workdir, photo_path):
     """A tiny synthetic R+RMI trained for 3 steps with the library's training function."""
     from refseg_tf.data.converters.refer import ReferReader
     from refseg_tf.data.converters.writer import write_dataset
-    from refseg_tf.data.synthetic import generate
+    from refseg_tf.synthetic_data import generate
     from refseg_tf.training import experiments, trainer
 
     raw = str(workdir / "raw")

@@ -15,8 +15,8 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from refseg_tf import synthetic as synthetic_cli
-from refseg_tf.data import synthetic
-from refseg_tf.data import synthetic_shapes_v2 as shapes_v2
+from refseg_tf.synthetic_data import shapes as synthetic
+from refseg_tf.synthetic_data import shapes_v2
 
 NUM_IMAGES, SEED, IMAGE_SIZE = 24, 3, 64
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

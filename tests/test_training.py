@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from refseg_tf.models import ReferringSegmenter
 from refseg_tf.training import callbacks as callbacks_lib
 from refseg_tf.training import config as config_lib
 from refseg_tf.training import experiments, optimizers, trainer
@@ -87,7 +88,7 @@ def data(tmp_path_factory):
     """40 synthetic 48 px images, converted once: (tfrecord_dir, generate() summary)."""
     from refseg_tf.data.converters.refer import ReferReader
     from refseg_tf.data.converters.writer import write_dataset
-    from refseg_tf.data.synthetic import generate
+    from refseg_tf.synthetic_data import generate
 
     root = tmp_path_factory.mktemp("training_data")
     summary = generate(str(root / "raw"), num_images=40, seed=3, image_size=48)
@@ -899,3 +900,116 @@ def test_unused_classifier_head_is_frozen_for_c5_models(data):
         trainable = {v.path.split("/")[-2] for v in model.trainable_weights}
         assert ("fc1000" not in trainable) == frozen, model_name
         assert "conv1_conv" in trainable
+
+
+# ------------------------------------------------------------------ model-owned training hooks
+
+
+@keras.saving.register_keras_serializable(package="refseg_tf_tests")
+class TwoOptimizerSegmenter(ReferringSegmenter):
+    """A tiny segmenter trained by two optimizers through the training hooks: the score
+    convolution by "optimizer", a scalar logit bias by "bias_optimizer" (a GAN's generator and
+    discriminator in miniature)."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("name", "two_optimizer_segmenter")
+        super().__init__(**kwargs)
+        self.score = keras.layers.Conv2D(1, 1, name="score")
+        self.bias = self.add_weight(shape=(), initializer="zeros", name="logit_bias")
+
+    def call(self, inputs, training=None):
+        image, _ = self.check_inputs(inputs)
+        return self.score(image) + self.bias
+
+    def make_optimizers(self, build_optimizer):
+        return {"optimizer": build_optimizer("model"), "bias_optimizer": build_optimizer("bias")}
+
+    def compile_for_training(self, optimizers, **compile_kwargs):
+        self.bias_optimizer = optimizers["bias_optimizer"]
+        self.compile(optimizer=optimizers["optimizer"], metrics=[], **compile_kwargs)
+
+    def build_optimizers(self):
+        self.optimizer.build(self.score.trainable_variables)
+        self.bias_optimizer.build([self.bias])
+
+    def checkpoint_items(self):
+        return dict(super().checkpoint_items(), bias_optimizer=self.bias_optimizer)
+
+    def train_step(self, data):
+        inputs, mask = data
+        with tf.GradientTape(persistent=True) as tape:
+            logits = self(inputs, training=True)
+            loss = self.compute_loss(x=inputs, y=mask, y_pred=logits)
+        score_variables = self.score.trainable_variables
+        self.optimizer.apply_gradients(zip(tape.gradient(loss, score_variables), score_variables))
+        self.bias_optimizer.apply_gradients([(tape.gradient(loss, self.bias), self.bias)])
+        return self.compute_metrics(inputs, mask, logits)
+
+
+def _two_optimizer_config():
+    config = config_lib.base_config()
+    config.train.optimizer.name = "adam"
+    config.train.optimizer.learning_rate = 1e-2
+    config.train.optimizer.schedule = "constant"
+    config.train.optimizer.bias = ml_collections.ConfigDict({"learning_rate": 0.5})
+    return config
+
+
+def _trained_two_optimizer_model(config, steps):
+    model = TwoOptimizerSegmenter(loss_config={"label_mode": "binary"})
+    rng = np.random.default_rng(0)
+    inputs = {"image": rng.uniform(size=(4, 8, 8, 3)).astype(np.float32),
+              "word_ids": np.ones((4, 2), np.int32)}
+    masks = (rng.uniform(size=(4, 8, 8, 1)) > 0.5).astype(np.float32)
+    model(inputs)
+    model.compile_for_training(model.make_optimizers(trainer.optimizer_builder(config, 100)))
+    model.build_optimizers()
+    if steps:
+        model.fit(inputs, masks, batch_size=4, epochs=steps, verbose=0)
+    return model
+
+
+def test_a_model_with_two_optimizers_trains_checkpoints_and_restores_through_the_hooks(tmp_path):
+    config = _two_optimizer_config()
+    model = _trained_two_optimizer_model(config, steps=3)
+    # The role "bias" takes train.optimizer.bias's learning rate, the rest from train.optimizer.
+    assert np.isclose(float(model.bias_optimizer.learning_rate), 0.5)
+    assert np.isclose(float(model.optimizer.learning_rate), 1e-2)
+    assert int(model.optimizer.iterations) == 3 and int(model.bias_optimizer.iterations) == 3
+    manager = callbacks_lib.checkpoint_manager(model, str(tmp_path))
+    assert set(model.checkpoint_items()) == {
+        "model", "optimizer", "bias_optimizer"
+    }
+    manager.save()
+
+    fresh = _trained_two_optimizer_model(config, steps=0)
+    assert int(fresh.bias_optimizer.iterations) == 0
+    fresh_manager = callbacks_lib.checkpoint_manager(fresh, str(tmp_path))
+    assert trainer.restore_newest_readable(fresh_manager) == 3
+    assert int(fresh.bias_optimizer.iterations) == 3
+    np.testing.assert_allclose(float(fresh.bias), float(model.bias))
+    for restored, saved in zip(fresh.bias_optimizer.variables, model.bias_optimizer.variables):
+        np.testing.assert_allclose(np.asarray(restored), np.asarray(saved))
+    for restored, saved in zip(fresh.optimizer.variables, model.optimizer.variables):
+        np.testing.assert_allclose(np.asarray(restored), np.asarray(saved))
+
+
+def test_default_training_hooks_of_a_segmenter():
+    from refseg_tf.models import build_preset
+
+    model = build_preset("d_lstm", 20, size="tiny")
+    built = []
+    optimizers_by_role = model.make_optimizers(lambda role: built.append(role) or "sgd")
+    assert optimizers_by_role == {"optimizer": "sgd"} and built == ["model"]
+    model.compile()
+    assert model.checkpoint_items() == {"model": model, "optimizer": model.optimizer}
+    model.freeze_for_training(config_lib.base_config().train)
+    assert not model.backbone.get_layer("fc1000").trainable  # d_lstm reads C5, not fc1000
+
+
+def test_training_refuses_a_model_optimizer_section():
+    """One source of the recipe: `train.optimizer`; `model.optimizer` would be ignored."""
+    config = experiments.synthetic("rrn")
+    config.model.optimizer = ml_collections.ConfigDict({"learning_rate": 1e-3})
+    with pytest.raises(ValueError, match="`model.optimizer` must be unset"):
+        config_lib.validate_config(config)

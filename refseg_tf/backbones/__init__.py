@@ -71,7 +71,7 @@ def get_backbone(name, tiny=False, weights=None, **kwargs):
     arguments.update(kwargs)
     backbone = BACKBONES[name](**arguments)
     if weights is not None:
-        _load_pretrained(backbone, name, weights)
+        load_weights(backbone, weights)
     return backbone
 
 
@@ -82,17 +82,38 @@ def load_darknet_family_weights(backbone, path):
     return load_darknet_weights(backbone, path)
 
 
-def _load_pretrained(backbone, name, weights):
-    if weights == "imagenet":
-        if name.startswith("darknet53"):
-            raise ValueError("darknet53 has no keras.applications weights; pass a .weights path.")
-        load_imagenet_weights(backbone)
-    elif name == "resnet101_os8":
-        load_deeplab_resnet_weights(backbone, weights)
-    elif name.startswith("darknet53"):
+def load_weights(backbone, weights, argument="weights"):
+    """Loads pre-trained `weights` into `backbone`: the one dispatch of every weight source.
+
+    Args:
+        backbone: a `VGG16FCN`, `ResNetOS8` or `Darknet53` (with or without neck).
+        weights: "imagenet" (VGG16FCN, ResNetOS8: the keras.applications weights) or a file:
+            a keras.applications VGG16 weights file (VGG16FCN), a DeepLab `.npz`/`.h5`
+            (ResNetOS8), a darknet `.weights` file or MCN's Keras `.h5` (Darknet53).
+        argument: the setting `weights` came from, named in errors (e.g.
+            "train.backbone_weights").
+
+    Raises:
+        ValueError: the backbone has no such weights.
+    """
+    if isinstance(backbone, Darknet53):
+        if weights == "imagenet":
+            raise ValueError(
+                f"`{argument}` must be a darknet .weights or MCN .h5 path: darknet53 has no "
+                f"keras.applications weights; received {weights!r}."
+            )
         load_darknet_family_weights(backbone, weights)
-    else:
+    elif weights == "imagenet":
+        load_imagenet_weights(backbone)
+    elif isinstance(backbone, ResNetOS8):
+        load_deeplab_resnet_weights(backbone, weights)
+    elif isinstance(backbone, VGG16FCN):
         load_imagenet_weights(backbone, weights=weights)
+    else:
+        raise ValueError(
+            f"`{argument}` must name weights of a known backbone; received {weights!r} for "
+            f"{type(backbone).__name__}."
+        )
 
 
 __all__ = [
@@ -110,6 +131,7 @@ __all__ = [
     "load_darknet_family_weights",
     "load_imagenet_weights",
     "load_keras_darknet_weights",
+    "load_weights",
     "read_named_arrays",
     "set_trainable",
 ]

@@ -1,8 +1,8 @@
 """refseg_tf.data: the TFRecord schema, the tf.data input pipeline and its transforms.
 
-The pipeline and transform names below are imported on first use, so `refseg_tf.data.synthetic`
-and the converters (`refseg_tf.data.converters`) do not pay for importing TensorFlow's graph
-code until they need it.
+The pipeline and transform names below are imported on first use, so the converters
+(`refseg_tf.data.converters`) do not pay for importing TensorFlow's graph code until they need
+it. The synthetic sets are `refseg_tf.synthetic_data`.
 """
 
 import importlib

@@ -1,15 +1,9 @@
-"""refseg_tf.layers: small registered Keras layers shared by the models (keras / keras.ops only)."""
+"""refseg_tf.layers: small registered Keras layers shared by the models (keras / keras.ops only).
+
+A layer used by one family only lives in that family's package (e.g. RRN's
+`RecurrentRefinement` in `refseg_tf.models.rrn.layers`)."""
 
 from refseg_tf.layers.fusion import TextVisualFusion
-from refseg_tf.layers.refinement import (
-    ConvLSTMStep,
-    INITIAL_STATE_MODES,
-    LSTM_CELLS,
-    PEEPHOLE_MODES,
-    REFINEMENT_UPDATES,
-    RecurrentRefinement,
-    SampleLayerNormalization,
-)
 from refseg_tf.layers.spatial import (
     SPATIAL_CHANNELS,
     L2Normalize,
@@ -28,18 +22,11 @@ from refseg_tf.layers.upsampling import (
 
 __all__ = [
     "BilinearUpsamplingInitializer",
-    "ConvLSTMStep",
-    "INITIAL_STATE_MODES",
     "L2Normalize",
     "LSTMTextEncoder",
-    "LSTM_CELLS",
     "PAD_ID",
-    "PEEPHOLE_MODES",
-    "REFINEMENT_UPDATES",
-    "RecurrentRefinement",
     "ResizeLike",
     "SPATIAL_CHANNELS",
-    "SampleLayerNormalization",
     "SpatialCoordinates",
     "TextVisualFusion",
     "TileToSpatial",

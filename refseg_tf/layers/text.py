@@ -3,8 +3,7 @@
 import keras
 from keras import ops
 
-# `<pad>` is id 0 in every vocabulary of the project (refseg_tf.text.PAD_ID).
-PAD_ID = 0
+from refseg_tf.text.vocabulary import PAD_ID  # `<pad>`, id 0 in every vocabulary
 
 
 @keras.saving.register_keras_serializable(package="refseg_tf")

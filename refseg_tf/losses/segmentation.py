@@ -53,7 +53,9 @@ def downsample_mask(mask, size, mode="soft"):
         float32 `[B, h, w, 1]`.
     """
     if mode not in LABEL_MODES:
-        raise ValueError(f"label mode must be one of {LABEL_MODES}; got {mode!r}.")
+        raise ValueError(
+            f"`mode` (the label mode) must be one of {LABEL_MODES}; received {mode!r}."
+        )
     mask = _as_mask_batch(mask)
     _check_divisible(tuple(mask.shape[1:3]), tuple(size))
     return _downsample_mask(mask, size, mode)
@@ -87,7 +89,7 @@ def align_target_and_logits(mask, logits, resolution="logits", label_mode="binar
     `tf.image.resize`; `refseg_tf.layers.spatial.resize_bilinear`).
     """
     if resolution not in RESOLUTIONS:
-        raise ValueError(f"resolution must be one of {RESOLUTIONS}; got {resolution!r}.")
+        raise ValueError(f"`resolution` must be one of {RESOLUTIONS}; received {resolution!r}.")
     _check_upsampling(upsampling)
     mask = _as_mask_batch(mask)
     logits = ops.cast(logits, "float32")
@@ -186,9 +188,9 @@ class WeightedLogisticLoss(keras.losses.Loss):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         _check_pixel_reduction(pixel_reduction)
         if label_mode not in LABEL_MODES:
-            raise ValueError(f"label_mode must be one of {LABEL_MODES}; got {label_mode!r}.")
+            raise ValueError(f"`label_mode` must be one of {LABEL_MODES}; received {label_mode!r}.")
         if resolution not in RESOLUTIONS:
-            raise ValueError(f"resolution must be one of {RESOLUTIONS}; got {resolution!r}.")
+            raise ValueError(f"`resolution` must be one of {RESOLUTIONS}; received {resolution!r}.")
         _check_upsampling(upsampling)
         self.foreground_weight = float(foreground_weight)
         self.background_weight = float(background_weight)

@@ -14,6 +14,7 @@ from refseg_tf.losses import (
     get_loss,
 )
 from refseg_tf.metrics import MeanIoU, OverallIoU, PrecisionAtIoU
+from refseg_tf.models.recipes import ADAM_RMI
 
 OPTIMIZER_NAMES = ("sgd", "adam")
 
@@ -30,8 +31,8 @@ DEFAULT_LOSS_CONFIG = {
     # "tf1", as the RRN code (the only image-resolution losses the papers' code has).
     "upsampling": "tf1",
 }
-# RMI / RRN: Adam with a fixed base learning rate of 2.5e-4.
-DEFAULT_OPTIMIZER_CONFIG = {"name": "adam", "learning_rate": 2.5e-4}
+# RMI / RRN: Adam with a fixed base learning rate of 2.5e-4 (`recipes.ADAM_RMI`).
+DEFAULT_OPTIMIZER_CONFIG = ADAM_RMI
 
 
 def validate_loss_config(config):
@@ -39,19 +40,21 @@ def validate_loss_config(config):
     config = dict(DEFAULT_LOSS_CONFIG, **dict(config or {}))
     if config["name"] not in LOSS_NAMES:
         raise ValueError(
-            f"loss_config['name'] must be one of {LOSS_NAMES}; got {config['name']!r}."
+            f"`loss_config['name']` must be one of {LOSS_NAMES}; received {config['name']!r}."
         )
     if config["label_mode"] not in LABEL_MODES:
         raise ValueError(
-            f"loss_config['label_mode'] must be one of {LABEL_MODES}; got {config['label_mode']!r}."
+            f"`loss_config['label_mode']` must be one of {LABEL_MODES}; "
+            f"received {config['label_mode']!r}."
         )
     if config["resolution"] not in RESOLUTIONS:
         raise ValueError(
-            f"loss_config['resolution'] must be one of {RESOLUTIONS}; got {config['resolution']!r}."
+            f"`loss_config['resolution']` must be one of {RESOLUTIONS}; "
+            f"received {config['resolution']!r}."
         )
     if config["reduction"] not in PIXEL_REDUCTIONS:
         raise ValueError(
-            f"loss_config['reduction'] must be one of {PIXEL_REDUCTIONS}; "
+            f"`loss_config['reduction']` must be one of {PIXEL_REDUCTIONS}; "
             f"received {config['reduction']!r}."
         )
     if config["upsampling"] not in LOSS_UPSAMPLINGS:
@@ -125,15 +128,76 @@ class ReferringSegmenter(keras.Model):
     """
 
     output_stride = 1
+    # Preset-level keys `expand_preset_kwargs` replaces by model arguments (e.g. "stage").
+    preset_keys = ()
 
     def __init__(self, *, threshold=0.5, loss_config=None, optimizer_config=None, **kwargs):
         super().__init__(**kwargs)
         threshold = float(threshold)
         if not 0.0 < threshold < 1.0:
-            raise ValueError(f"threshold is a probability in (0, 1); got {threshold}.")
+            raise ValueError(f"`threshold` must be a probability in (0, 1); received {threshold}.")
         self.threshold = threshold
         self.loss_config = validate_loss_config(loss_config)
         self.optimizer_config = validate_optimizer_config(optimizer_config)
+
+    # ------------------------------------------------------------------ presets
+
+    @classmethod
+    def expand_preset_kwargs(cls, preset, kwargs):
+        """Replaces the class's `preset_keys` in `kwargs` by the model arguments they stand for.
+
+        Called by `refseg_tf.models.registry.preset_kwargs` with the overrides of a build of
+        `preset` (a `Preset` whose `model_class` is this class); returns the new dict. The base
+        class has no such keys and returns `kwargs` unchanged.
+        """
+        return kwargs
+
+    # ------------------------------------------------------------------ training hooks
+
+    def make_optimizers(self, build_optimizer):
+        """The optimizers training uses, by role: `{"optimizer": build_optimizer("model")}`.
+
+        `build_optimizer(role)` is given by the trainer and returns an optimizer built from
+        `config.train.optimizer` (schedule, epsilon, clipnorm...). A model trained by several
+        optimizers (a GAN's generator and discriminator) returns one per role.
+        """
+        return {"optimizer": build_optimizer("model")}
+
+    def compile_for_training(self, optimizers, **compile_kwargs):
+        """Compiles with the optimizers of `make_optimizers` (and the default loss/metrics)."""
+        self.compile(optimizer=optimizers["optimizer"], **compile_kwargs)
+
+    def build_optimizers(self):
+        """Creates the variables of every compiled optimizer (before a checkpoint restore)."""
+        self.optimizer.build(self.trainable_variables)
+
+    def checkpoint_items(self):
+        """The objects a training checkpoint saves and restores, by name.
+
+        Default: the model and its (one) optimizer. The optimizer under "optimizer" counts the
+        steps trained (`iterations`), which resuming reads.
+        """
+        return {"model": self, "optimizer": self.optimizer}
+
+    def freeze_for_training(self, config_train):
+        """Freezes what the paper froze beyond the backbone settings of `config_train`.
+
+        Default: the backbone's ImageNet classifier head (`fc1000`) when the model reads
+        another feature. ResNetOS8 always computes `fc1000`; D+LSTM, D-LSTM-ours and RRN read C5
+        instead, so the head gets no gradient (and Keras warns about it) when the backbone is
+        trainable. Models without a `visual_feature` attribute read no classifier head.
+        """
+        del config_train  # the default needs no training setting
+        feature = getattr(self, "visual_feature", None)
+        backbone = getattr(self, "backbone", None)
+        if feature is None or backbone is None or feature == "fc1000":
+            return
+        if "fc1000" in {layer.name for layer in backbone.layers}:
+            backbone.get_layer("fc1000").trainable = False
+
+    def trainable_for_weight_decay(self):
+        """The layers whose variables weight decay may reach (`training.optimizers`): all."""
+        return self
 
     def default_loss(self):
         """The paper's training loss, built from `loss_config`."""
@@ -293,16 +357,20 @@ def check_feature(backbone, feature, argument):
     return feature
 
 
+def dummy_inputs(image_size, sequence_length, batch_size=1):
+    """A zero image batch `[B, S, S, 3]` and all-`<pad>` word ids `[B, T]` (numpy)."""
+    return {
+        "image": np.zeros((batch_size, image_size, image_size, 3), np.float32),
+        "word_ids": np.zeros((batch_size, sequence_length), np.int32),
+    }
+
+
 def build_with_dummy_inputs(model, image_size=None, sequence_length=2):
-    """Creates every weight of a subclassed model by calling it once on a zero batch of one.
+    """Creates every weight of a subclassed model by calling it once on `dummy_inputs`.
 
     `image_size` defaults to twice the model's coarsest stride used (enough for a 2x2 grid).
     """
     if image_size is None:
         image_size = 2 * max(model.backbone.feature_strides.values())
-    inputs = {
-        "image": ops.zeros((1, image_size, image_size, 3), "float32"),
-        "word_ids": ops.ones((1, sequence_length), "int32"),
-    }
-    model(inputs, training=False)
+    model(dummy_inputs(int(image_size), int(sequence_length)), training=False)
     return model

@@ -36,112 +36,43 @@ about 4,400 code points classify differently); `tf.strings.lower(encoding="utf-8
 older ICU (42 code points differ: new Unicode 14 capitals are not lowered, "İ" becomes two code
 points, NUL is dropped).
 
-Reference: DIGEST.md "Tokens" (Hu et al. 2016 and the RMI/RRN code: split on `(\\W+)`,
-lowercase, drop a trailing ".", unknown words -> `<unk>`, first 20 tokens, front padding).
+The Python rules (steps 1-5, and `mode="authors"`) are `refseg_tf.text.rules`; this module
+encodes sentences with them and holds their in-graph TensorFlow version.
+
+Reference: Hu et al. 2016, Sec. 3.1 and the authors' `util/text_processing.py`
+(ronghanghu/text_objseg; the same file in chenxi116/TF-phrasecut-public and
+liruiyu/referseg_rrn): split on `(\\W+)`, lowercase, drop a trailing ".", unknown words ->
+`<unk>`, first 20 tokens, front padding.
 """
 
 import functools
-import itertools
 import os
-import re
-import unicodedata
 from typing import Sequence, Union
 
 import numpy as np
 import tensorflow as tf
 
+from refseg_tf.text.rules import (  # noqa: F401  (re-exported: the rules' public names)
+    AUTHORS_SPLIT_REGEX,
+    OTHER,
+    SPACE,
+    TOKENIZER_MODES,
+    WORD,
+    _MAX_CODE_POINT,
+    _all_code_points,
+    _lowercase_translation,
+    as_text,
+    authors_char_class,
+    char_class,
+    check_tokenizer_mode,
+    is_control_char,
+    lower_char,
+    split_words,
+    strip_control_characters,
+)
 from refseg_tf.text.vocabulary import PAD_ID, UNK_ID, Vocabulary, as_vocabulary
 
-SPACE, WORD, OTHER = 0, 1, 2
 PADDING_MODES = ("front", "back")
-TOKENIZER_MODES = ("refseg", "authors")
-# The authors' split (Python 3 `re`, Unicode `\W` for str patterns).
-AUTHORS_SPLIT_REGEX = re.compile(r"(\W+)")
-_MAX_CODE_POINT = 0x10FFFF
-_SURROGATES = range(0xD800, 0xE000)
-
-
-def lower_char(char: str) -> str:
-    """Lowercases one code point: `str.lower`, first code point of a multi-code-point result."""
-    return char.lower()[0]
-
-
-def char_class(char: str) -> int:
-    """SPACE, WORD or OTHER for one (already lowercased) code point; see the module docstring."""
-    if char.isspace():
-        return SPACE
-    category = unicodedata.category(char)
-    if category[0] in "LMN" or category == "Pc":
-        return WORD
-    return OTHER
-
-
-def is_control_char(char: str) -> bool:
-    """True for control characters (category Cc) that are not whitespace: they are deleted."""
-    return unicodedata.category(char) == "Cc" and not char.isspace()
-
-
-def authors_char_class(char: str) -> int:
-    """WORD for Python's `\w` (Unicode), SPACE for other whitespace, OTHER for the rest."""
-    if AUTHORS_SPLIT_REGEX.match(char) is None:
-        return WORD
-    return SPACE if char.isspace() else OTHER
-
-
-def check_tokenizer_mode(mode) -> str:
-    """Returns `mode` if it is one of `TOKENIZER_MODES`, else raises a ValueError naming it."""
-    if isinstance(mode, str) and mode in TOKENIZER_MODES:
-        return mode
-    raise ValueError(f"`tokenizer` must be one of {TOKENIZER_MODES}; received {mode!r}.")
-
-
-def strip_control_characters(text: str) -> str:
-    """`text` without its control characters (whitespace is kept)."""
-    return text.translate(_control_deletion())
-
-
-def as_text(sentence: Union[str, bytes]) -> str:
-    """A sentence as str; bytes are decoded as UTF-8 with U+FFFD for invalid sequences."""
-    if isinstance(sentence, bytes):
-        return sentence.decode("utf-8", errors="replace")
-    if isinstance(sentence, str):
-        return sentence
-    raise TypeError(f"A sentence must be str or bytes; received {type(sentence).__name__}.")
-
-
-def split_words(sentence: Union[str, bytes], mode: str = "refseg") -> list:
-    """Tokenises one sentence (plain-Python reference of the rules in the module docstring).
-
-    Args:
-        sentence: str, or UTF-8 bytes.
-        mode: "refseg" (the library's rule) or "authors" (Hu/RMI/RRN `re.split(r'(\W+)')`).
-
-    Example:
-        >>> split_words("The man's LEFT arm, please.")
-        ['the', 'man', "'", 's', 'left', 'arm', ',', 'please']
-        >>> split_words("The man's LEFT arm, please .", mode="authors")
-        ['the', 'man', "'", 's', 'left', 'arm', ', ', 'please', ' .']
-    """
-    if check_tokenizer_mode(mode) == "authors":
-        return _split_words_authors(sentence)
-    text = strip_control_characters(as_text(sentence)).translate(_lowercase_translation())
-    tokens = [
-        "".join(run)
-        for kind, run in itertools.groupby(text, key=char_class)
-        if kind != SPACE
-    ]
-    if tokens and tokens[-1] == ".":
-        tokens.pop()
-    return tokens
-
-
-def _split_words_authors(sentence: Union[str, bytes]) -> list:
-    text = strip_control_characters(as_text(sentence))
-    words = AUTHORS_SPLIT_REGEX.split(text.strip())
-    words = [word.translate(_lowercase_translation()) for word in words if word.strip()]
-    if words and words[-1] == ".":
-        words.pop()
-    return words
 
 
 def encode_sentence(
@@ -189,7 +120,7 @@ class Tokenizer(tf.Module):
         [[0, 0, 4, 6]]
 
     Reference:
-        DIGEST.md "Tokens"; Hu et al. 2016, Sec. 3.1 (words as one-hot ids, front padding).
+        the authors' `util/text_processing.py`; Hu et al. 2016, Sec. 3.1 (words as one-hot ids, front padding).
     """
 
     def __init__(
@@ -372,21 +303,6 @@ def _check_length_and_padding(max_length: int, padding: str) -> None:
         raise ValueError(f"padding must be one of {PADDING_MODES}; received {padding!r}.")
 
 
-def _all_code_points():
-    return (cp for cp in range(_MAX_CODE_POINT + 1) if cp not in _SURROGATES)
-
-
-@functools.lru_cache(maxsize=None)
-def _lowercase_translation() -> dict:
-    """`str.translate` table: code point -> lowercased character, only where they differ."""
-    table = {}
-    for code_point in _all_code_points():
-        lowered = lower_char(chr(code_point))
-        if ord(lowered) != code_point:
-            table[code_point] = lowered
-    return table
-
-
 @functools.lru_cache(maxsize=None)
 def _lowercase_arrays():
     """Sorted int32 keys and values of the lowercase table, for `tf.searchsorted`."""
@@ -394,12 +310,6 @@ def _lowercase_arrays():
     keys = np.array([key for key, _ in items], dtype=np.int32)
     values = np.array([ord(value) for _, value in items], dtype=np.int32)
     return keys, values
-
-
-@functools.lru_cache(maxsize=None)
-def _control_deletion() -> dict:
-    """`str.translate` table deleting every control character (`is_control_char`)."""
-    return {cp: None for cp in _all_code_points() if is_control_char(chr(cp))}
 
 
 @functools.lru_cache(maxsize=None)

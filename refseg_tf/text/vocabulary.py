@@ -10,6 +10,7 @@ import os
 from typing import Iterable, Mapping, Optional, Sequence, Union
 
 from refseg_tf.files import atomic_write_bytes
+from refseg_tf.text.rules import split_words
 
 SPECIAL_TOKENS = ("<pad>", "<go>", "<eos>", "<unk>")
 PAD_ID, GO_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
@@ -41,7 +42,7 @@ class Vocabulary:
 
     Reference:
         Hu et al. 2016 (authors' code, `text_processing.py`): specials at ids 0..3, unknown
-        words mapped to `<unk>`; see DIGEST.md "Tokens".
+        words mapped to `<unk>`, as the authors' `util/text_processing.py` (Hu et al. 2016, Sec. 3.1).
     """
 
     def __init__(self, words: Iterable[str]):
@@ -112,8 +113,6 @@ class Vocabulary:
             A Vocabulary: specials, then words by count (descending), ties by word
             (code point order), so the result does not depend on the sentence order.
         """
-        # Imported here: tokenizer.py imports this module.
-        from refseg_tf.text.tokenizer import split_words
 
         _check_limits(min_count, max_size)
         counts = collections.Counter()

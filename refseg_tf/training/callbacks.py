@@ -10,13 +10,21 @@ from refseg_tf import scoring
 CHECKPOINT_SUBDIR = "checkpoints"
 
 
+def checkpoint_items(model) -> dict:
+    """`model.checkpoint_items()` (a `ReferringSegmenter`), else the model and its optimizer."""
+    if hasattr(model, "checkpoint_items"):
+        return model.checkpoint_items()
+    return {"model": model, "optimizer": model.optimizer}
+
+
 def checkpoint_manager(model, model_dir: str, max_to_keep: int = 3) -> tf.train.CheckpointManager:
-    """A manager over the model's and optimizer's variables in `model_dir/checkpoints`.
+    """A manager over `model.checkpoint_items()` (the model and its optimizers) in
+    `model_dir/checkpoints`.
 
     TensorFlow writes each checkpoint to temporary names and renames it, and updates the
     `checkpoint` index last, so a run killed mid-save resumes from the previous checkpoint.
     """
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
+    checkpoint = tf.train.Checkpoint(**checkpoint_items(model))
     return tf.train.CheckpointManager(
         checkpoint, os.path.join(model_dir, CHECKPOINT_SUBDIR), max_to_keep=max_to_keep
     )

@@ -166,6 +166,14 @@ def validate_config(config, require_data_dir: bool = False) -> None:
             problems.append(
                 f"`data.tokenizer` must be one of 'refseg', 'authors'; received {tokenizer!r}"
             )
+        if config.model.get("optimizer") is not None:
+            # One source of the training recipe: refseg-train builds its optimizers from
+            # `train.optimizer` (schedule, epsilon, clipnorm...); `model.optimizer` would be
+            # silently ignored.
+            problems.append(
+                "`model.optimizer` must be unset for training; received "
+                f"{dict(config.model.optimizer)!r}: set `train.optimizer.<key>` instead"
+            )
         if require_data_dir and not config.data.dir:
             problems.append("`data.dir` is empty: pass --config.data.dir=PATH to converted TFRecords")
     if problems:

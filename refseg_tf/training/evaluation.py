@@ -18,7 +18,8 @@ from absl import logging
 
 from refseg_tf import scoring
 
-# DenseCRF parameters of RMI/RRN's public code (chenxi116/TF-phrasecut-public `main.py`).
+# DenseCRF parameters of RMI/RRN's public test code (chenxi116/TF-phrasecut-public and
+# liruiyu/referseg_rrn, the pydensecrf step of their evaluation; RMI Sec. 2 and Table 1 "DCRF").
 CRF_ITERATIONS = 5
 CRF_GAUSSIAN = {"sxy": 3, "compat": 3}
 CRF_BILATERAL = {"sxy": 20, "srgb": 3, "compat": 10}

@@ -26,13 +26,83 @@ Datasets (converted with `refseg-convert`; `data.dir` defaults follow datasets/R
 "gref" (RefCOCOg, Google split: train / val), and "synthetic".
 """
 
+import dataclasses
+from typing import Any, Callable, Mapping
+
 import ml_collections
 
 from refseg_tf.losses.segmentation import DEFAULT_LOSS_UPSAMPLING
+from refseg_tf.models import preset_kwargs
 from refseg_tf.models.lstm_cnn import HU_HIGH_RES_LOSS, HU_LOW_RES_LOSS
-from refseg_tf.models.presets import IMAGE_RESOLUTION_BCE, RMI_BASELINE_LOSS
+from refseg_tf.models.lts import LTS_LOSS
+from refseg_tf.models.recipes import IMAGE_RESOLUTION_BCE, RMI_BASELINE_LOSS
 from refseg_tf.models.rrn import RRN_AUTHORS_CODE, RRN_LOSS
 from refseg_tf.training.config import base_config
+
+# --------------------------------------------------------------------------- the registry
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    """A registered experiment: `builder(**kwargs)` returns its config.
+
+    Attributes:
+        name: the experiment name (`experiments/<name>.py` calls `get_experiment(name)`).
+        builder: a function returning an `ml_collections.ConfigDict`.
+        kwargs: the builder's keyword arguments.
+        synthetic: trains on the bundled synthetic data (the demo and the benchmark run it).
+    """
+
+    name: str
+    builder: Callable[..., Any]
+    kwargs: Mapping[str, Any]
+    synthetic: bool
+
+    def config(self):
+        return self.builder(**dict(self.kwargs))
+
+
+EXPERIMENTS = {}
+
+
+def register_experiment(name, *, synthetic=False, **kwargs):
+    """Decorator: registers the decorated builder, called with `kwargs`, as experiment `name`.
+
+    Stackable (one builder, several experiments); returns the builder unchanged.
+
+    Example:
+        >>> @register_experiment("synthetic_rrn", synthetic=True, model="rrn")
+        ... def synthetic(model="rrn", **model_overrides): ...
+    """
+
+    def register(builder):
+        if name in EXPERIMENTS:
+            raise ValueError(f"`name` must be a new experiment name; received {name!r}.")
+        EXPERIMENTS[name] = Experiment(name, builder, dict(kwargs), bool(synthetic))
+        return builder
+
+    return register
+
+
+def list_experiments(synthetic=None):
+    """Registered experiment names, sorted (only the synthetic ones, or the others, if set)."""
+    return sorted(
+        name for name, experiment in EXPERIMENTS.items()
+        if synthetic is None or experiment.synthetic == bool(synthetic)
+    )
+
+
+def get_experiment(name):
+    """The config of the registered experiment `name` (a new ConfigDict each call)."""
+    if name not in EXPERIMENTS:
+        raise ValueError(
+            f"`name` must be a registered experiment, one of {list_experiments()}; "
+            f"received {name!r}."
+        )
+    return EXPERIMENTS[name].config()
+
+
+# --------------------------------------------------------------------------- the builders
 
 DATASETS = {
     "referit": dict(dir="data/tfrecords/referit", dataset="referit", split_train="trainval", split_eval="test"),
@@ -214,7 +284,7 @@ def rmi_baseline(model="r_lstm", dataset="unc"):
     loss at image resolution (summed, as the RRN code).
     """
     if model not in ("r_lstm", "d_lstm", "d_lstm_ours"):
-        raise ValueError(f"model must be r_lstm, d_lstm or d_lstm_ours; got {model!r}.")
+        raise ValueError(f"`model` must be r_lstm, d_lstm or d_lstm_ours; received {model!r}.")
     config = base_config()
     _set_dataset(config, dataset)
     names = {"r_lstm": "R+LSTM", "d_lstm": "D+LSTM", "d_lstm_ours": "D-LSTM-ours (RRN)"}
@@ -284,6 +354,9 @@ def rrn(dataset="unc", table1_row=12, authors_cell=False):
     return config
 
 
+# The presets `synthetic` has a recipe for (the LSTM-CNN and RRN families).
+SYNTHETIC_FAMILY_PRESETS = ("lstm_cnn", "r_lstm", "d_lstm", "d_lstm_ours", "rrn")
+
 # Small backbones for the synthetic data: enough channels to learn colours and shapes from scratch.
 SYNTHETIC_BACKBONES = {
     "vgg16_fcn": dict(widths=(16, 16, 32, 32, 32), depths=(1, 1, 2, 2, 2), fc_units=64, num_classes=32),
@@ -291,18 +364,33 @@ SYNTHETIC_BACKBONES = {
 }
 
 
-# The loss each preset trains with (lstm_cnn: its high-resolution stage).
-SYNTHETIC_LOSSES = {
-    "lstm_cnn": HU_HIGH_RES_LOSS,
-    "r_lstm": RMI_BASELINE_LOSS,
-    "d_lstm": RMI_BASELINE_LOSS,
-    "d_lstm_ours": IMAGE_RESOLUTION_BCE,
-    "rrn": RRN_LOSS,
-}
+def _preset_loss(model, model_overrides):
+    """The loss preset `model` trains with (its `loss_config`, after `stage` / `table1_row`).
+
+    LSTM-CNN without a `stage` takes its high-resolution stage's loss. Raises KeyError for a
+    preset that states no loss (it has no synthetic recipe here).
+    """
+    keys = {key: value for key, value in model_overrides.items() if key in ("stage", "table1_row")}
+    if model == "lstm_cnn" and keys.get("stage") is None:
+        keys["stage"] = "high"
+    kwargs = preset_kwargs(model, "tiny", **keys)
+    if "loss_config" not in kwargs:
+        raise KeyError(model)
+    return kwargs["loss_config"]
 
 
+@register_experiment("synthetic_r_lstm", synthetic=True, model="r_lstm")
+@register_experiment("synthetic_d_lstm", synthetic=True, model="d_lstm")
+@register_experiment("synthetic_d_lstm_ours", synthetic=True, model="d_lstm_ours")
+@register_experiment("synthetic_rrn", synthetic=True, model="rrn")
 def synthetic(model="rrn", **model_overrides):
-    """A tiny version of `model` that trains on the synthetic data in minutes on two CPU cores."""
+    """A tiny version of `model` that trains on the synthetic data in minutes on two CPU cores.
+
+    `model`: a preset of the LSTM-CNN or RRN family; its loss is the preset's
+    (`_preset_loss`).
+    """
+    if model not in SYNTHETIC_FAMILY_PRESETS:
+        raise KeyError(model)  # no synthetic recipe: callers fall back on the tiny preset
     config = base_config()
     _set_dataset(config, "synthetic")
     config.description = f"{model} (tiny) on the synthetic data"
@@ -328,7 +416,7 @@ def synthetic(model="rrn", **model_overrides):
         _declare_rrn_options(config)
     for key, value in model_overrides.items():
         config.model[key] = value
-    _set_loss(config, SYNTHETIC_LOSSES[model] if model != "lstm_cnn" or config.model.get("stage") != "low" else HU_LOW_RES_LOSS)
+    _set_loss(config, _preset_loss(model, model_overrides))
     config.train.steps = 1500
     config.train.batch_size = 16
     config.train.optimizer.name = "adam"
@@ -342,6 +430,32 @@ def synthetic(model="rrn", **model_overrides):
     config.train.checkpoint_every = 250
     config.eval.batch_size = 32
     config.paper = ml_collections.ConfigDict({"source": "none (synthetic data)", "overall_iou": {}})
+    return config
+
+
+# stride 32 at 256 px: an 8 x 8 grid, the grid of the other synthetic configs (stride 8 at 64 px).
+SYNTHETIC_LSTM_CNN_IMAGE_SIZE = 256
+
+
+@register_experiment("synthetic_lstm_cnn", synthetic=True)
+def synthetic_lstm_cnn():
+    """Hu's low-resolution LSTM-CNN, tiny, at 256 px with the high-resolution stage's class
+    weights (1, 1/3) against the binary label of its 8 x 8 grid (experiments/
+    synthetic_lstm_cnn.py says why)."""
+    config = synthetic(model="lstm_cnn", stage="low")
+    config.description = "lstm_cnn (tiny, low-resolution stage at 256 px) on the synthetic data"
+    config.data.image_size = SYNTHETIC_LSTM_CNN_IMAGE_SIZE
+    loss = dict(config.model.loss)
+    loss.update(
+        foreground_weight=HU_HIGH_RES_LOSS["foreground_weight"],
+        background_weight=HU_HIGH_RES_LOSS["background_weight"],
+        label_mode="binary",
+        resolution="logits",
+    )
+    config.model.loss = ml_collections.ConfigDict(loss)
+    # Block-centred "binary" cells (cell i covers pixels 32i..32i+31) call for the half-pixel
+    # grid; TF1's corner-aligned upsampling would shift every mask by 16 px.
+    config.eval.scoring_rule = "resize_probability"
     return config
 
 
@@ -415,6 +529,7 @@ def rmi(model="r_rmi", dataset="unc"):
     return config
 
 
+@register_experiment("synthetic_rmi", synthetic=True, model="r_rmi")
 def synthetic_rmi(model="r_rmi"):
     """A tiny `r_rmi` / `d_rmi` that trains on the synthetic data in minutes on two CPU cores."""
     if model not in RMI_MODELS:
@@ -588,14 +703,12 @@ def lts(dataset="refcoco", *, localization="filter", table2_row=None, table5_row
         )
     config = base_config()
     _lts_recipe(config, dataset)
-    _set_loss(config, {"name": "sigmoid_cross_entropy", "label_mode": "binary",
-                       "resolution": "logits"})
+    _set_loss(config, LTS_LOSS)
     config.model.name = "lts" if localization == "filter" else "lts_trans"
     if localization == "filter":
         config.model.num_filters = 1  # Table 1 (n = 2 is Table 5's best, the preset default)
         config.model.filter_source = "sentence"
     config.model.locating_loss_weight = 0.1
-    config.model.pixel_reduction = "sum"
     config.model.prior_activation = "sigmoid"
     config.model.upsampling = "mask"
     config.model.trainable_embeddings = True
@@ -630,6 +743,7 @@ def lts(dataset="refcoco", *, localization="filter", table2_row=None, table5_row
     return config
 
 
+@register_experiment("synthetic_lts", synthetic=True)
 def synthetic_lts(localization="filter"):
     """A tiny LTS (Darknet-53 with neck, 64 px) that learns the synthetic data on two CPU cores."""
     config = base_config()
@@ -658,8 +772,7 @@ def synthetic_lts(localization="filter"):
     config.model.text_dropout = 0.0
     if localization == "filter":
         config.model.num_filters = 1
-    _set_loss(config, {"name": "sigmoid_cross_entropy", "label_mode": "binary",
-                       "resolution": "logits"})
+    _set_loss(config, LTS_LOSS)
     config.train.steps = 1200
     config.train.batch_size = 16
     config.train.optimizer.name = "adam"

@@ -167,7 +167,7 @@ CONVOLUTION_TYPES = (
 
 def is_recurrent_layer(layer) -> bool:
     """True for a recurrent layer or cell: `keras.layers.RNN` (LSTM, GRU, ConvLSTM2D) or a
-    layer that declares `is_recurrent_cell = True` (e.g. `refseg_tf.layers.ConvLSTMStep`)."""
+    layer that declares `is_recurrent_cell = True` (e.g. `refseg_tf.models.rrn.ConvLSTMStep`)."""
     return isinstance(layer, keras.layers.RNN) or bool(getattr(layer, "is_recurrent_cell", False))
 
 

@@ -62,45 +62,22 @@ def resolve_config(config):
     return resolve_epochs(config)  # train.epochs -> train.steps (LTS / MCN schedules)
 
 
-def dummy_inputs(config, batch_size=1):
-    size = int(config.data.image_size)
-    return {
-        "image": np.zeros((batch_size, size, size, 3), np.float32),
-        "word_ids": np.zeros((batch_size, int(config.data.max_length)), np.int32),
-    }
-
-
 def build_model(config):
-    """Builds the configured model and creates its weights."""
+    """The configured model with its weights created (`refseg_tf.models.build_model`)."""
     from refseg_tf.models import build_model as build_from_config
 
-    model = build_from_config(config)
-    model(dummy_inputs(config), training=False)
-    return model
+    return build_from_config(config, build=True)
 
 
 def load_backbone_weights(model, config) -> None:
-    """Loads `train.backbone_weights`: "imagenet" or a file in the backbone's native format."""
+    """Loads `train.backbone_weights` into the model's backbone (`backbones.load_weights`)."""
     source = config.train.get("backbone_weights", "")
     if not source:
         return
-    from refseg_tf.backbones import weights as weights_lib
+    from refseg_tf.backbones import load_weights
 
-    backbone = model.backbone
-    name = config.model.backbone.name
-    if source == "imagenet":
-        weights_lib.load_imagenet_weights(backbone)
-    elif name.startswith("resnet"):
-        weights_lib.load_deeplab_resnet_weights(backbone, source)
-    elif name.startswith("darknet"):
-        from refseg_tf.backbones import load_darknet_family_weights
-
-        load_darknet_family_weights(backbone, source)  # .weights, or MCN's Keras .h5
-    else:
-        raise ValueError(
-            f"train.backbone_weights={source!r}: backbone {name!r} loads only 'imagenet'."
-        )
-    logging.info("Loaded %s weights into the %s backbone.", source, name)
+    load_weights(model.backbone, source, argument="train.backbone_weights")
+    logging.info("Loaded %s weights into the %s backbone.", source, model.backbone.name)
 
 
 def load_word_vectors(model, config) -> None:
@@ -196,19 +173,28 @@ def _freeze(model, config) -> None:
     kept = tuple(config.train.get("trainable_backbone_layers", ()))
     if frozen and kept:
         set_trainable(model.backbone, True, freeze_batchnorm=freeze_batchnorm, layers=kept)
-    _freeze_unused_classifier(model)
+    model.freeze_for_training(config.train)  # what the model's paper froze besides
 
 
-def _freeze_unused_classifier(model) -> None:
-    """Freezes the backbone's ImageNet classifier head when the model reads another feature.
+def optimizer_builder(config, steps):
+    """`build_optimizer(role)` for `ReferringSegmenter.make_optimizers`.
 
-    ResNetOS8 always computes `fc1000`; D+LSTM, D-LSTM-ours and RRN read C5 instead, so the head
-    gets no gradient (and Keras warns about it) when the backbone is trainable.
+    Every role is built from `config.train.optimizer`; a sub-section named after the role
+    (e.g. `train.optimizer.discriminator`) overrides its keys for that role.
     """
-    feature = getattr(model, "visual_feature", None)
-    names = {layer.name for layer in model.backbone.layers}
-    if feature is not None and feature != "fc1000" and "fc1000" in names:
-        model.backbone.get_layer("fc1000").trainable = False
+
+    def build(role):
+        section = config.train.optimizer
+        if role in section and section[role] is not None:
+            section = section.copy_and_resolve_references()
+            overrides = section[role]
+            overrides = overrides.to_dict() if hasattr(overrides, "to_dict") else dict(overrides)
+            with section.unlocked():
+                del section[role]
+                section.update(overrides)
+        return build_optimizer(section, steps)
+
+    return build
 
 
 def save_model_atomic(model, path: str) -> None:
@@ -468,15 +454,15 @@ def train(config, model_dir: str, verbose="auto"):
         _init_from(model, config)
         _freeze(model, config)
         decayed = apply_weight_decay(
-            model,
+            model.trainable_for_weight_decay(),
             float(config.train.weight_decay),
             config.train.get("weight_decay_scope", "matrices"),
         )
-        model.compile(
-            optimizer=build_optimizer(config.train.optimizer, steps),
+        model.compile_for_training(
+            model.make_optimizers(optimizer_builder(config, steps)),
             jit_compile=jit_compile_option(config.train.jit_compile),
         )
-        model.optimizer.build(model.trainable_variables)
+        model.build_optimizers()
         manager = callbacks_lib.checkpoint_manager(
             model, model_dir, max_to_keep=int(config.train.keep_checkpoints)
         )

@@ -102,7 +102,8 @@ class ReferReader:
 
     Reference:
         Yu et al. 2016 (RefCOCO, RefCOCO+), Mao et al. 2016 / Nagaraja et al. 2016 (RefCOCOg);
-        data layout of lichengunc/refer. DIGEST.md "Datasets" for the expected counts.
+        data layout of lichengunc/refer; the expected counts are those of the dataset papers
+        (Yu et al. 2016 Sec. 3, Mao et al. 2016 Sec. 3).
     """
 
     vocabulary_split = "train"

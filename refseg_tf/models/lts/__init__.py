@@ -17,7 +17,7 @@ from refseg_tf.models.lts.model import (
     LTS_OPTIMIZER,
     PixelBCELoss,
 )
-from refseg_tf.models.lts.presets import LTS_PRESETS, register
+from refseg_tf.models.lts.presets import LTS_PRESETS
 
 __all__ = [
     "ASPPSegmentation",
@@ -32,7 +32,6 @@ __all__ = [
     "PixelBCELoss",
     "RelevanceFilter",
     "TransformerLocalizer",
-    "register",
     "relevance_heatmaps",
     "sine_position_encoding",
 ]

@@ -10,9 +10,8 @@ from keras import ops
 
 from refseg_tf.layers.text import PAD_ID
 from refseg_tf.layers.upsampling import BilinearUpsamplingInitializer
+from refseg_tf.text.vocabulary import UNK_ID  # `<unk>`, id 3 in every vocabulary
 
-# `<unk>` id of every vocabulary of the project (refseg_tf.text.UNK_ID).
-UNK_ID = 3
 FILTER_SOURCES = ("sentence", "words")
 UPSAMPLING_MODES = ("mask", "features")
 

@@ -6,7 +6,7 @@ import keras
 from keras import ops
 
 from refseg_tf.layers.spatial import resize_bilinear
-from refseg_tf.losses.segmentation import align_target_and_logits, weighted_logistic_map
+from refseg_tf.losses.segmentation import PIXEL_REDUCTIONS, SigmoidCrossEntropyLoss
 from refseg_tf.models.base import ReferringSegmenter, check_feature, merge_config, resolve_backbone
 from refseg_tf.models.lts.layers import (
     FILTER_SOURCES,
@@ -20,20 +20,28 @@ from refseg_tf.models.lts.layers import (
 
 LOCALIZATIONS = ("filter", "transformer", "none")
 PRIOR_ACTIVATIONS = ("sigmoid", "none")
-PIXEL_REDUCTIONS = ("sum", "mean")
 
 # LTS Sec. 3.4 Eq. 11: BCE against the mask downsampled to the logits' grid. The downsampling
 # is not given; MCN used nearest (cv2.INTER_NEAREST); "binary" (>= half the cell) is the
 # library's equivalent up to sampling (SPEC 2.7 REC).
-LTS_LOSS = {"name": "sigmoid_cross_entropy", "label_mode": "binary", "resolution": "logits"}
+# Summed over the grid's pixels (Eq. 11-12 as written; MCN `K.sum(BCE) / batch`).
+LTS_LOSS = {
+    "name": "sigmoid_cross_entropy",
+    "label_mode": "binary",
+    "resolution": "logits",
+    "reduction": "sum",
+}
 # LTS Sec. 4.1: Adam, initial learning rate 1e-3 (x0.1 at epoch 30: refseg_tf.training).
 LTS_OPTIMIZER = {"name": "adam", "learning_rate": 1e-3}
 
 
 @keras.saving.register_keras_serializable(package="refseg_tf")
-class PixelBCELoss(keras.losses.Loss):
-    """BCE on logits, summed (LTS Eq. 11-12 as written) or averaged over the pixels per sample,
-    then averaged over the batch (MCN: `K.sum(BCE) / batch`).
+class PixelBCELoss(SigmoidCrossEntropyLoss):
+    """The shared `SigmoidCrossEntropyLoss` at the logits' grid, summed over the pixels by
+    default (LTS Eq. 11-12 as written), then averaged over the batch (MCN: `K.sum(BCE) / batch`).
+
+    The same maths as `SigmoidCrossEntropyLoss(label_mode, "logits", pixel_reduction)`; the
+    class keeps LTS's name and defaults (and loads LTS files saved with it).
 
     Args:
         label_mode: how the full-size mask is pooled onto the logits' grid ("binary", "soft",
@@ -50,24 +58,13 @@ class PixelBCELoss(keras.losses.Loss):
 
     def __init__(self, label_mode="binary", pixel_reduction="sum", name="pixel_bce",
                  reduction="sum_over_batch_size", dtype=None):
-        super().__init__(name=name, reduction=reduction, dtype=dtype)
-        if pixel_reduction not in PIXEL_REDUCTIONS:
-            raise ValueError(
-                f"`pixel_reduction` must be one of {PIXEL_REDUCTIONS}; received {pixel_reduction!r}."
-            )
-        self.label_mode = label_mode
-        self.pixel_reduction = pixel_reduction
-
-    def call(self, y_true, y_pred):
-        labels, logits = align_target_and_logits(y_true, y_pred, "logits", self.label_mode)
-        per_pixel = weighted_logistic_map(labels, logits)
-        if self.pixel_reduction == "sum":
-            return ops.sum(per_pixel, axis=(1, 2, 3))
-        return ops.mean(per_pixel, axis=(1, 2, 3))
+        super().__init__(label_mode=label_mode, resolution="logits",
+                         pixel_reduction=pixel_reduction, name=name, reduction=reduction,
+                         dtype=dtype)
 
     def get_config(self):
         config = super().get_config()
-        config.update(label_mode=self.label_mode, pixel_reduction=self.pixel_reduction)
+        config.pop("resolution")
         return config
 
 
@@ -122,7 +119,9 @@ class LTS(ReferringSegmenter):
         prior_activation: "sigmoid" (REC: the heatmap as a position prior in [0, 1]) or "none"
             (raw logits concatenated).
         locating_loss_weight: lambda of Eq. 13 (0.1); 0 = no L_loc (Table 2 row 6).
-        pixel_reduction: "sum" (Eq. 11-12 as written, MCN) or "mean" over the pixels.
+        pixel_reduction: None, or "sum" / "mean": sets `loss_config["reduction"]` (the pixel
+            reduction of L_seg and L_loc, "sum" by default: Eq. 11-12 as written, MCN), as
+            files saved before that key did; `model.loss.reduction` in a config.
         threshold: probability threshold at inference (0.25, Sec. 3.4).
         loss_config, optimizer_config: see `ReferringSegmenter` (label_mode of the pooled
             mask; Adam 1e-3).
@@ -172,7 +171,7 @@ class LTS(ReferringSegmenter):
         upsampling="mask",
         prior_activation="sigmoid",
         locating_loss_weight=0.1,
-        pixel_reduction="sum",
+        pixel_reduction=None,
         threshold=0.25,
         loss_config=None,
         optimizer_config=None,
@@ -183,7 +182,6 @@ class LTS(ReferringSegmenter):
             (filter_source, FILTER_SOURCES, "filter_source"),
             (upsampling, UPSAMPLING_MODES, "upsampling"),
             (prior_activation, PRIOR_ACTIVATIONS, "prior_activation"),
-            (pixel_reduction, PIXEL_REDUCTIONS, "pixel_reduction"),
         ):
             if value not in choices:
                 raise ValueError(f"`{argument}` must be one of {choices}; received {value!r}.")
@@ -192,6 +190,13 @@ class LTS(ReferringSegmenter):
                 "`fusion=False` needs a localisation module (the text would not enter the "
                 "model); received localization='none'."
             )
+        if pixel_reduction is not None:
+            if pixel_reduction not in PIXEL_REDUCTIONS:
+                raise ValueError(
+                    f"`pixel_reduction` must be one of {PIXEL_REDUCTIONS}; "
+                    f"received {pixel_reduction!r}."
+                )
+            loss_config = merge_config(loss_config, {"reduction": pixel_reduction})
         super().__init__(
             threshold=threshold,
             loss_config=merge_config(LTS_LOSS, loss_config),
@@ -228,7 +233,6 @@ class LTS(ReferringSegmenter):
         self.upsampling = upsampling
         self.prior_activation = prior_activation
         self.locating_loss_weight = float(locating_loss_weight)
-        self.pixel_reduction = pixel_reduction
         self._handover = threading.local()
 
         # === Layers ===
@@ -419,6 +423,10 @@ class LTS(ReferringSegmenter):
             upsampling=self.upsampling,
             prior_activation=self.prior_activation,
             locating_loss_weight=self.locating_loss_weight,
-            pixel_reduction=self.pixel_reduction,
         )
         return config
+
+    @property
+    def pixel_reduction(self):
+        """The pixel reduction of L_seg and L_loc: `loss_config["reduction"]`."""
+        return self.loss_config["reduction"]

@@ -2,7 +2,7 @@
 (transformer localisation, Table 4), at paper scale plus tiny sizes."""
 
 from refseg_tf.models.lts.model import LTS
-from refseg_tf.models.presets import PRESETS, Preset
+from refseg_tf.models.registry import Preset, register_preset
 
 # Darknet-53 with the YOLOv3 neck (the backbone's kwargs are given to `get_backbone`).
 LTS_BACKBONE = "darknet53_neck"
@@ -53,6 +53,5 @@ LTS_PRESETS = {
 }
 
 
-def register():
-    """Adds the LTS presets to `refseg_tf.models.presets.PRESETS` (idempotent)."""
-    PRESETS.update(LTS_PRESETS)
+for _preset in LTS_PRESETS.values():
+    register_preset(_preset)

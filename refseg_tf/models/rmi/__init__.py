@@ -2,7 +2,7 @@
 
 from refseg_tf.models.rmi.layers import ClippedArctanh, MultimodalLSTM
 from refseg_tf.models.rmi.model import OUTPUT_TRANSFORMS, RMI, RMI_LOSS, RMI_OPTIMIZER
-from refseg_tf.models.rmi.presets import RMI_PRESETS, register
+from refseg_tf.models.rmi.presets import RMI_PRESETS
 
 __all__ = [
     "ClippedArctanh",
@@ -12,5 +12,4 @@ __all__ = [
     "RMI_LOSS",
     "RMI_OPTIMIZER",
     "RMI_PRESETS",
-    "register",
 ]

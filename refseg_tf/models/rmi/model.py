@@ -11,7 +11,7 @@ from refseg_tf.models.base import (
     merge_config,
     resolve_backbone,
 )
-from refseg_tf.models.presets import ADAM_RMI, RMI_BASELINE_LOSS
+from refseg_tf.models.recipes import ADAM_RMI, RMI_BASELINE_LOSS
 from refseg_tf.models.rmi.layers import ClippedArctanh, MultimodalLSTM
 
 # "atanh_relu": the authors' code (atanh-like transform of h_T, ReLU, 1x1 conv);
@@ -19,7 +19,7 @@ from refseg_tf.models.rmi.layers import ClippedArctanh, MultimodalLSTM
 OUTPUT_TRANSFORMS = ("atanh_relu", "none")
 
 # RMI shares the training recipe of its R+LSTM / D+LSTM baselines (the same code base, RMIc
-# `train_op`): BCE at the 40x40 grid, Adam 2.5e-4. One definition for both (models.presets).
+# `train_op`): BCE at the 40x40 grid, Adam 2.5e-4. One definition for both (`refseg_tf.models.recipes`).
 RMI_LOSS = RMI_BASELINE_LOSS
 RMI_OPTIMIZER = ADAM_RMI
 

@@ -1,6 +1,7 @@
 """RMI presets: R+RMI (`r_rmi`) and D+RMI (`d_rmi`) at paper scale, plus tiny sizes."""
 
-from refseg_tf.models.presets import PRESETS, TINY_TEXT, Preset
+from refseg_tf.models.recipes import DEEPLAB_C5, PAPER_TEXT, TINY_TEXT
+from refseg_tf.models.registry import Preset, register_preset
 from refseg_tf.models.rmi.model import RMI
 
 RMI_PRESETS = {
@@ -10,8 +11,7 @@ RMI_PRESETS = {
         backbone="resnet101_os8",
         kwargs=dict(
             visual_feature="fc1000",
-            embedding_dim=1000,
-            text_units=1000,
+            **PAPER_TEXT,
             mlstm_units=500,
         ),
         tiny_kwargs=dict(TINY_TEXT, mlstm_units=8),
@@ -25,10 +25,8 @@ RMI_PRESETS = {
         model_class=RMI,
         backbone="resnet101_os8",
         kwargs=dict(
-            visual_feature="C5",
-            visual_projection_dim=1000,
-            embedding_dim=1000,
-            text_units=1000,
+            **DEEPLAB_C5,
+            **PAPER_TEXT,
             mlstm_units=500,
         ),
         tiny_kwargs=dict(TINY_TEXT, mlstm_units=8, visual_projection_dim=8),
@@ -40,6 +38,5 @@ RMI_PRESETS = {
 }
 
 
-def register():
-    """Adds the RMI presets to `refseg_tf.models.presets.PRESETS` (idempotent)."""
-    PRESETS.update(RMI_PRESETS)
+for _preset in RMI_PRESETS.values():
+    register_preset(_preset)

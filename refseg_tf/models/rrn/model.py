@@ -4,7 +4,6 @@ import keras
 from keras import ops
 
 from refseg_tf.layers.fusion import TextVisualFusion
-from refseg_tf.layers.refinement import RecurrentRefinement
 from refseg_tf.layers.spatial import ResizeLike, resize_bilinear
 from refseg_tf.models.base import (
     ReferringSegmenter,
@@ -12,6 +11,8 @@ from refseg_tf.models.base import (
     merge_config,
     resolve_backbone,
 )
+from refseg_tf.models.recipes import ADAM_RMI, IMAGE_RESOLUTION_BCE
+from refseg_tf.models.rrn.layers import RecurrentRefinement
 
 # Variant name -> (update function F, activation a) of Table 1.
 RRN_VARIANTS = {
@@ -46,14 +47,10 @@ TABLE1_ROWS = {
 RRN_AUTHORS_CODE = {"initial_state": "input", "lstm_cell": "layer_norm", "peephole": "spatial"}
 
 # RRN Sec. 3.3 / authors' code: Adam 2.5e-4 (poly decay in refseg_tf.training), BCE at image
-# size summed over the 320x320 pixels and averaged over the batch (`util/loss.py`).
-RRN_OPTIMIZER = {"name": "adam", "learning_rate": 2.5e-4}
-RRN_LOSS = {
-    "name": "sigmoid_cross_entropy",
-    "label_mode": "binary",
-    "resolution": "image",
-    "reduction": "sum",
-}
+# size summed over the 320x320 pixels and averaged over the batch (`util/loss.py`); the
+# recipes shared with RMI and D-LSTM-ours (`refseg_tf.models.recipes`).
+RRN_OPTIMIZER = ADAM_RMI
+RRN_LOSS = IMAGE_RESOLUTION_BCE
 
 
 @keras.saving.register_keras_serializable(package="refseg_tf")
@@ -116,6 +113,8 @@ class RRN(ReferringSegmenter):
         conv, 1x1 ConvLSTM kernels, 3x3 score conv).
     """
 
+    preset_keys = ("table1_row",)
+
     def __init__(
         self,
         backbone,
@@ -140,7 +139,9 @@ class RRN(ReferringSegmenter):
         **kwargs,
     ):
         if variant not in RRN_VARIANTS:
-            raise ValueError(f"variant must be one of {sorted(RRN_VARIANTS)}; got {variant!r}.")
+            raise ValueError(
+                f"`variant` must be one of {sorted(RRN_VARIANTS)}; received {variant!r}."
+            )
         super().__init__(
             threshold=threshold,
             loss_config=merge_config(RRN_LOSS, loss_config),
@@ -151,7 +152,9 @@ class RRN(ReferringSegmenter):
         self.visual_feature = check_feature(self.backbone, visual_feature, "visual_feature")
         self.pyramid = tuple(check_feature(self.backbone, level, "pyramid") for level in pyramid)
         if not self.pyramid:
-            raise ValueError("pyramid needs at least one backbone feature name.")
+            raise ValueError(
+                f"`pyramid` must name at least one backbone feature; received {pyramid!r}."
+            )
         self.vocabulary_size = int(vocabulary_size)
         self.visual_projection_dim = visual_projection_dim
         self.embedding_dim = int(embedding_dim)
@@ -197,6 +200,27 @@ class RRN(ReferringSegmenter):
         self.score_conv = keras.layers.Conv2D(
             1, self.score_kernel_size, padding="same", dtype="float32", name="score"
         )
+
+    @classmethod
+    def expand_preset_kwargs(cls, preset, kwargs):
+        """Expands `table1_row` (3-15, the "rrn" preset only) into the variant and pyramid of
+        that row of RRN Table 1 (Li et al. 2018, Sec. 4.2.1); explicit keys win."""
+        kwargs = dict(kwargs)
+        row = kwargs.pop("table1_row", None)
+        if row is None:
+            return kwargs
+        if preset.name != "rrn":
+            raise ValueError(
+                f"`table1_row` applies to the rrn preset only; received it for {preset.name!r}."
+            )
+        if int(row) not in TABLE1_ROWS:
+            raise ValueError(
+                f"`table1_row` must be one of {sorted(TABLE1_ROWS)} (rows 1-2 are the presets "
+                f"'d_lstm' and 'd_lstm_ours'); received {row!r}."
+            )
+        row_kwargs = dict(TABLE1_ROWS[int(row)])
+        row_kwargs.update(kwargs)
+        return row_kwargs
 
     @property
     def output_stride(self):

@@ -1,11 +1,11 @@
 """A second, independently drawn synthetic scene style ("shapes_v2"), in the same refer format.
 
-It exists so that the synthetic configs (tuned while looking at `refseg_tf.data.synthetic`) can
+It exists so that the synthetic configs (tuned while looking at `refseg_tf.synthetic_data.shapes`) can
 be checked on data they were not tuned on. Everything the model sees differs from the first
 style; only the file layout (images/, synthetic/instances.json, synthetic/refs(unc).p) is shared,
 so the same `ReferReader` converts it.
 
-| | `shapes` (`synthetic.py`) | `shapes_v2` (this module) |
+| | `shapes` (`shapes.py`) | `shapes_v2` (this module) |
 |---|---|---|
 | image | long side S, short 60-100 % of it | square S x S |
 | background | smooth low-frequency texture, stripes | flat grey plus strong per-pixel noise and speckles |
@@ -37,7 +37,7 @@ from typing import Sequence
 
 import numpy as np
 
-from refseg_tf.data import synthetic as base
+from refseg_tf.synthetic_data import shapes as base
 from refseg_tf.files import atomic_write_bytes
 
 STYLE = "shapes_v2"

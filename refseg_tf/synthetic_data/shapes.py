@@ -840,7 +840,7 @@ def generate(
         seed: non-negative seed; the same arguments give byte-identical files.
         image_size: the long side of every image in pixels (at least 32).
         style: "shapes" (this module's scenes) or "shapes_v2", an independently drawn style
-            with its own shapes, colours, words and rendering (`synthetic_shapes_v2`), to check
+            with its own shapes, colours, words and rendering (`refseg_tf.synthetic_data.shapes_v2`), to check
             models on data they were not tuned on. Both write the same refer layout.
 
     Example:
@@ -851,9 +851,9 @@ def generate(
     if style not in STYLES:
         raise ValueError(f"`style` must be one of {STYLES}; received {style!r}.")
     if style == "shapes_v2":
-        from refseg_tf.data import synthetic_shapes_v2  # imports this module: import here
+        from refseg_tf.synthetic_data import shapes_v2  # imports this module: import here
 
-        return synthetic_shapes_v2.generate(output_dir, num_images, seed, image_size)
+        return shapes_v2.generate(output_dir, num_images, seed, image_size)
     _check_arguments(num_images, seed, image_size)
     output_dir = os.fspath(output_dir)
     image_dir = os.path.join(output_dir, IMAGE_DIRNAME)

@@ -15,6 +15,8 @@ from refseg_tf.models.base import (
 )
 
 UPSAMPLING_MODES = ("none", "deconv")
+# Hu et al.'s two training stages (`stage`, a key of the "lstm_cnn" preset).
+HU_STAGES = ("low", "high")
 
 # Hu et al.: SGD with momentum 0.9 at lr 0.01 (step decays are the training module's job).
 HU_OPTIMIZER = {"name": "sgd", "learning_rate": 0.01, "momentum": 0.9}
@@ -100,6 +102,8 @@ class LSTMCNN(ReferringSegmenter):
         Li et al. 2018 (RRN), Sec. 4.2.1 (D-LSTM-ours, Table 1 row 2).
     """
 
+    preset_keys = ("stage",)
+
     def __init__(
         self,
         backbone,
@@ -120,7 +124,9 @@ class LSTMCNN(ReferringSegmenter):
         **kwargs,
     ):
         if upsampling not in UPSAMPLING_MODES:
-            raise ValueError(f"upsampling must be one of {UPSAMPLING_MODES}; got {upsampling!r}.")
+            raise ValueError(
+                f"`upsampling` must be one of {UPSAMPLING_MODES}; received {upsampling!r}."
+            )
         stage_loss = HU_HIGH_RES_LOSS if upsampling == "deconv" else HU_LOW_RES_LOSS
         super().__init__(
             threshold=threshold,
@@ -179,6 +185,28 @@ class LSTMCNN(ReferringSegmenter):
         if self.upsample is not None:
             logits = self.upsample(logits)
         return logits
+
+    @classmethod
+    def expand_preset_kwargs(cls, preset, kwargs):
+        """Maps `stage` ("low"/"high", the "lstm_cnn" preset only) onto the upsampling and Hu's
+        loss of that stage (Hu et al. 2016, Sec. 3.3 and 4.2); explicit keys win."""
+        kwargs = dict(kwargs)
+        stage = kwargs.pop("stage", None)
+        if stage is None:
+            return kwargs
+        if preset.name != "lstm_cnn":
+            raise ValueError(
+                f"`stage` applies to the lstm_cnn preset only; received it for {preset.name!r}."
+            )
+        if stage not in HU_STAGES:
+            raise ValueError(f"`stage` must be one of {HU_STAGES}; received {stage!r}.")
+        high = stage == "high"
+        stage_kwargs = dict(
+            upsampling="deconv" if high else "none",
+            loss_config=HU_HIGH_RES_LOSS if high else HU_LOW_RES_LOSS,
+        )
+        stage_kwargs.update(kwargs)
+        return stage_kwargs
 
     @classmethod
     def from_low_resolution(cls, source, *, loss_config=None, optimizer_config=None):

@@ -1,0 +1,39 @@
+"""Loss and optimizer recipes shared by several model families (each defined once here).
+
+A family's own recipe lives in its package (e.g. `lstm_cnn.HU_LOW_RES_LOSS`); the dicts here
+are the ones several families train with, so that one change reaches all of them.
+"""
+
+# The RMI and RRN code (TF-phrasecut-public, referseg_rrn `train_op`): Adam at a base learning
+# rate of 2.5e-4 (the poly decay is `refseg_tf.training`'s). R/D+LSTM, RMI, RRN and the
+# default of `ReferringSegmenter` train with it.
+ADAM_RMI = {"name": "adam", "learning_rate": 2.5e-4}
+
+# RMI Sec. 3.2 / Eq. 6: BCE at the 40x40 feature grid against the downsampled mask. The
+# authors' code (`LSTM_model.py` train_op, `util/loss.py`): the target is TF1 resize_bilinear
+# of the 320 mask ("point": pixel (8i, 8j)) and the loss is summed over the grid (the paper's
+# Eq. 6 writes a mean). R+LSTM, D+LSTM, R+RMI and D+RMI.
+RMI_BASELINE_LOSS = {
+    "name": "sigmoid_cross_entropy",
+    "label_mode": "point",
+    "resolution": "logits",
+    "reduction": "sum",
+}
+
+# RRN Sec. 3.3 and 4.2.1: BCE at image size, summed over the 320x320 pixels and averaged over
+# the batch as the RRN code's `util/loss.py`. RRN and D-LSTM-ours.
+IMAGE_RESOLUTION_BCE = {
+    "name": "sigmoid_cross_entropy",
+    "label_mode": "binary",
+    "resolution": "image",
+    "reduction": "sum",
+}
+
+# Hu, RMI and RRN at paper scale: word embedding and text LSTM of 1000 (D_text, D_S).
+PAPER_TEXT = {"embedding_dim": 1000, "text_units": 1000}
+# DeepLab ResNet-101 res5c projected to 1000 by a learned 1x1 convolution (the RMI code's
+# `conv0` / the RRN code's `mlp0`): D+LSTM, D-LSTM-ours, D+RMI, RRN.
+DEEPLAB_C5 = {"visual_feature": "C5", "visual_projection_dim": 1000}
+
+# Text/fusion sizes of the tiny variants (the backbone comes from backbones.TINY_PRESETS).
+TINY_TEXT = {"embedding_dim": 8, "text_units": 16}
