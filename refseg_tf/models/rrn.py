@@ -4,7 +4,11 @@ import keras
 from keras import ops
 
 from refseg_tf.layers.fusion import TextVisualFusion
-from refseg_tf.layers.refinement import RecurrentRefinement
+from refseg_tf.layers.refinement import (  # noqa: F401  (re-exported: refseg_tf.models.rrn)
+    ConvLSTMStep,
+    RecurrentRefinement,
+    SampleLayerNormalization,
+)
 from refseg_tf.layers.spatial import ResizeLike, resize_bilinear
 from refseg_tf.models.base import (
     ReferringSegmenter,
