@@ -21,6 +21,8 @@ from refseg_tf.backbones import (
     load_imagenet_weights,
     set_trainable,
 )
+from refseg_tf.backbones.darknet import DarknetBatchNormalization
+from tests.test_case import run_layer_test
 
 NAMES = ("vgg16_fcn", "resnet101_os8", "darknet53")
 EXPECTED_FEATURES = {
@@ -213,6 +215,32 @@ def test_dtype_policy_reaches_every_layer_and_survives_saving(tmp_path):
     backbone.save(tmp_path / "mixed.keras")
     restored = keras.saving.load_model(tmp_path / "mixed.keras")
     assert restored.get_layer("fc8").dtype_policy.name == "mixed_float16"
+
+
+# The common layer checks of tests/test_case.py: config round trip, symbolic call, training
+# step, mixed-precision policy of every layer (saving: test_keras_file_round_trip_... above).
+BACKBONE_CASES = [
+    ("vgg16_fcn", VGG16FCN, dict(TINY_PRESETS["vgg16_fcn"])),
+    ("resnet101_os8", ResNetOS8, dict(TINY_PRESETS["resnet101_os8"], depths=(1, 1, 1, 1))),
+    ("darknet53_neck", Darknet53,
+     dict(widths=(8, 8, 16, 16, 32), depths=(1, 1, 1, 1, 1), stem_filters=4, neck=True)),
+]
+
+
+@pytest.mark.parametrize(
+    "backbone_cls, init_kwargs", [case[1:] for case in BACKBONE_CASES],
+    ids=[case[0] for case in BACKBONE_CASES],
+)
+def test_backbone_passes_the_common_layer_checks(backbone_cls, init_kwargs):
+    run_layer_test(backbone_cls, init_kwargs, random_images(2, 64), run_saving=False)
+
+
+@pytest.mark.parametrize("frozen_mode", ["inference", "batch_statistics"])
+def test_darknet_batchnorm_passes_the_common_layer_checks(frozen_mode):
+    run_layer_test(
+        DarknetBatchNormalization, dict(frozen_mode=frozen_mode),
+        random_images(2, 4)[..., :2], expected_output_shape=(2, 4, 4, 2),
+    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -245,15 +245,9 @@ def _random_inputs(exported, batch, seed=0):
 
 
 def test_segment_tensors_and_tflite_equal_keras_logits(exported):
-    from refseg_tf.export import TFLiteSegmenter
+    from tests.test_case import run_export_test
 
-    images, word_ids = _random_inputs(exported, 2)
-    keras_logits = exported.predictor.model({"image": images, "word_ids": word_ids}, training=False)
-    keras_logits = np.asarray(keras_logits)
-    served = exported.segment(image=images, word_ids=word_ids)["logits"].numpy()
-    np.testing.assert_allclose(served, keras_logits, atol=1e-4)
-    lite = TFLiteSegmenter(os.path.join(exported.output_dir, "model.tflite"))
-    np.testing.assert_allclose(lite(images, word_ids), keras_logits, atol=1e-4)
+    run_export_test(exported)  # every registered preset: `exported` iterates list_presets()
 
 
 def test_float16_tflite_is_close_to_keras(exported):

@@ -1,4 +1,6 @@
-"""Tests of refseg_tf.layers and refseg_tf.losses: values, shapes, batching, training, saving."""
+"""Tests of refseg_tf.layers, RRN's refinement layers and refseg_tf.losses: values, shapes,
+batching, training, saving. Every layer also runs `tests.test_case.run_layer_test`
+(`test_layer_passes_the_common_layer_checks`)."""
 
 import numpy as np
 import pytest
@@ -25,25 +27,15 @@ from refseg_tf.losses import (
     get_loss,
     weighted_logistic_loss,
 )
-
-VOCAB = 20
-
-
-def _np(tensor):
-    return np.asarray(ops.convert_to_numpy(tensor))
-
-
-def _save_and_reload(model, tmp_path, name="model.keras"):
-    path = str(tmp_path / name)
-    model.save(path)
-    return keras.saving.load_model(path)
+from refseg_tf.models.rrn import ConvLSTMStep, RecurrentRefinement, SampleLayerNormalization
+from tests.test_case import VOCAB, run_layer_test, save_and_reload, to_numpy
 
 
 # --------------------------------------------------------------------------- spatial helpers
 
 
 def test_spatial_coordinates_values_follow_cell_borders():
-    grid = _np(SpatialCoordinates()(ops.zeros((3, 2, 4, 5))))
+    grid = to_numpy(SpatialCoordinates()(ops.zeros((3, 2, 4, 5))))
     assert grid.shape == (3, 2, 4, 8)
     np.testing.assert_allclose(grid[0], grid[2])  # broadcast over the batch
     # x borders of column 1 of 4: [-0.5, 0.0], centre -0.25; y of row 1 of 2: [0, 1].
@@ -56,21 +48,21 @@ def test_spatial_coordinates_with_dynamic_shape_matches_eager():
     layer = SpatialCoordinates()
     features = np.zeros((2, 3, 5, 4), np.float32)
     traced = tf.function(layer, input_signature=[tf.TensorSpec([None, None, None, 4])])
-    np.testing.assert_allclose(_np(traced(features)), _np(layer(features)))
+    np.testing.assert_allclose(to_numpy(traced(features)), to_numpy(layer(features)))
 
 
 def test_l2_normalize_unit_norm_zero_safe_and_float16_safe():
     values = np.array([[3.0, 4.0], [0.0, 0.0]], np.float32)
-    out = _np(L2Normalize()(values))
+    out = to_numpy(L2Normalize()(values))
     np.testing.assert_allclose(out, [[0.6, 0.8], [0.0, 0.0]], atol=1e-6)
     big = np.full((1, 1000), 100.0, np.float16)  # sum of squares 1e7 overflows float16
-    out16 = _np(L2Normalize(dtype="mixed_float16")(big))
+    out16 = to_numpy(L2Normalize(dtype="mixed_float16")(big))
     np.testing.assert_allclose(out16.astype(np.float32), 1 / np.sqrt(1000), rtol=1e-3)
 
 
 def test_tile_to_spatial_copies_the_vector_everywhere():
     vector = np.arange(6, dtype=np.float32).reshape(2, 3)
-    tiled = _np(TileToSpatial()(vector, ops.zeros((2, 4, 5, 1))))
+    tiled = to_numpy(TileToSpatial()(vector, ops.zeros((2, 4, 5, 1))))
     assert tiled.shape == (2, 4, 5, 3)
     np.testing.assert_array_equal(tiled[1, 3, 4], vector[1])
 
@@ -79,7 +71,7 @@ def test_tile_to_spatial_copies_the_vector_everywhere():
 def test_resize_bilinear_static_and_dynamic_paths_match_tf(size):
     images = np.random.default_rng(0).normal(size=(2, 4, 6, 3)).astype(np.float32)
     expected = tf.image.resize(images, size, method="bilinear").numpy()
-    np.testing.assert_allclose(_np(resize_bilinear(images, size)), expected, atol=1e-5)
+    np.testing.assert_allclose(to_numpy(resize_bilinear(images, size)), expected, atol=1e-5)
     dynamic = tf.function(
         lambda x, h, w: resize_bilinear(x, (h, w)),
         input_signature=[
@@ -88,14 +80,14 @@ def test_resize_bilinear_static_and_dynamic_paths_match_tf(size):
             tf.TensorSpec([], tf.int32),
         ],
     )
-    np.testing.assert_allclose(_np(dynamic(images, *size)), expected, atol=1e-5)
+    np.testing.assert_allclose(to_numpy(dynamic(images, *size)), expected, atol=1e-5)
 
 
 def test_resize_like_takes_the_reference_size():
     layer = ResizeLike()
     maps = np.random.default_rng(1).normal(size=(2, 8, 8, 3)).astype(np.float32)
     assert tuple(layer(maps, ops.zeros((2, 4, 4, 1))).shape) == (2, 4, 4, 3)
-    np.testing.assert_array_equal(_np(layer(maps, ops.zeros((2, 8, 8, 5)))), maps)
+    np.testing.assert_array_equal(to_numpy(layer(maps, ops.zeros((2, 8, 8, 5)))), maps)
 
 
 def test_spatial_layers_survive_keras_save_load(tmp_path):
@@ -108,8 +100,8 @@ def test_spatial_layers_survive_keras_save_load(tmp_path):
     outputs = ResizeLike()(outputs, keras.layers.AveragePooling2D(2)(features))
     model = keras.Model([features, text], outputs)
     inputs = [np.random.rand(2, 4, 6, 4).astype("float32"), np.random.rand(2, 6).astype("float32")]
-    reloaded = _save_and_reload(model, tmp_path)
-    np.testing.assert_allclose(_np(reloaded(inputs)), _np(model(inputs)), atol=1e-6)
+    reloaded = save_and_reload(model, tmp_path)
+    np.testing.assert_allclose(to_numpy(reloaded(inputs)), to_numpy(model(inputs)), atol=1e-6)
 
 
 # --------------------------------------------------------------------------- upsampling
@@ -132,7 +124,7 @@ def test_bilinear_deconvolution_reproduces_bilinear_resize_inside_the_map():
         kernel_initializer=BilinearUpsamplingInitializer(),
     )
     coarse = np.random.default_rng(2).normal(size=(2, 5, 5, 1)).astype(np.float32)
-    upsampled = _np(deconv(coarse))
+    upsampled = to_numpy(deconv(coarse))
     expected = tf.image.resize(coarse, (20, 20), method="bilinear").numpy()
     inner = slice(stride, -stride)  # borders differ: zero padding vs edge clamping
     np.testing.assert_allclose(upsampled[:, inner, inner], expected[:, inner, inner], atol=1e-5)
@@ -164,18 +156,18 @@ def encoder():
 @pytest.mark.parametrize("pad", [_front_pad, _back_pad])
 def test_text_encoder_batch_equals_single_unpadded_runs(encoder, pad):
     batch = np.array([pad(s, 6) for s in SENTENCES], "int32")
-    encoded = _np(encoder(batch))
+    encoded = to_numpy(encoder(batch))
     assert encoded.shape == (4, 12)
     for index, sentence in enumerate(SENTENCES):
-        alone = _np(encoder(np.array([sentence], "int32")))[0]
+        alone = to_numpy(encoder(np.array([sentence], "int32")))[0]
         np.testing.assert_allclose(encoded[index], alone, atol=1e-6)
 
 
 def test_text_encoder_front_and_back_padding_agree_and_pads_only_give_zero(encoder):
-    front = _np(encoder(np.array([_front_pad(s, 7) for s in SENTENCES], "int32")))
-    back = _np(encoder(np.array([_back_pad(s, 7) for s in SENTENCES], "int32")))
+    front = to_numpy(encoder(np.array([_front_pad(s, 7) for s in SENTENCES], "int32")))
+    back = to_numpy(encoder(np.array([_back_pad(s, 7) for s in SENTENCES], "int32")))
     np.testing.assert_allclose(front, back, atol=1e-6)
-    np.testing.assert_array_equal(_np(encoder(np.zeros((2, 4), "int32"))), 0.0)
+    np.testing.assert_array_equal(to_numpy(encoder(np.zeros((2, 4), "int32"))), 0.0)
     assert not np.allclose(front[0], front[1])
 
 
@@ -190,10 +182,10 @@ def test_text_encoder_without_padding_mask_runs_over_the_pad_steps(encoder):
     reference = keras.layers.LSTM(12)
     reference.build((None, 6, 8))
     reference.set_weights([kernel, recurrent, bias])
-    expected = _np(reference(embedding[ids]))
-    np.testing.assert_allclose(_np(layer(ids)), expected, atol=1e-5)
-    assert not np.allclose(_np(layer(ids)), _np(encoder(ids)), atol=1e-4)
-    assert float(np.abs(_np(layer(np.zeros((1, 4), "int32")))).max()) > 0  # pads are read
+    expected = to_numpy(reference(embedding[ids]))
+    np.testing.assert_allclose(to_numpy(layer(ids)), expected, atol=1e-5)
+    assert not np.allclose(to_numpy(layer(ids)), to_numpy(encoder(ids)), atol=1e-4)
+    assert float(np.abs(to_numpy(layer(np.zeros((1, 4), "int32")))).max()) > 0  # pads are read
     again = LSTMTextEncoder.from_config(layer.get_config())
     assert again.mask_padding is False
 
@@ -206,9 +198,9 @@ def test_text_encoder_sequence_outputs(encoder):
     out = layer(ids)
     assert tuple(out["sequence"].shape) == (4, 6, 12)
     assert tuple(out["embeddings"].shape) == (4, 6, 8)
-    np.testing.assert_array_equal(_np(out["mask"]), ids != 0)
-    np.testing.assert_allclose(_np(out["final"]), _np(encoder(ids)), atol=1e-6)
-    np.testing.assert_allclose(_np(out["sequence"])[:, -1], _np(out["final"]), atol=1e-6)
+    np.testing.assert_array_equal(to_numpy(out["mask"]), ids != 0)
+    np.testing.assert_allclose(to_numpy(out["final"]), to_numpy(encoder(ids)), atol=1e-6)
+    np.testing.assert_allclose(to_numpy(out["sequence"])[:, -1], to_numpy(out["final"]), atol=1e-6)
 
 
 def test_text_encoder_trains_and_round_trips(tmp_path):
@@ -219,8 +211,8 @@ def test_text_encoder_trains_and_round_trips(tmp_path):
     y = np.array([[1.0], [-1.0], [0.5], [0.0]], np.float32)
     losses = [float(model.train_on_batch(x, y)) for _ in range(8)]
     assert losses[-1] < losses[0]
-    reloaded = _save_and_reload(model, tmp_path)
-    np.testing.assert_allclose(_np(reloaded(x)), _np(model(x)), atol=1e-6)
+    reloaded = save_and_reload(model, tmp_path)
+    np.testing.assert_allclose(to_numpy(reloaded(x)), to_numpy(model(x)), atol=1e-6)
     with pytest.raises(ValueError, match="vocabulary_size"):
         LSTMTextEncoder(1)
 
@@ -235,10 +227,10 @@ def test_text_visual_fusion_shapes_batching_and_extra_features(tmp_path):
     rng = np.random.default_rng(3)
     visual = rng.normal(size=(3, 4, 4, 7)).astype(np.float32)
     ids = np.array([_front_pad(s, 5) for s in SENTENCES[:3]], "int32")
-    fused = _np(fusion(visual, ids))
+    fused = to_numpy(fusion(visual, ids))
     assert fused.shape == (3, 4, 4, 6) and (fused >= 0).all()
     for index in range(3):
-        single = _np(fusion(visual[index : index + 1], ids[index : index + 1]))
+        single = to_numpy(fusion(visual[index : index + 1], ids[index : index + 1]))
         np.testing.assert_allclose(fused[index], single[0], atol=1e-5)
     # conv1x1 over [projected 5 + text 8 + spatial 8] -> 6, plus projection, embedding, LSTM.
     expected = (7 * 5 + 5) + VOCAB * 8 + 4 * (8 + 8 + 1) * 8 + (5 + 8 + 8) * 6 + 6
@@ -252,8 +244,8 @@ def test_text_visual_fusion_shapes_batching_and_extra_features(tmp_path):
     visual_in = keras.Input((None, None, 7))
     ids_in = keras.Input((5,), dtype="int32")
     model = keras.Model([visual_in, ids_in], fusion(visual_in, ids_in))
-    reloaded = _save_and_reload(model, tmp_path)
-    np.testing.assert_allclose(_np(reloaded([visual, ids])), fused, atol=1e-5)
+    reloaded = save_and_reload(model, tmp_path)
+    np.testing.assert_allclose(to_numpy(reloaded([visual, ids])), fused, atol=1e-5)
 
 
 # --------------------------------------------------------------------------- refinement
@@ -297,16 +289,16 @@ def test_recurrent_refinement_variants(case, initial_state):
     q = rng.normal(size=(3, 4, 4, 6)).astype(np.float32)
     xs = [rng.normal(size=(3, 4, 4, 6)).astype(np.float32) for _ in range(3)]
     layer = RecurrentRefinement(6, 3, initial_state=initial_state, **case)
-    out = _np(layer(q, xs))
+    out = to_numpy(layer(q, xs))
     assert out.shape == (3, 4, 4, 6) and np.isfinite(out).all()
     assert layer.count_params() == _refinement_params(6, 3, case, initial_state)
-    single = _np(layer(q[1:2], [x[1:2] for x in xs]))
+    single = to_numpy(layer(q[1:2], [x[1:2] for x in xs]))
     np.testing.assert_allclose(out[1], single[0], atol=1e-5)
     if case["update"] == "fpn":
         np.testing.assert_allclose(out, q + sum(xs), atol=1e-5)
     if case["update"] == "plain" and initial_state == "hidden":
         # The first update only sees h_0 = q: changing q changes the output.
-        assert not np.allclose(_np(layer(q * 0, xs)), out)
+        assert not np.allclose(to_numpy(layer(q * 0, xs)), out)
 
 
 def test_recurrent_refinement_hidden_mode_starts_from_q_and_sequences():
@@ -315,9 +307,9 @@ def test_recurrent_refinement_hidden_mode_starts_from_q_and_sequences():
     xs = [rng.normal(size=(2, 3, 3, 4)).astype(np.float32) for _ in range(2)]
     for cell in ("keras", "unrolled", "layer_norm"):
         layer = RecurrentRefinement(4, 2, lstm_cell=cell, return_sequences=True)
-        states = _np(layer(q, xs))
+        states = to_numpy(layer(q, xs))
         assert states.shape == (2, 2, 3, 3, 4)
-        assert not np.allclose(_np(layer(q + 1.0, xs)), states)  # h_0 = q matters
+        assert not np.allclose(to_numpy(layer(q + 1.0, xs)), states)  # h_0 = q matters
     input_mode = RecurrentRefinement(4, 2, initial_state="input", return_sequences=True)
     assert tuple(input_mode(q, xs).shape) == (2, 3, 3, 3, 4)
 
@@ -327,7 +319,7 @@ def test_keras_conv_lstm_path_matches_a_hand_written_lstm():
     q = rng.normal(size=(1, 2, 2, 3)).astype(np.float32)
     xs = [rng.normal(size=(1, 2, 2, 3)).astype(np.float32) for _ in range(2)]
     layer = RecurrentRefinement(3, 2, update="lstm", activation="tanh")
-    out = _np(layer(q, xs))
+    out = to_numpy(layer(q, xs))
     kernel, recurrent, bias = [np.asarray(w) for w in layer.step_layers[0].get_weights()]
     h, c = q.reshape(-1, 3), np.zeros((4, 3), np.float32)
     sigmoid = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
@@ -351,7 +343,7 @@ def test_unrolled_cell_equals_keras_conv_lstm_and_handles_any_size():
     xs = [rng.normal(size=(2, 4, 4, 3)).astype(np.float32) for _ in range(3)]
     reference = RecurrentRefinement(3, 3, kernel_size=3)
     unrolled = RecurrentRefinement(3, 3, kernel_size=3, lstm_cell="unrolled", forget_bias=0.0)
-    expected = _np(reference(q, xs))
+    expected = to_numpy(reference(q, xs))
     unrolled(q, xs)
     kernel, recurrent, bias = reference.step_layers[0].get_weights()
     unrolled.step_layers[0].gates.set_weights(
@@ -360,7 +352,7 @@ def test_unrolled_cell_equals_keras_conv_lstm_and_handles_any_size():
             _keras_to_step_gate_order(bias),
         ]
     )
-    np.testing.assert_allclose(_np(unrolled(q, xs)), expected, atol=1e-5)
+    np.testing.assert_allclose(to_numpy(unrolled(q, xs)), expected, atol=1e-5)
     # Unlike ConvLSTM2D, the unrolled cell also runs on another map size.
     small = [x[:, :3, :3] for x in xs]
     assert tuple(unrolled(q[:, :3, :3], small).shape) == (2, 3, 3, 3)
@@ -372,10 +364,10 @@ def test_layer_norm_cell_matches_reference_formulas():
     h = rng.normal(size=(2, 3, 3, 4)).astype(np.float32)
     c = rng.normal(size=(2, 3, 3, 4)).astype(np.float32)
     cell = ConvLSTMStep(4, layer_norm=True, peephole="channel", epsilon=1e-6)
-    new_h, new_c = (_np(t) for t in cell(x, h, c))
+    new_h, new_c = (to_numpy(t) for t in cell(x, h, c))
     for norm in cell.norms.values():  # non-trivial scale and offset
         norm.set_weights([rng.normal(size=4).astype("float32") for _ in range(2)])
-    new_h, new_c = (_np(t) for t in cell(x, h, c))
+    new_h, new_c = (to_numpy(t) for t in cell(x, h, c))
 
     def norm(name, v):
         gamma, beta = [np.asarray(w) for w in cell.norms[name].get_weights()]
@@ -400,7 +392,7 @@ def test_layer_norm_cell_matches_reference_formulas():
 
 def test_sample_layer_normalization_is_per_example():
     values = np.random.default_rng(8).normal(size=(2, 3, 3, 4)).astype(np.float32) * 5 + 2
-    out = _np(SampleLayerNormalization(epsilon=1e-6)(values))
+    out = to_numpy(SampleLayerNormalization(epsilon=1e-6)(values))
     np.testing.assert_allclose(out.mean(axis=(1, 2, 3)), 0.0, atol=1e-5)
     np.testing.assert_allclose(out.std(axis=(1, 2, 3)), 1.0, atol=1e-3)
 
@@ -439,8 +431,8 @@ def test_recurrent_refinement_trains_and_round_trips(case, tmp_path):
     model.compile(optimizer=keras.optimizers.Adam(0.05), loss="mse")
     losses = [float(model.train_on_batch(inputs, target)) for _ in range(6)]
     assert losses[-1] < losses[0]
-    reloaded = _save_and_reload(model, tmp_path)
-    np.testing.assert_allclose(_np(reloaded(inputs)), _np(model(inputs)), atol=1e-5)
+    reloaded = save_and_reload(model, tmp_path)
+    np.testing.assert_allclose(to_numpy(reloaded(inputs)), to_numpy(model(inputs)), atol=1e-5)
 
 
 # --------------------------------------------------------------------------- losses
@@ -459,7 +451,7 @@ def test_downsample_mask_modes():
     mask = _block_mask()
     np.testing.assert_array_equal(downsample_mask(mask, (2, 2), "any")[0, ..., 0], [[1, 1], [1, 0]])
     np.testing.assert_allclose(
-        _np(downsample_mask(mask, (2, 2), "soft"))[0, ..., 0], [[1, 1 / 16], [0.5, 0]]
+        to_numpy(downsample_mask(mask, (2, 2), "soft"))[0, ..., 0], [[1, 1 / 16], [0.5, 0]]
     )
     np.testing.assert_array_equal(
         downsample_mask(mask, (2, 2), "binary")[0, ..., 0], [[1, 0], [1, 0]]
@@ -495,7 +487,7 @@ def test_image_resolution_loss_upsamples_logits_and_matches_keras_bce():
     reference = keras.losses.BinaryCrossentropy(from_logits=True)(mask, upsampled)
     ours = SigmoidCrossEntropyLoss(resolution="image")(mask, logits)
     np.testing.assert_allclose(float(ours), float(reference), rtol=1e-5)
-    per_example = _np(weighted_logistic_loss(mask, logits, resolution="image"))
+    per_example = to_numpy(weighted_logistic_loss(mask, logits, resolution="image"))
     assert per_example.shape == (2,)
     np.testing.assert_allclose(per_example.mean(), float(ours), rtol=1e-6)
 
@@ -523,3 +515,67 @@ def test_loss_gradient_pushes_logits_towards_the_mask():
         value = WeightedLogisticLoss(3.0, 1.0, label_mode="any")(mask, logits)
     gradient = tape.gradient(value, logits).numpy()[0, ..., 0]
     assert (gradient[[0, 0, 1], [0, 1, 0]] < 0).all() and gradient[1, 1] > 0
+
+
+# --------------------------------------------------------------------------- common layer checks
+
+
+def _random(*shape, seed=12):
+    return np.random.default_rng(seed + sum(shape)).normal(size=shape).astype(np.float32)
+
+
+_IDS = np.array([_front_pad(s, 5) for s in SENTENCES[:3]], "int32")
+_MAPS = [_random(2, 4, 4, 4, seed=s) for s in (1, 2)]
+# (id, layer class, constructor kwargs, positional call arguments, expected output shape)
+LAYER_CASES = [
+    ("spatial_coordinates", SpatialCoordinates, {}, (_random(2, 3, 4, 5),), (2, 3, 4, 8)),
+    ("l2_normalize", L2Normalize, {}, (_random(2, 3, 4, 5),), (2, 3, 4, 5)),
+    ("tile_to_spatial", TileToSpatial, {}, (_random(2, 3), _random(2, 4, 5, 1)), (2, 4, 5, 3)),
+    ("resize_like", ResizeLike, {}, (_random(2, 8, 8, 3), _random(2, 4, 4, 1)), (2, 4, 4, 3)),
+    ("text_encoder", LSTMTextEncoder, dict(vocabulary_size=VOCAB, embedding_dim=4, units=5),
+     (_IDS,), (3, 5)),
+    ("text_encoder_unmasked", LSTMTextEncoder,
+     dict(vocabulary_size=VOCAB, embedding_dim=4, units=5, mask_padding=False), (_IDS,), (3, 5)),
+    ("text_encoder_sequences", LSTMTextEncoder,
+     dict(vocabulary_size=VOCAB, embedding_dim=4, units=5, return_sequences=True), (_IDS,),
+     {"sequence": (3, 5, 5), "final": (3, 5), "embeddings": (3, 5, 4), "mask": (3, 5)}),
+    ("fusion", TextVisualFusion,
+     dict(vocabulary_size=VOCAB, embedding_dim=4, text_units=4, fused_channels=6,
+          visual_projection_dim=5), (_random(3, 4, 4, 7), _IDS), (3, 4, 4, 6)),
+    ("sample_layer_norm", SampleLayerNormalization, {}, (_random(2, 3, 3, 4),), (2, 3, 3, 4)),
+    ("conv_lstm_step", ConvLSTMStep, dict(units=4, layer_norm=True, peephole="spatial"),
+     (_random(2, 3, 3, 2), _random(2, 3, 3, 4), _random(2, 3, 3, 4, seed=3)),
+     [(2, 3, 3, 4), (2, 3, 3, 4)]),
+    ("refinement_conv_lstm", RecurrentRefinement, dict(units=4, num_steps=2),
+     (_random(2, 4, 4, 4), _MAPS), (2, 4, 4, 4)),
+    ("refinement_plain", RecurrentRefinement,
+     dict(units=4, num_steps=2, update="plain", activation="relu"),
+     (_random(2, 4, 4, 4), _MAPS), (2, 4, 4, 4)),
+    ("refinement_layer_norm_input", RecurrentRefinement,
+     dict(units=4, num_steps=2, lstm_cell="layer_norm", peephole="channel", initial_state="input",
+          return_sequences=True), (_random(2, 4, 4, 4), _MAPS), (2, 3, 4, 4, 4)),
+    ("refinement_unrolled", RecurrentRefinement,
+     dict(units=4, num_steps=2, lstm_cell="unrolled"), (_random(2, 4, 4, 4), _MAPS),
+     (2, 4, 4, 4)),
+]
+
+
+@pytest.mark.parametrize(
+    "layer_cls, init_kwargs, args, shape", [case[1:] for case in LAYER_CASES],
+    ids=[case[0] for case in LAYER_CASES],
+)
+def test_layer_passes_the_common_layer_checks(layer_cls, init_kwargs, args, shape):
+    run_layer_test(layer_cls, init_kwargs, args, expected_output_shape=shape)
+
+
+def test_bilinear_initializer_config_round_trip():
+    initializer = BilinearUpsamplingInitializer()
+    clone = BilinearUpsamplingInitializer.from_config(initializer.get_config())
+    assert clone.get_config() == initializer.get_config()
+    restored = keras.saving.deserialize_keras_object(
+        keras.saving.serialize_keras_object(initializer)
+    )
+    assert isinstance(restored, BilinearUpsamplingInitializer)
+    np.testing.assert_array_equal(
+        to_numpy(restored((4, 4, 1, 1))), to_numpy(initializer((4, 4, 1, 1)))
+    )

@@ -29,18 +29,18 @@ from refseg_tf.models.lts import (
     sine_position_encoding,
 )
 from refseg_tf.models.lts.layers import UNK_ID
-from tests.test_models import (
+from refseg_tf.models.lts.layers import ConvBNLeaky, LTSFusion, TransformerLocalizer
+from tests.test_case import (
     IMAGE,
+    TINY_DARKNET,
     VOCAB,
-    _assert_batch_equals_single_runs,
-    _assert_trains_and_round_trips,
-    _inputs,
-    _masks,
-    _np,
+    assert_batch_equals_single_runs,
+    run_layer_test,
+    save_and_reload,
+    segmenter_inputs as _inputs,
+    segmenter_masks as _masks,
+    to_numpy,
 )
-
-# One block per stage keeps graph tracing short; the neck makes it an LTS backbone.
-TINY_DARKNET = dict(widths=(8, 8, 16, 16, 32), depths=(1, 1, 1, 1, 1), stem_filters=4)
 
 
 def _tiny_lts(name="lts", **overrides):
@@ -61,18 +61,18 @@ def test_gru_encoder_masked_mean_ignores_back_padding():
     assert out["words"].shape == (2, 5, 6) and out["sentence"].shape == (2, 6)
     for row, length in enumerate((3, 1)):
         alone = encoder(ids[row : row + 1, :length])
-        np.testing.assert_allclose(_np(out["sentence"])[row], _np(alone["sentence"])[0], atol=1e-6)
+        np.testing.assert_allclose(to_numpy(out["sentence"])[row], to_numpy(alone["sentence"])[0], atol=1e-6)
         np.testing.assert_allclose(
-            _np(out["sentence"])[row], _np(out["words"])[row, :length].mean(0), atol=1e-6
+            to_numpy(out["sentence"])[row], to_numpy(out["words"])[row, :length].mean(0), atol=1e-6
         )
-        assert np.all(_np(out["words"])[row, length:] == 0)
+        assert np.all(to_numpy(out["words"])[row, length:] == 0)
 
 
 def test_gru_encoder_reads_an_all_pad_row_as_unk():
     encoder = GRUTextEncoder(VOCAB, embedding_dim=4, units=3, dropout=0.0)
     out = encoder(np.array([[0, 0, 0], [UNK_ID, 0, 0]], "int32"))
-    np.testing.assert_allclose(_np(out["sentence"])[0], _np(out["sentence"])[1], atol=1e-6)
-    assert _np(out["mask"])[0].tolist() == [True, False, False]
+    np.testing.assert_allclose(to_numpy(out["sentence"])[0], to_numpy(out["sentence"])[1], atol=1e-6)
+    assert to_numpy(out["mask"])[0].tolist() == [True, False, False]
 
 
 def test_gru_encoder_takes_glove_vectors():
@@ -80,7 +80,7 @@ def test_gru_encoder_takes_glove_vectors():
     encoder(np.ones((1, 2), "int32"))
     matrix = np.arange(VOCAB * 4, dtype="float32").reshape(VOCAB, 4)
     encoder.set_embeddings(matrix)
-    np.testing.assert_array_equal(_np(encoder.embedding.embeddings), matrix)
+    np.testing.assert_array_equal(to_numpy(encoder.embedding.embeddings), matrix)
     with pytest.raises(ValueError, match="matrix"):
         encoder.set_embeddings(matrix[:, :3])
 
@@ -93,12 +93,12 @@ def test_relevance_filtering_equals_a_per_sample_conv2d_loop():
     features = rng.normal(size=(3, 5, 6, 7)).astype("float32")
     sentence = rng.normal(size=(3, 4)).astype("float32")
     layer = RelevanceFilter(num_filters=2)
-    heatmaps = _np(layer(features, sentence))
+    heatmaps = to_numpy(layer(features, sentence))
     assert heatmaps.shape == (3, 5, 6, 2)
-    kernels = sentence @ _np(layer.kernel)  # K = f_text W_k, [B, n * C]
+    kernels = sentence @ to_numpy(layer.kernel)  # K = f_text W_k, [B, n * C]
     for b in range(3):
         kernel = kernels[b].reshape(2, 7).T[None, None]  # [1, 1, C, n]
-        expected = _np(ops.conv(features[b : b + 1], kernel, padding="same"))[0]
+        expected = to_numpy(ops.conv(features[b : b + 1], kernel, padding="same"))[0]
         np.testing.assert_allclose(heatmaps[b], expected, atol=1e-5)
 
 
@@ -108,10 +108,10 @@ def test_word_filter_is_the_mean_of_per_word_maps():
     words = rng.normal(size=(2, 4, 6)).astype("float32")
     mask = np.array([[True, True, True, False], [True, False, False, False]])
     layer = RelevanceFilter(source="words")
-    heatmap = _np(layer(features, None, words, mask))
+    heatmap = to_numpy(layer(features, None, words, mask))
     for b, length in enumerate((3, 1)):
-        kernels = words[b, :length] @ _np(layer.kernel)
-        maps = _np(relevance_heatmaps(features[b : b + 1], kernels[None]))[0]
+        kernels = words[b, :length] @ to_numpy(layer.kernel)
+        maps = to_numpy(relevance_heatmaps(features[b : b + 1], kernels[None]))[0]
         np.testing.assert_allclose(heatmap[b, ..., 0], maps.mean(-1), atol=1e-5)
     with pytest.raises(ValueError, match="num_filters"):
         RelevanceFilter(num_filters=2, source="words")
@@ -119,7 +119,7 @@ def test_word_filter_is_the_mean_of_per_word_maps():
 
 def test_sine_position_encoding_matches_detr():
     height, width, channels = 3, 4, 8
-    pos = _np(sine_position_encoding(height, width, channels))
+    pos = to_numpy(sine_position_encoding(height, width, channels))
     features = channels // 2
     dim_t = 10000.0 ** (2 * (np.arange(features) // 2) / features)
     y = np.arange(1, height + 1) / (height + 1e-6) * 2 * np.pi
@@ -136,29 +136,70 @@ def test_aspp_deconvolution_starts_bilinear():
     head = ASPPSegmentation(channels=4, rates=(1, 2, 3))
     out = head(np.zeros((1, 6, 6, 5), "float32"))
     assert out.shape == (1, 12, 12, 1)
-    np.testing.assert_array_equal(_np(head.deconv.kernel), bilinear_kernel(4, 1))
+    np.testing.assert_array_equal(to_numpy(head.deconv.kernel), bilinear_kernel(4, 1))
+
+
+def _random(*shape, seed=0):
+    return np.random.default_rng(seed + sum(shape)).normal(size=shape).astype("float32")
+
+
+_IDS = np.array([[5, 6, 7, 0], [4, 0, 0, 0], [3, 11, 0, 0]], "int32")
+_WORD_MASK = _IDS != 0
+# (id, class, constructor kwargs, call args, call kwargs, float16 output?, float32 sublayers)
+LTS_LAYER_CASES = [
+    ("conv_bn_leaky", ConvBNLeaky, dict(filters=4, kernel_size=3), (_random(2, 4, 4, 3),), {},
+     "float16", ()),
+    ("gru_encoder", GRUTextEncoder, dict(vocabulary_size=VOCAB, embedding_dim=4, units=3),
+     (_IDS,), {}, "float16", ()),
+    ("fusion", LTSFusion, dict(channels=8, branch_channels=4),
+     ([_random(2, 2, 2, 6), _random(2, 4, 4, 5), _random(2, 8, 8, 3)], _random(2, 6)), {},
+     "float16", ()),
+    ("relevance_filter", RelevanceFilter, dict(num_filters=2),
+     (_random(3, 4, 4, 5), _random(3, 6)), {}, "float32", ()),
+    ("word_filter", RelevanceFilter, dict(source="words"), (_random(3, 4, 4, 5), None),
+     dict(word_mask=_WORD_MASK, words=_random(3, 4, 6)), "float32", ()),
+    ("transformer", TransformerLocalizer, dict(d_model=8, num_heads=2, ffn_units=8),
+     (_random(2, 4, 4, 8), _random(2, 6)), {}, "float32", ("score",)),
+    ("aspp", ASPPSegmentation, dict(channels=4, rates=(1, 2, 3)), (_random(2, 6, 6, 5),), {},
+     "float32", ("deconv",)),
+]
+
+
+@pytest.mark.parametrize(
+    "layer_cls, init_kwargs, args, kwargs, mixed_dtype, float32_sublayers",
+    [case[1:] for case in LTS_LAYER_CASES],
+    ids=[case[0] for case in LTS_LAYER_CASES],
+)
+def test_lts_layers_pass_the_common_layer_checks(
+    layer_cls, init_kwargs, args, kwargs, mixed_dtype, float32_sublayers
+):
+    run_layer_test(
+        layer_cls, init_kwargs, args, call_kwargs=kwargs,
+        mixed_precision_output_dtype=mixed_dtype, float32_sublayers=float32_sublayers,
+    )
 
 
 # --------------------------------------------------------------------------- model
 
 
-@pytest.mark.parametrize(
-    "name", ["lts", pytest.param("lts_trans", marks=pytest.mark.slow)]  # lts_trans: ~40 s
-)
-def test_lts_presets_train_and_round_trip(name, tmp_path):
+@pytest.mark.parametrize("name", ["lts", "lts_trans"])
+def test_lts_presets_round_trip_with_their_heatmap(name, tmp_path):
+    """Training + `.keras` of every preset: tests/test_models.py (run_segmenter_test)."""
     model = _tiny_lts(name)
     assert model.output_stride == 4 and model.has_heatmap and model.threshold == 0.25
-    reloaded = _assert_trains_and_round_trips(model, tmp_path)
     inputs = _back_padded(2)
+    model(inputs)
+    reloaded = save_and_reload(model, tmp_path)
+    np.testing.assert_allclose(to_numpy(reloaded(inputs)), to_numpy(model(inputs)), atol=1e-5)
     np.testing.assert_allclose(
-        _np(reloaded.heatmap(inputs)), _np(model.heatmap(inputs)), atol=1e-5
+        to_numpy(reloaded.heatmap(inputs)), to_numpy(model.heatmap(inputs)), atol=1e-5
     )
 
 
 @pytest.mark.parametrize("name", ["lts", "lts_trans"])
 def test_lts_batch_equals_single_runs(name):
     model = _tiny_lts(name)
-    _assert_batch_equals_single_runs(model, "back")
+    assert_batch_equals_single_runs(model, "back")
     assert model(_back_padded(1)).shape == (1, IMAGE // 4, IMAGE // 4, 1)
     assert model.heatmap(_back_padded(1)).shape == (1, IMAGE // 8, IMAGE // 8, 1)
 
@@ -168,7 +209,7 @@ def test_lts_explain_draws_heatmaps_and_mask():
     explanation = model.explain(_back_padded(1))
     assert explanation["maps"].shape == (1, 3, IMAGE, IMAGE)
     assert explanation["labels"] == ("heatmap 1", "heatmap 2", "mask")
-    assert np.all((_np(explanation["maps"]) >= 0) & (_np(explanation["maps"]) <= 1))
+    assert np.all((to_numpy(explanation["maps"]) >= 0) & (to_numpy(explanation["maps"]) <= 1))
 
 
 def test_lts_loss_is_l_seg_plus_lambda_l_loc_from_one_forward_pass():
@@ -212,7 +253,7 @@ def test_table2_and_table5_variants(switches, stride, heatmap, locating):
     assert logits.shape == (2, IMAGE // stride, IMAGE // stride, 1)
     assert model.has_heatmap == heatmap and model.uses_locating_loss == locating
     if not model.segmentation and heatmap:  # the mask is the heatmap
-        np.testing.assert_allclose(_np(logits), _np(model.heatmap(_back_padded(2))), atol=1e-6)
+        np.testing.assert_allclose(to_numpy(logits), to_numpy(model.heatmap(_back_padded(2))), atol=1e-6)
 
 
 @pytest.mark.parametrize("name", ["lts", "lts_trans"])
@@ -225,7 +266,7 @@ def test_lts_under_mixed_precision_returns_float32(name):
     finally:
         keras.mixed_precision.set_global_policy("float32")
     assert logits.dtype == "float32" and heatmap.dtype == "float32"
-    assert np.all(np.isfinite(_np(logits))) and np.all(np.isfinite(_np(heatmap)))
+    assert np.all(np.isfinite(to_numpy(logits))) and np.all(np.isfinite(to_numpy(heatmap)))
 
 
 def test_lts_rejects_bad_arguments():
@@ -384,10 +425,10 @@ def test_keras_h5_darknet_loader(tmp_path, wrap):
         np.testing.assert_array_equal(variance, arrays["moving_variance"])
     bad = tmp_path / "bad.h5"
     _write_keras2_h5(bad, backbone, bad_layer="neck3_conv")
-    before = _np(backbone.get_layer("stem_conv").kernel)
+    before = to_numpy(backbone.get_layer("stem_conv").kernel)
     with pytest.raises(ValueError, match=r"bad\.h5.*conv2d_.*neck3_conv"):
         load_keras_darknet_weights(backbone, bad)
-    np.testing.assert_array_equal(_np(backbone.get_layer("stem_conv").kernel), before)
+    np.testing.assert_array_equal(to_numpy(backbone.get_layer("stem_conv").kernel), before)
 
 
 def test_frozen_batchnorm_modes():
@@ -396,13 +437,13 @@ def test_frozen_batchnorm_modes():
         layer = DarknetBatchNormalization(frozen_mode=mode)
         layer.build(x.shape)
         layer.trainable = False
-        out = _np(layer(x, training=True))
+        out = to_numpy(layer(x, training=True))
         if mode == "inference":  # Keras 3: moving statistics (0, 1)
             np.testing.assert_allclose(out, x / np.sqrt(1 + 1e-3), rtol=1e-5)
         else:  # Keras 2 / MCN: the mini-batch's statistics
             mean, var = x.mean((0, 1, 2)), x.var((0, 1, 2))
             np.testing.assert_allclose(out, (x - mean) / np.sqrt(var + 1e-3), atol=1e-5)
-        np.testing.assert_array_equal(_np(layer.moving_mean), 0.0)
+        np.testing.assert_array_equal(to_numpy(layer.moving_mean), 0.0)
     backbone = Darknet53(neck=True, frozen_batchnorm="batch_statistics", **TINY_DARKNET)
     assert backbone.get_layer("neck1_bn").frozen_mode == "batch_statistics"
     assert Darknet53.from_config(backbone.get_config()).frozen_batchnorm == "batch_statistics"

@@ -1,4 +1,9 @@
-"""Tests of refseg_tf.models: LSTM-CNN family, RRN, presets and build_model (tiny sizes)."""
+"""Tests of refseg_tf.models: LSTM-CNN family, RRN, presets and build_model (tiny sizes).
+
+Every registered preset (`refseg_tf.models.list_presets()`) runs the common checks of
+`tests.test_case` (`run_segmenter_test`, `run_preset_test`, mixed precision): a new model family
+joins by being registered. The first preset of each model class runs by default, the others
+with `-m slow`."""
 
 import ml_collections
 import numpy as np
@@ -8,7 +13,6 @@ import tensorflow as tf
 from keras import ops
 
 from refseg_tf.backbones import get_backbone
-from refseg_tf.models.rrn import RecurrentRefinement
 from refseg_tf.losses import SigmoidCrossEntropyLoss, WeightedLogisticLoss
 from refseg_tf.models import (
     LSTMCNN,
@@ -19,47 +23,28 @@ from refseg_tf.models import (
     ReferringSegmenter,
     build_model,
     build_preset,
+    get_preset,
     list_presets,
 )
+from refseg_tf.models.rrn import RecurrentRefinement
 
-VOCAB = 20
-IMAGE = 64
-LENGTH = 6
-SENTENCES = [[5, 6, 7, 8, 9], [4], [3, 11, 12], [7, 7]]
-TINY_HEAD = dict(embedding_dim=8, text_units=8)
-# A smaller ResNet than backbones.TINY_PRESETS (one block per stage) keeps graph tracing short.
-TINY_RESNET = dict(depths=(1, 1, 1, 1))
-
-
-def _np(tensor):
-    return np.asarray(ops.convert_to_numpy(tensor))
-
-
-def _word_ids(count, padding="front"):
-    rows = []
-    for sentence in (SENTENCES * count)[:count]:
-        pad = [0] * (LENGTH - len(sentence))
-        rows.append(pad + sentence if padding == "front" else sentence + pad)
-    return np.array(rows, "int32")
-
-
-def _inputs(count, padding="front", seed=0):
-    images = np.random.default_rng(seed).normal(size=(count, IMAGE, IMAGE, 3)).astype("float32")
-    return {"image": images, "word_ids": _word_ids(count, padding)}
-
-
-def _masks(count, seed=0):
-    rng = np.random.default_rng(seed)
-    masks = np.zeros((count, IMAGE, IMAGE, 1), "float32")
-    for mask in masks:
-        top, left = rng.integers(0, IMAGE // 2, size=2)
-        mask[top : top + IMAGE // 2, left : left + IMAGE // 3] = 1.0
-    return masks
-
-
-def _dataset(count=4, batch_size=2):
-    """As `refseg_tf.data.load(..., as_supervised=True)`: ({image, word_ids}, mask)."""
-    return tf.data.Dataset.from_tensor_slices((_inputs(count), _masks(count))).batch(batch_size)
+from tests.test_case import (
+    IMAGE,
+    TINY_HEAD,
+    TINY_RESNET,
+    VOCAB,
+    assert_batch_equals_single_runs,
+    assert_mixed_precision,
+    assert_trains_and_round_trips,
+    build_tiny_preset,
+    preset_text_padding,
+    run_preset_test,
+    run_segmenter_test,
+    segmenter_inputs as _inputs,
+    segmenter_masks as _masks,
+    to_numpy,
+    word_ids,
+)
 
 
 def _frozen(backbone):
@@ -87,48 +72,47 @@ def rrn(resnet):
     return RRN(resnet, VOCAB, fused_channels=8, visual_projection_dim=8, **TINY_HEAD)
 
 
-def _assert_batch_equals_single_runs(model, padding, count=4):
-    inputs = _inputs(count, padding)
-    batched = _np(model(inputs, training=False))
-    for index in range(count):
-        single = {key: value[index : index + 1] for key, value in inputs.items()}
-        np.testing.assert_allclose(
-            batched[index], _np(model(single, training=False))[0], atol=1e-5, rtol=1e-4
-        )
+# --------------------------------------------------------------------------- every preset
 
 
-def _head_weights(model):
-    """Values of the weights outside the backbone (text encoder, fusion, recurrence, score)."""
-    backbone = {id(variable) for variable in model.backbone.weights}
-    return [np.array(v) for v in model.weights if id(v) not in backbone]
+def _first_preset_of_each_family():
+    """One preset per model class (the first registered name): the fast default cases."""
+    first = {}
+    for name in list_presets():
+        first.setdefault(get_preset(name).model_class, name)
+    return set(first.values())
 
 
-def _assert_trains_and_round_trips(model, tmp_path):
-    """compile() defaults, fit 2 steps, loss goes down on a repeated batch, .keras round trip."""
-    model.compile()
-    model(_inputs(1))  # build, to compare weights before and after training
-    before = _head_weights(model)
-    assert before
-    history = model.fit(_dataset(), epochs=1, verbose=0, shuffle=False)
-    assert {"loss", "overall_iou", "mean_iou", "precision@0.5"} <= set(history.history)
-    assert np.isfinite(history.history["loss"][0])
-    after = _head_weights(model)
-    assert any(not np.allclose(b, a) for b, a in zip(before, after))
+_FAST_PRESETS = _first_preset_of_each_family()
 
-    inputs, masks = _inputs(2), _masks(2)
-    losses = [float(model.train_on_batch(inputs, masks)[0]) for _ in range(5)]
-    assert losses[-1] < losses[0]
 
-    path = str(tmp_path / "model.keras")
-    model.save(path)
-    reloaded = keras.saving.load_model(path)
-    np.testing.assert_allclose(
-        _np(reloaded(inputs, training=False)), _np(model(inputs, training=False)), atol=1e-5
+def _fast_first(names):
+    return [
+        pytest.param(name, marks=[] if name in _FAST_PRESETS else [pytest.mark.slow])
+        for name in names
+    ]
+
+
+@pytest.mark.parametrize("name", _fast_first(list_presets()))
+def test_preset_passes_the_common_segmenter_checks(name, tmp_path):
+    """Shape, stride, float32 logits, batching over mixed lengths, paddings, fit, `.keras`."""
+    model, reloaded = run_segmenter_test(
+        lambda: build_tiny_preset(name, frozen_backbone=True),
+        tmp_path,
+        paddings=preset_text_padding(name),
+        run_mixed_precision=False,  # every preset: test_preset_logits_stay_float32_under_...
     )
-    assert type(reloaded) is type(model) and reloaded.get_config() == model.get_config()
-    assert reloaded.compiled and type(reloaded.optimizer) is type(model.optimizer)
-    assert len(reloaded.trainable_variables) == len(model.trainable_variables)
-    return reloaded
+    assert isinstance(reloaded.loss, type(model.default_loss()))
+
+
+@pytest.mark.parametrize("name", list_presets())
+def test_every_registered_preset_builds_at_tiny_size(name):
+    run_preset_test(name)
+
+
+@pytest.mark.parametrize("name", list_presets())
+def test_preset_logits_stay_float32_under_mixed_precision(name):
+    assert_mixed_precision(lambda: build_tiny_preset(name))
 
 
 # --------------------------------------------------------------------------- LSTM-CNN
@@ -148,22 +132,17 @@ def test_lstm_cnn_low_res_outputs_and_paper_defaults(low_res):
     assert names == ["overall_iou", "mean_iou", "precision@0.5"]
 
 
-@pytest.mark.parametrize("padding", ["front", "back"])
-def test_lstm_cnn_batch_equals_single_runs(low_res, padding):
-    _assert_batch_equals_single_runs(low_res, padding)
-
-
-def test_lstm_cnn_front_and_back_padding_give_the_same_logits(low_res):
-    front = _np(low_res(_inputs(4, "front")))
-    back = _np(low_res(_inputs(4, "back")))
-    np.testing.assert_allclose(front, back, atol=1e-5)
-
-
-def test_lstm_cnn_compile_fit_and_save(tmp_path):
-    model = LSTMCNN(
-        _frozen(get_backbone("vgg16_fcn", tiny=True)), VOCAB, classifier_units=8, **TINY_HEAD
+def test_lstm_cnn_with_masked_padding_passes_the_segmenter_checks(tmp_path):
+    """The class defaults mask the pads: front and back padding give the same logits."""
+    _, reloaded = run_segmenter_test(
+        lambda: LSTMCNN(
+            _frozen(get_backbone("vgg16_fcn", tiny=True)), VOCAB, classifier_units=8, **TINY_HEAD
+        ),
+        tmp_path,
+        padding_invariant=True,
+        expected_stride=32,
+        run_mixed_precision=False,  # test_logits_stay_float32_under_mixed_precision
     )
-    reloaded = _assert_trains_and_round_trips(model, tmp_path)
     assert isinstance(reloaded.loss, WeightedLogisticLoss)
 
 
@@ -175,9 +154,9 @@ def test_high_resolution_model_from_low_resolution(low_res, tmp_path):
         for ours, theirs in zip(getattr(high, name).weights, getattr(low_res, name).weights):
             np.testing.assert_array_equal(np.asarray(ours), np.asarray(theirs))
     inputs = _inputs(2)
-    upsampled = _np(high(inputs))
+    upsampled = to_numpy(high(inputs))
     assert upsampled.shape == (2, IMAGE, IMAGE, 1)
-    coarse = _np(low_res(inputs))
+    coarse = to_numpy(low_res(inputs))
     bilinear = tf.image.resize(coarse, (IMAGE, IMAGE)).numpy()
     inner = slice(16, 48)  # between the centres of the outer cells of the 2x2 grid
     np.testing.assert_allclose(upsampled[:, inner, inner], bilinear[:, inner, inner], atol=1e-5)
@@ -187,7 +166,7 @@ def test_high_resolution_model_from_low_resolution(low_res, tmp_path):
     path = str(tmp_path / "low.keras")
     low_res.save(path)
     from_file = LSTMCNN.from_low_resolution(path)
-    np.testing.assert_allclose(_np(from_file(inputs)), upsampled, atol=1e-5)
+    np.testing.assert_allclose(to_numpy(from_file(inputs)), upsampled, atol=1e-5)
     with pytest.raises(ValueError, match="low-resolution"):
         LSTMCNN.from_low_resolution(high)
     with pytest.raises(FileNotFoundError):
@@ -198,7 +177,7 @@ def test_predict_probabilities_and_masks(low_res):
     inputs = _inputs(3)
     probabilities = low_res.predict_probabilities(inputs)
     assert probabilities.shape == (3, IMAGE, IMAGE, 1)
-    expected = tf.sigmoid(tf.image.resize(_np(low_res(inputs)), (IMAGE, IMAGE))).numpy()
+    expected = tf.sigmoid(tf.image.resize(to_numpy(low_res(inputs)), (IMAGE, IMAGE))).numpy()
     np.testing.assert_allclose(probabilities, expected, atol=1e-5)
     dataset = tf.data.Dataset.from_tensor_slices((inputs, _masks(3))).batch(2)
     np.testing.assert_allclose(low_res.predict_probabilities(dataset), expected, atol=1e-5)
@@ -206,7 +185,7 @@ def test_predict_probabilities_and_masks(low_res):
     assert masks.dtype == bool and (masks == (expected >= 0.5)).all()
     # The default, the authors' rule: TF1 bilinear logits (no half-pixel centres), >= 1e-9.
     upsampled = tf.compat.v1.image.resize_bilinear(
-        _np(low_res(inputs)), (IMAGE, IMAGE), align_corners=False, half_pixel_centers=False
+        to_numpy(low_res(inputs)), (IMAGE, IMAGE), align_corners=False, half_pixel_centers=False
     ).numpy()
     assert (low_res.predict_masks(inputs) == (upsampled >= 1e-9)).all()
 
@@ -216,19 +195,16 @@ def test_hu_preset_runs_the_lstm_over_front_pads(vgg):
     model = build_preset("lstm_cnn", VOCAB, size="tiny", backbone=vgg)
     assert model.mask_text_padding is False and model.fusion.text_encoder.mask_padding is False
     assert model.default_loss().pixel_reduction == "mean"
-    front = _np(model(_inputs(4, "front")))
-    back = _np(model(_inputs(4, "back")))
+    front = to_numpy(model(_inputs(4, "front")))
+    back = to_numpy(model(_inputs(4, "back")))
     assert not np.allclose(front, back, atol=1e-6)
 
 
 def test_logits_stay_float32_under_mixed_precision():
-    keras.mixed_precision.set_global_policy("mixed_float16")
-    try:
-        model = build_preset("lstm_cnn", VOCAB, size="tiny", stage="high")
-        logits = model(_inputs(1))
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
-    assert logits.dtype == "float32" and np.isfinite(_np(logits)).all()
+    model = assert_mixed_precision(
+        lambda: build_preset("lstm_cnn", VOCAB, size="tiny", stage="high")
+    )
+    assert model.upsampling == "deconv"
 
 
 @pytest.mark.parametrize(
@@ -250,7 +226,7 @@ def test_rmi_and_rrn_baselines(resnet, name, feature, projection, kernel, loss_c
     assert loss.pixel_reduction == "sum"  # the RMI/RRN code's util/loss.py
     assert model.mask_text_padding is True  # the RMI code skips <pad> steps
     assert isinstance(model.default_optimizer(), keras.optimizers.Adam)
-    logits = _np(model(_inputs(2)))
+    logits = to_numpy(model(_inputs(2)))
     assert logits.shape == (2, IMAGE // 8, IMAGE // 8, 1) and np.isfinite(logits).all()
 
 
@@ -266,13 +242,7 @@ def test_rrn_outputs_defaults_and_batching(rrn):
     assert rrn.refinement.update == "lstm" and rrn.refinement.activation == "tanh"
     assert list(rrn.laterals) == ["C5", "C4", "C3"]
     for padding in ("front", "back"):
-        _assert_batch_equals_single_runs(rrn, padding, count=3)
-
-
-def test_rrn_compile_fit_and_save(tmp_path):
-    backbone = _frozen(get_backbone("resnet101_os8", tiny=True, **TINY_RESNET))
-    model = RRN(backbone, VOCAB, fused_channels=8, visual_projection_dim=8, **TINY_HEAD)
-    _assert_trains_and_round_trips(model, tmp_path)
+        assert_batch_equals_single_runs(rrn, padding, count=3)
 
 
 # Rows 4-6 and 14 only change the pyramid length or order of rows that run by default.
@@ -286,7 +256,7 @@ RRN_CASES = [
 @pytest.mark.parametrize("case", RRN_CASES, ids=lambda case: "-".join(map(str, case.values())))
 def test_rrn_variants_build_and_run(resnet, case):
     model = build_preset("rrn", VOCAB, size="tiny", backbone=resnet, **case)
-    logits = _np(model(_inputs(2), training=False))
+    logits = to_numpy(model(_inputs(2), training=False))
     assert logits.shape == (2, 8, 8, 1) and np.isfinite(logits).all()
     row = TABLE1_ROWS.get(case.get("table1_row"), {"variant": "lstm_tanh"})
     assert model.variant == row["variant"]
@@ -301,14 +271,14 @@ def test_rrn_variants_build_and_run(resnet, case):
 def test_rrn_with_unrolled_cell_serves_any_image_size(resnet):
     model = build_preset("rrn", VOCAB, size="tiny", backbone=resnet, lstm_cell="unrolled")
     inputs = _inputs(2)
-    expected = _np(model(inputs))
+    expected = to_numpy(model(inputs))
     signature = {
         "image": tf.TensorSpec([None, None, None, 3]),
         "word_ids": tf.TensorSpec([None, None], tf.int32),
     }
     traced = tf.function(lambda x: model(x, training=False), input_signature=[signature])
-    np.testing.assert_allclose(_np(traced(inputs)), expected, atol=1e-5)
-    larger = {"image": np.zeros((1, 96, 96, 3), "float32"), "word_ids": _word_ids(1)}
+    np.testing.assert_allclose(to_numpy(traced(inputs)), expected, atol=1e-5)
+    larger = {"image": np.zeros((1, 96, 96, 3), "float32"), "word_ids": word_ids(1)}
     assert tuple(traced(larger).shape) == (1, 12, 12, 1)
 
 
@@ -404,11 +374,7 @@ def test_refinement_is_a_registered_layer_of_the_model(rrn):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "name",
-    ["lstm_cnn", "r_lstm", "d_lstm", "d_lstm_ours", "rrn", "r_rmi", "d_rmi", "lts", "lts_trans"],
-)
+@pytest.mark.parametrize("name", list_presets())
 def test_every_preset_fits_with_a_trainable_backbone(name, tmp_path):
-    kwargs = {} if name in ("lstm_cnn", "lts", "lts_trans") else {"backbone_kwargs": TINY_RESNET}
-    model = build_preset(name, VOCAB, size="tiny", **kwargs)
-    _assert_trains_and_round_trips(model, tmp_path)
+    model = build_tiny_preset(name)
+    assert_trains_and_round_trips(model, tmp_path, padding=preset_text_padding(name)[0])

@@ -22,6 +22,7 @@ import pytest
 
 from refseg_tf.backbones import get_backbone
 from refseg_tf.models import build_preset
+from tests.test_case import run_preset_test
 
 VOCAB_REFERIT = 8803
 VOCAB_COCO = 12112
@@ -159,7 +160,9 @@ def test_paper_scale_heads_on_tiny_backbones(case):
     backbone = get_backbone(backbone_name, tiny=True, **(
         {"depths": (1, 1, 1, 1)} if backbone_name == "resnet101_os8" else {}
     ))
-    model = _build(build_preset(name, vocabulary, backbone=backbone, **overrides), 64)
+    model = run_preset_test(
+        name, vocabulary, size="paper", backbone=backbone, head_formula=formula, **overrides
+    )
     head = model.count_params() - backbone.count_params()
     print(f"{name} {overrides}: head {head:,} parameters (tiny backbone)")
     assert head == formula(vocabulary, backbone.feature_channels)

@@ -11,15 +11,15 @@ from refseg_tf.losses import SigmoidCrossEntropyLoss
 from refseg_tf.models import RMI, MultimodalLSTM, build_preset, get_preset
 from refseg_tf.models.rmi import ClippedArctanh
 from tests.test_param_counts import PAPER_CHANNELS, rmi_head
-from tests.test_models import (
+from tests.test_case import (
     IMAGE,
     TINY_RESNET,
     VOCAB,
-    _assert_batch_equals_single_runs,
-    _assert_trains_and_round_trips,
-    _frozen,
-    _inputs,
-    _np,
+    assert_batch_equals_single_runs,
+    run_layer_test,
+    save_and_reload,
+    segmenter_inputs as _inputs,
+    to_numpy,
 )
 
 GRID, STEPS, UNITS = 3, 4, 5
@@ -82,24 +82,24 @@ def test_split_gates_equal_a_direct_1x1_convolution_over_the_concatenated_input(
     np.testing.assert_array_equal(bias, np.repeat([0.0, 0.0, 1.0, 0.0], UNITS))
     layer.set_weights([kernel, np.random.default_rng(1).normal(size=bias.shape)])
     expected = _reference_conv_lstm(layer, *inputs)
-    sequences = _np(layer(*inputs[:4], word_mask=inputs[4], return_sequences=True))
+    sequences = to_numpy(layer(*inputs[:4], word_mask=inputs[4], return_sequences=True))
     np.testing.assert_allclose(sequences, expected, atol=1e-5)
-    final = _np(layer(*inputs[:4], word_mask=inputs[4]))
+    final = to_numpy(layer(*inputs[:4], word_mask=inputs[4]))
     np.testing.assert_allclose(final, expected[:, -1], atol=1e-5)
 
 
 def test_mlstm_batch_equals_single_runs_with_different_lengths():
     layer = MultimodalLSTM(UNITS)
     inputs = _layer_inputs(lengths=(4, 1, 3))
-    batched = _np(layer(*inputs[:4], word_mask=inputs[4]))
+    batched = to_numpy(layer(*inputs[:4], word_mask=inputs[4]))
     for index in range(3):
         single = [x[index : index + 1] for x in inputs]
         np.testing.assert_allclose(
-            batched[index], _np(layer(*single[:4], word_mask=single[4]))[0], atol=1e-6
+            batched[index], to_numpy(layer(*single[:4], word_mask=single[4]))[0], atol=1e-6
         )
     # A pad step keeps the state: the one-word sentence equals a one-step run.
     last = [x[1:2, -1:] if x.ndim == 3 or x.ndim == 2 else x[1:2] for x in inputs]
-    one_step = _np(layer(last[0], last[1], last[2], last[3]))
+    one_step = to_numpy(layer(last[0], last[1], last[2], last[3]))
     np.testing.assert_allclose(batched[1], one_step[0], atol=1e-6)
 
 
@@ -127,16 +127,16 @@ def test_mlstm_trains_and_round_trips(tmp_path):
     path = str(tmp_path / "mlstm.keras")
     model.save(path)
     reloaded = keras.saving.load_model(path)
-    np.testing.assert_allclose(_np(reloaded(inputs)), _np(model(inputs)), atol=1e-6)
+    np.testing.assert_allclose(to_numpy(reloaded(inputs)), to_numpy(model(inputs)), atol=1e-6)
     assert reloaded.get_layer("mlstm").get_config() == model.get_layer("mlstm").get_config()
 
 
 def test_mlstm_compiles_with_xla():
     layer = MultimodalLSTM(UNITS)
     inputs = _layer_inputs()
-    eager = _np(layer(*inputs[:4], word_mask=inputs[4]))
+    eager = to_numpy(layer(*inputs[:4], word_mask=inputs[4]))
     compiled = tf.function(lambda *x: layer(*x[:4], word_mask=x[4]), jit_compile=True)
-    np.testing.assert_allclose(_np(compiled(*inputs)), eager, atol=1e-5)
+    np.testing.assert_allclose(to_numpy(compiled(*inputs)), eager, atol=1e-5)
 
 
 def test_paper_scale_mlstm_parameter_count():
@@ -150,8 +150,8 @@ def test_mlstm_and_arctanh_reject_bad_inputs_and_compute_the_head():
         MultimodalLSTM(0)
     values = np.array([[-0.5, 0.0, 0.9, 1.0]], "float32")
     expected = 0.5 * (np.log(1.001 + values) - np.log(1.001 - values))
-    np.testing.assert_allclose(_np(ClippedArctanh()(values)), expected, rtol=1e-5)
-    assert np.isfinite(_np(ClippedArctanh()(values))).all()
+    np.testing.assert_allclose(to_numpy(ClippedArctanh()(values)), expected, rtol=1e-5)
+    assert np.isfinite(to_numpy(ClippedArctanh()(values))).all()
 
 
 # --------------------------------------------------------------------------- RMI model
@@ -168,45 +168,62 @@ def test_rmi_outputs_defaults_and_batching(r_rmi):
     assert isinstance(optimizer, keras.optimizers.Adam)
     assert np.isclose(float(optimizer.learning_rate), 2.5e-4)
     for padding in ("front", "back"):
-        _assert_batch_equals_single_runs(r_rmi, padding, count=4)
+        assert_batch_equals_single_runs(r_rmi, padding, count=4)
 
 
 def test_rmi_extra_front_pad_steps_change_nothing(r_rmi):
     inputs = _inputs(4)
     longer = dict(inputs, word_ids=np.pad(inputs["word_ids"], ((0, 0), (3, 0))))
-    np.testing.assert_allclose(_np(r_rmi(longer)), _np(r_rmi(inputs)), atol=1e-6)
+    np.testing.assert_allclose(to_numpy(r_rmi(longer)), to_numpy(r_rmi(inputs)), atol=1e-6)
 
 
 def test_d_rmi_projects_c5_and_the_plain_head_variant(resnet):
     model = build_preset("d_rmi", VOCAB, size="tiny", backbone=resnet)
     assert model.visual_feature == "C5" and model.visual_projection_dim == 8
-    assert np.isfinite(_np(model(_inputs(2)))).all()
+    assert np.isfinite(to_numpy(model(_inputs(2)))).all()
     plain = build_preset("r_rmi", VOCAB, size="tiny", backbone=resnet, output_transform="none")
-    assert plain.arctanh is None and np.isfinite(_np(plain(_inputs(2)))).all()
+    assert plain.arctanh is None and np.isfinite(to_numpy(plain(_inputs(2)))).all()
     with pytest.raises(ValueError, match="output_transform"):
         RMI(resnet, VOCAB, output_transform="tanh")
     with pytest.raises(ValueError, match="not a feature"):
         RMI(resnet, VOCAB, visual_feature="C6")
 
 
-def test_rmi_compile_fit_and_save(tmp_path):
-    backbone = _frozen(get_backbone("resnet101_os8", tiny=True, **TINY_RESNET))
-    model = RMI(backbone, VOCAB, embedding_dim=8, text_units=8, mlstm_units=8)
-    reloaded = _assert_trains_and_round_trips(model, tmp_path)
+def test_rmi_is_registered_and_round_trips(r_rmi, tmp_path):
+    """Training + `.keras` of every preset: tests/test_models.py (run_segmenter_test)."""
+    reloaded = save_and_reload(r_rmi, tmp_path)
     assert isinstance(reloaded, RMI) and isinstance(reloaded.mlstm, MultimodalLSTM)
+    inputs = _inputs(2)
+    np.testing.assert_allclose(to_numpy(reloaded(inputs)), to_numpy(r_rmi(inputs)), atol=1e-5)
     assert keras.saving.get_registered_name(RMI) == "refseg_tf>RMI"
+
+
+@pytest.mark.parametrize(
+    "layer_cls, init_kwargs, args, kwargs, shape",
+    [
+        (MultimodalLSTM, dict(units=UNITS), _layer_inputs()[:4],
+         dict(word_mask=_layer_inputs()[4]), (3, GRID, GRID, UNITS)),
+        (MultimodalLSTM, dict(units=UNITS), _layer_inputs()[:4],
+         dict(return_sequences=True, word_mask=_layer_inputs()[4]),
+         (3, STEPS, GRID, GRID, UNITS)),
+        (ClippedArctanh, {}, (np.tanh(_layer_inputs()[0]),), {}, (3, GRID, GRID, CHANNELS[0])),
+    ],
+    ids=["mlstm", "mlstm_sequences", "clipped_arctanh"],
+)
+def test_rmi_layers_pass_the_common_layer_checks(layer_cls, init_kwargs, args, kwargs, shape):
+    run_layer_test(layer_cls, init_kwargs, args, call_kwargs=kwargs, expected_output_shape=shape)
 
 
 def test_rmi_explain_gives_one_map_per_real_word_at_image_size(r_rmi):
     inputs = _inputs(3)  # sentences of 5, 1 and 3 words
     explanation = r_rmi.explain(inputs)
-    maps, is_word = _np(explanation["maps"]), _np(explanation["is_word"])
+    maps, is_word = to_numpy(explanation["maps"]), to_numpy(explanation["is_word"])
     assert maps.shape == (3, inputs["word_ids"].shape[1], IMAGE, IMAGE)
     np.testing.assert_array_equal(is_word.sum(axis=1), [5, 1, 3])
     np.testing.assert_array_equal(is_word, inputs["word_ids"] != 0)
     # The last map is the channel mean of the (atanh) state the head reads, upsampled.
     hidden, _ = r_rmi._mlstm_states(inputs, training=False, return_sequences=False)
-    mean = _np(ops.mean(r_rmi.arctanh(hidden), axis=-1, keepdims=True))
+    mean = to_numpy(ops.mean(r_rmi.arctanh(hidden), axis=-1, keepdims=True))
     expected = tf.image.resize(mean, (IMAGE, IMAGE)).numpy()[..., 0]
     np.testing.assert_allclose(maps[:, -1], expected, atol=1e-5)
 
@@ -324,14 +341,14 @@ def test_rrn_explain_gives_the_state_after_each_refinement_step(resnet, case):
     explanation = model.explain(inputs)
     labels = ("q",) * (case.get("initial_state") == "input") + ("C5", "C4", "C3")
     assert tuple(explanation["labels"]) == labels
-    maps = _np(explanation["maps"])
+    maps = to_numpy(explanation["maps"])
     assert maps.shape == (2, len(labels), IMAGE, IMAGE) and np.isfinite(maps).all()
     # The last map is the channel mean of the state the score convolution reads.
     image_features = model.backbone(inputs["image"])
     fused = model.fusion(image_features["C5"], inputs["word_ids"])
     laterals = [model.laterals[lv](model.resize(image_features[lv], fused)) for lv in model.pyramid]
     final = model.refinement(fused, laterals)
-    mean = _np(ops.mean(final, axis=-1, keepdims=True))
+    mean = to_numpy(ops.mean(final, axis=-1, keepdims=True))
     expected = tf.image.resize(mean, (IMAGE, IMAGE)).numpy()[..., 0]
     np.testing.assert_allclose(maps[:, -1], expected, atol=1e-5)
 
@@ -345,5 +362,5 @@ def test_rmi_logits_stay_float32_under_mixed_precision(resnet):
     finally:
         keras.mixed_precision.set_global_policy("float32")
     assert model.mlstm.compute_dtype == "float16"
-    assert logits.dtype == "float32" and np.isfinite(_np(logits)).all()
-    assert maps.dtype == "float32" and np.isfinite(_np(maps)).all()
+    assert logits.dtype == "float32" and np.isfinite(to_numpy(logits)).all()
+    assert maps.dtype == "float32" and np.isfinite(to_numpy(maps)).all()

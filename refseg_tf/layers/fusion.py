@@ -87,7 +87,7 @@ class TextVisualFusion(keras.layers.Layer):
         self.visual_projection = None
         if self.visual_projection_dim is not None:
             self.visual_projection = keras.layers.Conv2D(
-                self.visual_projection_dim, 1, name="visual_projection"
+                self.visual_projection_dim, 1, dtype=self.dtype_policy, name="visual_projection"
             )
         self.text_encoder = LSTMTextEncoder(
             self.vocabulary_size,
@@ -95,14 +95,15 @@ class TextVisualFusion(keras.layers.Layer):
             self.text_units,
             embedding_dropout=self.embedding_dropout,
             mask_padding=self.mask_text_padding,
+            dtype=self.dtype_policy,
             name="text_encoder",
         )
-        self.visual_norm = L2Normalize(name="visual_l2")
-        self.text_norm = L2Normalize(name="text_l2")
-        self.tile = TileToSpatial(name="tile_text")
-        self.spatial = SpatialCoordinates(name="spatial")
+        self.visual_norm = L2Normalize(dtype=self.dtype_policy, name="visual_l2")
+        self.text_norm = L2Normalize(dtype=self.dtype_policy, name="text_l2")
+        self.tile = TileToSpatial(dtype=self.dtype_policy, name="tile_text")
+        self.spatial = SpatialCoordinates(dtype=self.dtype_policy, name="spatial")
         self.fusion_conv = keras.layers.Conv2D(
-            self.fused_channels, 1, activation="relu", name="fusion_conv"
+            self.fused_channels, 1, activation="relu", dtype=self.dtype_policy, name="fusion_conv"
         )
 
     def build(self, visual_shape, word_ids_shape, extra_features_shape=None):

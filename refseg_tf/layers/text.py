@@ -82,13 +82,21 @@ class LSTMTextEncoder(keras.layers.Layer):
             # Without masking, no implicit Keras mask may reach the LSTM either.
             mask_zero=self.mask_padding,
             embeddings_initializer=self.embeddings_initializer,
+            dtype=self.dtype_policy,
             name="embedding",
         )
-        self.dropout = keras.layers.Dropout(self.embedding_dropout, name="embedding_dropout")
+        self.dropout = keras.layers.Dropout(
+            self.embedding_dropout, dtype=self.dtype_policy, name="embedding_dropout"
+        )
         # cuDNN accepts only right-padded masks and fails at run time (inside fit) on the
         # front padding of Hu/RMI/RRN, so the masked generic kernel is always used.
         self.lstm = keras.layers.LSTM(
-            self.units, return_sequences=True, return_state=True, use_cudnn=False, name="lstm"
+            self.units,
+            return_sequences=True,
+            return_state=True,
+            use_cudnn=False,
+            dtype=self.dtype_policy,
+            name="lstm",
         )
 
     def build(self, word_ids_shape):

@@ -62,9 +62,9 @@ class ConvBNLeaky(keras.layers.Layer):
             padding="same",
             dilation_rate=self.dilation_rate,
             use_bias=False,
-            name="conv",
+            dtype=self.dtype_policy, name="conv",
         )
-        self.norm = keras.layers.BatchNormalization(name="bn")
+        self.norm = keras.layers.BatchNormalization(dtype=self.dtype_policy, name="bn")
 
     def build(self, input_shape):
         self.conv.build(input_shape)
@@ -154,13 +154,18 @@ class GRUTextEncoder(keras.layers.Layer):
             self.vocabulary_size,
             self.embedding_dim,
             trainable=self.trainable_embeddings,
-            name="embedding",
+            dtype=self.dtype_policy, name="embedding",
         )
         self.bigru = keras.layers.Bidirectional(
             keras.layers.GRU(
-                self.units, return_sequences=True, dropout=self.dropout, use_cudnn=use_cudnn
+                self.units,
+                return_sequences=True,
+                dropout=self.dropout,
+                use_cudnn=use_cudnn,
+                dtype=self.dtype_policy,
             ),
             merge_mode="concat",
+            dtype=self.dtype_policy,
             name="bigru",
         )
 
@@ -252,14 +257,16 @@ class LTSFusion(keras.layers.Layer):
         self.channels = _check_positive(channels, "channels")
         self.branch_channels = _check_positive(branch_channels, "branch_channels")
         self.text_fusion = bool(text_fusion)
-        self.visual1 = ConvBNLeaky(self.channels, name="w_v1")
+        self.visual1 = ConvBNLeaky(self.channels, dtype=self.dtype_policy, name="w_v1")
         if self.text_fusion:
-            self.text_dense = keras.layers.Dense(self.channels, use_bias=False, name="w_t")
-            self.text_norm = keras.layers.BatchNormalization(name="w_t_bn")
-        self.up1 = ConvBNLeaky(self.branch_channels, name="w_m1")
-        self.visual2 = ConvBNLeaky(self.branch_channels, name="w_v2")
-        self.up2 = ConvBNLeaky(self.branch_channels, name="w_m2")
-        self.visual3 = ConvBNLeaky(self.branch_channels, name="w_v3")
+            self.text_dense = keras.layers.Dense(
+                self.channels, use_bias=False, dtype=self.dtype_policy, name="w_t"
+            )
+            self.text_norm = keras.layers.BatchNormalization(dtype=self.dtype_policy, name="w_t_bn")
+        self.up1 = ConvBNLeaky(self.branch_channels, dtype=self.dtype_policy, name="w_m1")
+        self.visual2 = ConvBNLeaky(self.branch_channels, dtype=self.dtype_policy, name="w_v2")
+        self.up2 = ConvBNLeaky(self.branch_channels, dtype=self.dtype_policy, name="w_m2")
+        self.visual3 = ConvBNLeaky(self.branch_channels, dtype=self.dtype_policy, name="w_v3")
 
     def build(self, features_shape, sentence_shape=None):
         shape1, shape2, shape3 = (tuple(shape) for shape in features_shape)
@@ -469,17 +476,28 @@ class TransformerLocalizer(keras.layers.Layer):
         self.temperature = float(temperature)
         key_dim = self.d_model // self.num_heads
         self.self_attention = keras.layers.MultiHeadAttention(
-            self.num_heads, key_dim, dropout=self.dropout, name="self_attention"
+            self.num_heads, key_dim, dropout=self.dropout, dtype=self.dtype_policy,
+            name="self_attention",
         )
         self.cross_attention = keras.layers.MultiHeadAttention(
-            self.num_heads, key_dim, dropout=self.dropout, name="cross_attention"
+            self.num_heads, key_dim, dropout=self.dropout, dtype=self.dtype_policy,
+            name="cross_attention",
         )
-        self.ffn_in = keras.layers.Dense(self.ffn_units, activation="relu", name="ffn_in")
-        self.ffn_out = keras.layers.Dense(self.d_model, name="ffn_out")
-        self.norms = [keras.layers.LayerNormalization(epsilon=1e-5, name=f"norm{i}")
-                      for i in (1, 2, 3)]
-        self.decoder_norm = keras.layers.LayerNormalization(epsilon=1e-5, name="decoder_norm")
-        self.drops = [keras.layers.Dropout(self.dropout, name=f"dropout{i}") for i in (1, 2, 3, 4)]
+        self.ffn_in = keras.layers.Dense(
+            self.ffn_units, activation="relu", dtype=self.dtype_policy, name="ffn_in"
+        )
+        self.ffn_out = keras.layers.Dense(self.d_model, dtype=self.dtype_policy, name="ffn_out")
+        self.norms = [
+            keras.layers.LayerNormalization(epsilon=1e-5, dtype=self.dtype_policy, name=f"norm{i}")
+            for i in (1, 2, 3)
+        ]
+        self.decoder_norm = keras.layers.LayerNormalization(
+            epsilon=1e-5, dtype=self.dtype_policy, name="decoder_norm"
+        )
+        self.drops = [
+            keras.layers.Dropout(self.dropout, dtype=self.dtype_policy, name=f"dropout{i}")
+            for i in (1, 2, 3, 4)
+        ]
         self.score = keras.layers.Dense(1, dtype="float32", name="score")
 
     def build(self, features_shape, sentence_shape=None):
@@ -568,15 +586,19 @@ class ASPPSegmentation(keras.layers.Layer):
         self.channels = _check_positive(channels, "channels")
         self.rates = tuple(_check_positive(rate, "rates") for rate in rates)
         self.upsampling = _check_choice(upsampling, UPSAMPLING_MODES, "upsampling")
-        self.branches = [ConvBNLeaky(self.channels, 1, name="aspp_1x1")] + [
-            ConvBNLeaky(self.channels, 3, rate, name=f"aspp_rate{rate}") for rate in self.rates
+        policy = self.dtype_policy
+        self.branches = [ConvBNLeaky(self.channels, 1, dtype=policy, name="aspp_1x1")] + [
+            ConvBNLeaky(self.channels, 3, rate, dtype=policy, name=f"aspp_rate{rate}")
+            for rate in self.rates
         ]
-        self.pool_branch = ConvBNLeaky(self.channels, 1, name="aspp_pool")
+        self.pool_branch = ConvBNLeaky(self.channels, 1, dtype=self.dtype_policy, name="aspp_pool")
         deconv_channels = 1 if self.upsampling == "mask" else self.channels
         if self.upsampling == "mask":
-            self.project = keras.layers.Conv2D(1, 1, name="aspp_out")
+            self.project = keras.layers.Conv2D(1, 1, dtype=self.dtype_policy, name="aspp_out")
         else:
-            self.project = ConvBNLeaky(self.channels, 1, name="aspp_project")
+            self.project = ConvBNLeaky(
+                self.channels, 1, dtype=self.dtype_policy, name="aspp_project"
+            )
             self.score = keras.layers.Conv2D(1, 1, dtype="float32", name="score")
         self.deconv = keras.layers.Conv2DTranspose(
             deconv_channels,
@@ -585,7 +607,7 @@ class ASPPSegmentation(keras.layers.Layer):
             padding="same",
             use_bias=False,
             kernel_initializer=BilinearUpsamplingInitializer(),
-            dtype="float32" if self.upsampling == "mask" else None,
+            dtype="float32" if self.upsampling == "mask" else self.dtype_policy,
             name="deconv",
         )
 

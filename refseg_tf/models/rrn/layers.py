@@ -129,12 +129,15 @@ class ConvLSTMStep(keras.layers.Layer):
             self.kernel_size,
             padding="same",
             use_bias=not self.layer_norm,
+            dtype=self.dtype_policy,
             name="gates",
         )
         self.norms = {}
         if self.layer_norm:
             for part in ("candidate", "input", "forget", "output", "cell"):
-                self.norms[part] = SampleLayerNormalization(self.epsilon, name=f"norm_{part}")
+                self.norms[part] = SampleLayerNormalization(
+                    self.epsilon, dtype=self.dtype_policy, name=f"norm_{part}"
+                )
 
     def build(self, inputs_shape, hidden_shape, carry_shape):
         self.gates.build(tuple(inputs_shape[:-1]) + (inputs_shape[-1] + self.units,))
@@ -166,7 +169,8 @@ class ConvLSTMStep(keras.layers.Layer):
     def _peep(self, gate, value, carry):
         if self.peephole is None:
             return value
-        return value + ops.cast(self.peephole_weights[gate], value.dtype) * carry
+        weight = ops.cast(self.peephole_weights[gate], value.dtype)
+        return value + weight * ops.cast(carry, value.dtype)
 
     def call(self, inputs, hidden, carry):
         gates = self.gates(ops.concatenate([inputs, ops.cast(hidden, inputs.dtype)], axis=-1))
@@ -308,7 +312,8 @@ class RecurrentRefinement(keras.layers.Layer):
     def _make_step_layers(self):
         def conv(name):
             return keras.layers.Conv2D(
-                self.units, self.kernel_size, padding="same", activation=self.activation, name=name
+                self.units, self.kernel_size, padding="same", activation=self.activation,
+                dtype=self.dtype_policy, name=name,
             )
 
         if self.update == "plain":
@@ -323,6 +328,7 @@ class RecurrentRefinement(keras.layers.Layer):
                     padding="same",
                     activation=self.activation,
                     return_sequences=self.return_sequences,
+                    dtype=self.dtype_policy,
                     name="conv_lstm",
                 )
             ]
@@ -335,6 +341,7 @@ class RecurrentRefinement(keras.layers.Layer):
                     forget_bias=self.forget_bias,
                     layer_norm=self.lstm_cell == "layer_norm",
                     peephole=self.peephole,
+                    dtype=self.dtype_policy,
                     name="conv_lstm_step",
                 )
             ]
