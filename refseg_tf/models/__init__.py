@@ -19,6 +19,7 @@ from refseg_tf.models.presets import (
     list_presets,
     preset_kwargs,
 )
+from refseg_tf.models.asgn import ASGN, Discriminator, register as _register_asgn
 from refseg_tf.models.lts import LTS, register as _register_lts
 from refseg_tf.models.rmi import RMI, MultimodalLSTM, register as _register_rmi
 from refseg_tf.models.rrn import (
@@ -31,6 +32,8 @@ from refseg_tf.models.rrn import (
 )
 
 __all__ = [
+    "ASGN",
+    "Discriminator",
     "HU_HIGH_RES_LOSS",
     "HU_LOW_RES_LOSS",
     "HU_OPTIMIZER",
@@ -58,6 +61,7 @@ __all__ = [
 
 _register_rmi()  # the r_rmi / d_rmi presets (refseg_tf.models.rmi.presets)
 _register_lts()  # the lts / lts_trans presets (refseg_tf.models.lts.presets)
+_register_asgn()  # the asgn_* presets (refseg_tf.models.asgn.presets)
 
 # Keys of the `model` section that are not model keyword arguments.
 _SECTION_KEYS = ("name", "vocabulary_size", "size", "backbone", "loss", "optimizer")
