@@ -237,7 +237,10 @@ class ServingModule(tf.Module):
         if max_pixels < 1:
             raise ValueError(f"`max_pixels` must be a positive integer; received {max_pixels}.")
         data = predictor.config.data
-        self.model = predictor.model
+        # A model trained with auxiliary networks (ASGN's discriminator, issue 12) exports only
+        # the network inference runs, `inference_model()`.
+        model = predictor.model
+        self.model = model.inference_model() if hasattr(model, "inference_model") else model
         # The underlying tf.Variables, tracked directly (as keras.export.ExportArchive does):
         # through the Keras model alone some (e.g. BatchNorm moving statistics) are missing
         # from the SavedModel's variable list and the TF1 loader of TF Serving and

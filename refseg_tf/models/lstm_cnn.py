@@ -177,7 +177,8 @@ class LSTMCNN(ReferringSegmenter):
 
         `detail`: optional callable `(backbone_features, visual) -> [B, h, w, E]` whose output
         joins the fusion input (`TextVisualFusion(extra_features=...)`); `return_features`:
-        return `{"logits", "semantic"}`, `semantic` being the fusion's visual feature
+        return `{"logits", "semantic"}` on the feature grid (before any deconvolution, which
+        the caller applies: `self.upsample`), `semantic` being the fusion's visual feature
         (projected when `visual_projection_dim`, L2-normalised; recomputed by one 1x1 conv).
         """
         image, word_ids = self.check_inputs(inputs)
@@ -186,14 +187,17 @@ class LSTMCNN(ReferringSegmenter):
         extra = None if detail is None else detail(features, visual)
         fused = self.fusion(visual, word_ids, extra_features=extra, training=training)
         logits = self.score_conv(fused)
+        if return_features:
+            return {"logits": logits, "semantic": self._semantic_feature(visual)}
         if self.upsample is not None:
             logits = self.upsample(logits)
-        if not return_features:
-            return logits
-        semantic = visual
+        return logits
+
+    def _semantic_feature(self, visual):
+        """The fusion's visual input: projected (when configured) and L2-normalised."""
         if self.fusion.visual_projection is not None:
-            semantic = self.fusion.visual_projection(semantic)
-        return {"logits": logits, "semantic": self.fusion.visual_norm(semantic)}
+            visual = self.fusion.visual_projection(visual)
+        return self.fusion.visual_norm(visual)
 
     @classmethod
     def from_low_resolution(cls, source, *, loss_config=None, optimizer_config=None):

@@ -16,7 +16,12 @@ def checkpoint_manager(model, model_dir: str, max_to_keep: int = 3) -> tf.train.
     TensorFlow writes each checkpoint to temporary names and renames it, and updates the
     `checkpoint` index last, so a run killed mid-save resumes from the previous checkpoint.
     """
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
+    # ASGN (issue 12): a model with `checkpoint_items()` names its items (e.g. a second
+    # optimizer); "optimizer" stays the one whose `iterations` is the resume step.
+    if hasattr(model, "checkpoint_items"):
+        checkpoint = tf.train.Checkpoint(**model.checkpoint_items())
+    else:
+        checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
     return tf.train.CheckpointManager(
         checkpoint, os.path.join(model_dir, CHECKPOINT_SUBDIR), max_to_keep=max_to_keep
     )

@@ -468,11 +468,18 @@ def train(config, model_dir: str, verbose="auto"):
             float(config.train.weight_decay),
             config.train.get("weight_decay_scope", "matrices"),
         )
-        model.compile(
-            optimizer=build_optimizer(config.train.optimizer, steps),
-            jit_compile=jit_compile_option(config.train.jit_compile),
-        )
-        model.optimizer.build(model.trainable_variables)
+        jit_compile = jit_compile_option(config.train.jit_compile)
+        # --- ASGN (issue 12): a model with the CONTRACTS2 training hooks owns its optimizers
+        # (one per role) and its checkpoint items; to reconcile with the `families` branch. ---
+        if hasattr(model, "make_optimizers") and hasattr(model, "compile_for_training"):
+            optimizers = model.make_optimizers(
+                lambda role: build_optimizer(config.train.optimizer, steps)
+            )
+            model.compile_for_training(optimizers, jit_compile=jit_compile)
+        else:
+            model.compile(optimizer=build_optimizer(config.train.optimizer, steps),
+                          jit_compile=jit_compile)
+            model.optimizer.build(model.trainable_variables)
         manager = callbacks_lib.checkpoint_manager(
             model, model_dir, max_to_keep=int(config.train.keep_checkpoints)
         )

@@ -47,7 +47,8 @@ class ASGNGenerator(ReferringSegmenter):
 
     Args:
         base: an `LSTMCNN` (SNLE = preset "lstm_cnn", R+LSTM, D+LSTM) or `RMI` (D+RMI), or its
-            serialised dict. SE needs logits on the feature grid (no LSTM-CNN deconvolution).
+            serialised dict. With Hu's deconvolution (SNLE high resolution) SE works on the
+            fc8 grid and the deconvolution upsamples its output (REC; the paper is silent).
         detail_features: backbone feature names of DE (`()` = no DE). Table III's best:
             `("C3", "C4", "C5")` on ResNet; VGG: `("conv3", "conv4", "conv5")` (REC, SPEC 3.9-7).
         detail_channels: channels of each DE 1x1 convolution (REC 128; paper silent).
@@ -93,11 +94,6 @@ class ASGNGenerator(ReferringSegmenter):
             raise ValueError(
                 "DE and SE need a base with the `detail` / `return_features` call hook (LSTMCNN, "
                 f"RMI); received {type(base).__name__}."
-            )
-        if semantic_embedding and getattr(base, "upsample", None) is not None:
-            raise ValueError(
-                "`semantic_embedding` needs logits on the feature grid; the base has "
-                "upsampling='deconv'."
             )
         for name in detail_features:
             if name not in base.backbone.feature_strides:
@@ -151,7 +147,10 @@ class ASGNGenerator(ReferringSegmenter):
         )
         if self.semantic is None:
             return outputs
-        return self.semantic(outputs["semantic"], outputs["logits"])
+        logits = self.semantic(outputs["semantic"], outputs["logits"])
+        # SNLE's high-resolution stage: SE on the fc8 grid, then the base's deconvolution.
+        upsample = getattr(self.base, "upsample", None)
+        return logits if upsample is None else upsample(logits)
 
     def get_config(self):
         config = super().get_config()
