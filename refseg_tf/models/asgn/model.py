@@ -167,7 +167,12 @@ class ASGNGenerator(ReferringSegmenter):
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        config["base"] = keras.saving.deserialize_keras_object(config["base"])
+        base = dict(config["base"])
+        # The base is built as part of the generator (with the DE inputs of its fusion), not
+        # on its own from its build config.
+        base.pop("build_config", None)
+        base.pop("compile_config", None)
+        config["base"] = keras.saving.deserialize_keras_object(base)
         return cls(**config)
 
 
