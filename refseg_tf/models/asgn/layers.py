@@ -1,6 +1,7 @@
 """ASGN layers (Qiu et al.): detail enhancement, semantic embedding and the discriminator."""
 
 import keras
+import numpy as np
 from keras import ops
 
 from refseg_tf.layers.spatial import L2Normalize, resize_bilinear
@@ -100,6 +101,10 @@ class SemanticEmbedding(keras.layers.Layer):
         kernel_size: kernel of the prediction convolution (REC 1).
         normalize: L2-normalise `f` over channels first (REC True; the base models pass it
             normalised already, a second normalisation is the identity).
+        initial_probability_weight: initial kernel weight `w` on the probability channel,
+            bias `-w / 2`, so that the head starts near the base logits (`4 (p - 1/2)` is the
+            logit's tangent at p = 1/2); 0 keeps the plain Glorot initialisation. A library
+            choice (REC): with a random start the head learned nothing on the synthetic data.
 
     Call args:
         semantic: `[B, h, w, C]` visual feature.
@@ -112,8 +117,9 @@ class SemanticEmbedding(keras.layers.Layer):
         Qiu et al., ASGN, Sec. III.B.2 (semantic embedding), Fig. 2 (red connection).
     """
 
-    def __init__(self, kernel_size=1, normalize=True, **kwargs):
+    def __init__(self, kernel_size=1, normalize=True, initial_probability_weight=4.0, **kwargs):
         super().__init__(**kwargs)
+        self.initial_probability_weight = float(initial_probability_weight)
         self.kernel_size = int(kernel_size)
         if self.kernel_size < 1:
             raise ValueError(f"`kernel_size` must be a positive integer; received {kernel_size}.")
@@ -122,6 +128,19 @@ class SemanticEmbedding(keras.layers.Layer):
         self.conv = keras.layers.Conv2D(
             1, self.kernel_size, padding="same", dtype="float32", name="semantic_score"
         )
+
+    def build(self, semantic_shape, logits_shape):
+        channels = int(semantic_shape[-1]) + 1
+        self.conv.build(tuple(semantic_shape[:-1]) + (channels,))
+        if self.initial_probability_weight:
+            # Start close to the base prediction: logit(p) ~ 4 (p - 1/2) around p = 1/2, so the
+            # head does not have to learn to pass the probability map through first.
+            kernel = np.array(self.conv.kernel.numpy())
+            centre = self.kernel_size // 2
+            kernel[centre, centre, -1, 0] = self.initial_probability_weight
+            self.conv.kernel.assign(kernel)
+            self.conv.bias.assign(np.full((1,), -self.initial_probability_weight / 2, "float32"))
+        self.built = True
 
     def call(self, semantic, logits):
         if self.norm is not None:
@@ -132,7 +151,11 @@ class SemanticEmbedding(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(kernel_size=self.kernel_size, normalize=self.normalize)
+        config.update(
+            kernel_size=self.kernel_size,
+            normalize=self.normalize,
+            initial_probability_weight=self.initial_probability_weight,
+        )
         return config
 
 

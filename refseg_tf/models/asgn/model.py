@@ -139,7 +139,10 @@ class ASGNGenerator(ReferringSegmenter):
     def call(self, inputs, training=None):
         if self.detail is None and self.semantic is None:
             return self.base(inputs, training=training)
-        outputs = self.base(
+        # `base.call`, not `base(...)`: the base is then never built as a model on its own, so
+        # a SavedModel does not trace its default signature (a call without the DE inputs its
+        # fusion was built with). Its layers are built and tracked as usual.
+        outputs = self.base.call(
             inputs,
             training=training,
             detail=self.detail,
