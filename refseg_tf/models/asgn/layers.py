@@ -88,6 +88,31 @@ class DetailEnhancement(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="refseg_tf")
+class ProbabilityChannelInitializer(keras.initializers.Initializer):
+    """Glorot-uniform kernel whose centre tap on the last input channel is `weight`.
+
+    Args:
+        weight: the initial weight of the last input channel (SE's probability map).
+        seed: seed of the Glorot part.
+    """
+
+    def __init__(self, weight=4.0, seed=None):
+        self.weight = float(weight)
+        self.seed = seed
+        self.glorot = keras.initializers.GlorotUniform(seed=seed)
+
+    def __call__(self, shape, dtype=None):
+        kernel = self.glorot(shape, dtype=dtype)
+        centre = np.zeros(shape, "float32")
+        centre[shape[0] // 2, shape[1] // 2, -1, :] = 1.0
+        centre = ops.convert_to_tensor(centre, dtype=kernel.dtype)
+        return kernel * (1.0 - centre) + self.weight * centre
+
+    def get_config(self):
+        return {"weight": self.weight, "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="refseg_tf")
 class SemanticEmbedding(keras.layers.Layer):
     """SE: `final = Conv([L2(f); sigmoid(base logits)])`, the final logit map.
 
@@ -103,7 +128,7 @@ class SemanticEmbedding(keras.layers.Layer):
             normalised already, a second normalisation is the identity).
         initial_probability_weight: initial kernel weight `w` on the probability channel,
             bias `-w / 2`, so that the head starts near the base logits (`4 (p - 1/2)` is the
-            logit's tangent at p = 1/2); 0 keeps the plain Glorot initialisation. A library
+            logit's tangent at p = 1/2; the other taps Glorot-uniform). A library
             choice (REC): with a random start the head learned nothing on the synthetic data.
 
     Call args:
@@ -125,22 +150,18 @@ class SemanticEmbedding(keras.layers.Layer):
             raise ValueError(f"`kernel_size` must be a positive integer; received {kernel_size}.")
         self.normalize = bool(normalize)
         self.norm = L2Normalize(name="semantic_l2") if self.normalize else None
+        # Start close to the base prediction: logit(p) ~ w (p - 1/2) with w = 4, the logit's
+        # tangent at p = 1/2, so the head does not first have to learn to pass p through.
+        weight = self.initial_probability_weight
         self.conv = keras.layers.Conv2D(
-            1, self.kernel_size, padding="same", dtype="float32", name="semantic_score"
+            1,
+            self.kernel_size,
+            padding="same",
+            kernel_initializer=ProbabilityChannelInitializer(weight),
+            bias_initializer=keras.initializers.Constant(-weight / 2),
+            dtype="float32",
+            name="semantic_score",
         )
-
-    def build(self, semantic_shape, logits_shape):
-        channels = int(semantic_shape[-1]) + 1
-        self.conv.build(tuple(semantic_shape[:-1]) + (channels,))
-        if self.initial_probability_weight:
-            # Start close to the base prediction: logit(p) ~ 4 (p - 1/2) around p = 1/2, so the
-            # head does not have to learn to pass the probability map through first.
-            kernel = np.array(self.conv.kernel.numpy())
-            centre = self.kernel_size // 2
-            kernel[centre, centre, -1, 0] = self.initial_probability_weight
-            self.conv.kernel.assign(kernel)
-            self.conv.bias.assign(np.full((1,), -self.initial_probability_weight / 2, "float32"))
-        self.built = True
 
     def call(self, semantic, logits):
         if self.norm is not None:
