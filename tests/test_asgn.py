@@ -56,6 +56,7 @@ def test_modules_change_the_generator_and_default_is_the_base():
         _model(detail_features=("C9",))
 
 
+@pytest.mark.slow
 def test_d_rmi_and_snle_generators_take_de_and_se():
     inputs, _ = _batch()
     for preset, stride in (("asgn_d_rmi", 8), ("asgn_snle", 32)):
