@@ -810,7 +810,7 @@ def asgn(generator="r_lstm", dataset="unc", modules="de_se_at", de_layers=None,
     if generator == "r_lstm" and dataset == "unc":
         config.paper.source = "ASGN Tables I-II"
         config.paper.precision = ml_collections.ConfigDict(
-            {split: list(v) for split, v in ASGN_TABLE2_PRECISION.get(modules, {}).items()}
+            {split: tuple(v) for split, v in ASGN_TABLE2_PRECISION.get(modules, {}).items()}
         )
     if de_layers is not None:
         config.paper.source = "ASGN Table III"
