@@ -139,7 +139,11 @@ class RMI(ReferringSegmenter):
     def output_stride(self):
         return self.backbone.feature_strides[self.visual_feature]
 
-    def _mlstm_states(self, inputs, training, return_sequences, detail=None):
+    def _mlstm_states(self, inputs, training, return_sequences):
+        states, mask, _ = self._mlstm_states_and_visual(inputs, training, return_sequences)
+        return states, mask
+
+    def _mlstm_states_and_visual(self, inputs, training, return_sequences, detail=None):
         image, word_ids = self.check_inputs(inputs)
         features = self.backbone(image, training=training)
         visual = features[self.visual_feature]
@@ -177,7 +181,7 @@ class RMI(ReferringSegmenter):
         the time-invariant mLSTM input `L2(v)`; `return_features`: return
         `{"logits", "semantic"}` with `semantic = L2(v)`.
         """
-        hidden, _, visual = self._mlstm_states(
+        hidden, _, visual = self._mlstm_states_and_visual(
             inputs, training, return_sequences=False, detail=detail
         )
         logits = self.score_conv(self._head_input(hidden))
@@ -199,7 +203,7 @@ class RMI(ReferringSegmenter):
             A dict: `maps` float32 `[B, T, S, S]` (a pad step repeats the previous map) and
             `is_word` bool `[B, T]` (True at real words; select those maps to draw).
         """
-        hidden, mask, _ = self._mlstm_states(inputs, training=False, return_sequences=True)
+        hidden, mask = self._mlstm_states(inputs, training=False, return_sequences=True)
         if self.arctanh is not None:
             hidden = self.arctanh(hidden)
         response = ops.mean(ops.cast(hidden, "float32"), axis=-1)  # [B, T, H', W']
