@@ -36,6 +36,8 @@ PAPER_ROWS = {  # the papers' headline row for each model (overall IoU, %)
     "rrn": "54.26 (UNC val; RRN Table 1 row 12)",
     "rmi": "39.74 (UNC val; RMI Table 1, R+RMI)",
     "lts": "65.43 mean IoU (RefCOCO val; LTS Table 1)",
+    "asgn": "48.04 (UNC val; ASGN Table I, D+LSTM+DE+SE+AT)",
+    "asgn_no_at": "- (ASGN Table II has R+LSTM+DE+SE: 44.92 UNC val)",
 }
 
 flags.DEFINE_string("output_dir", "runs/synthetic_results", "Where data, models and the table go.")

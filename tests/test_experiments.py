@@ -28,7 +28,7 @@ MODELS = tuple(list_presets())  # every registered preset
 SYNTHETIC = tuple(
     name[len("synthetic_"):] for name in experiments.list_experiments(synthetic=True)
 )
-SYNTHETIC_MODEL = {"rmi": "r_rmi"}
+SYNTHETIC_MODEL = {"rmi": "r_rmi", "asgn": "asgn_d_lstm", "asgn_no_at": "asgn_d_lstm"}
 PAPER_NAMES = [name for name in NAMES if not name.startswith("synthetic_")]
 
 # Overall IoU (%) the papers report, by experiment file.
@@ -48,6 +48,47 @@ _RRN_TABLE1 = {  # RRN Table 1, UNC val: (variant, pyramid, overall IoU)
     15: ("lstm_tanh", ("C3", "C4", "C5"), 53.81),
 }
 PAPER_IOU = {
+    # ASGN (Qiu et al.) Tables I, II, III, VI (parsed once from SPEC 3.8).
+    "asgn_d_lstm_at_gref": {'val': 38.89},
+    "asgn_d_lstm_at_referit": {'test': 57.11},
+    "asgn_d_lstm_at_unc": {'val': 44.74, 'testA': 45.75, 'testB': 44.05},
+    "asgn_d_lstm_at_uncplus": {'val': 33.08, 'testA': 33.59, 'testB': 31.27},
+    "asgn_d_lstm_de_se_at_gref": {'val': 40.36},
+    "asgn_d_lstm_de_se_at_referit": {'test': 58.43},
+    "asgn_d_lstm_de_se_at_unc": {'val': 48.04, 'testA': 48.86, 'testB': 47.64},
+    "asgn_d_lstm_de_se_at_uncplus": {'val': 36.25, 'testA': 37.47, 'testB': 34.48},
+    "asgn_d_rmi_at_gref": {'val': 39.6},
+    "asgn_d_rmi_at_referit": {'test': 58.74},
+    "asgn_d_rmi_at_unc": {'val': 45.4, 'testA': 46.1, 'testB': 44.87},
+    "asgn_d_rmi_at_uncplus": {'val': 33.88, 'testA': 35.01, 'testB': 32.7},
+    "asgn_d_rmi_de_se_at_gref": {'val': 41.36},
+    "asgn_d_rmi_de_se_at_referit": {'test': 60.31},
+    "asgn_d_rmi_de_se_at_unc": {'val': 50.46, 'testA': 51.2, 'testB': 49.27},
+    "asgn_d_rmi_de_se_at_uncplus": {'val': 38.41, 'testA': 39.79, 'testB': 35.97},
+    "asgn_r_lstm_at_gref": {'val': 34.42},
+    "asgn_r_lstm_at_referit": {'test': 54.41},
+    "asgn_r_lstm_at_unc": {'val': 41.18, 'testA': 42.19, 'testB': 40.3},
+    "asgn_r_lstm_at_uncplus": {'val': 30.14, 'testA': 31.44, 'testB': 29.37},
+    "asgn_r_lstm_de_at_unc": {'val': 45.06, 'testA': 46.17, 'testB': 44.97},
+    "asgn_r_lstm_de_conv1_2_3_4_5_unc": {'val': 43.96, 'testA': 44.87, 'testB': 43.4},
+    "asgn_r_lstm_de_conv1_2_3_unc": {'val': 42.76, 'testA': 42.97, 'testB': 42.41},
+    "asgn_r_lstm_de_conv1_unc": {'val': 41.56, 'testA': 42.28, 'testB': 41.23},
+    "asgn_r_lstm_de_conv2_3_4_5_unc": {'val': 44.55, 'testA': 45.65, 'testB': 43.77},
+    "asgn_r_lstm_de_conv2_unc": {'val': 42.33, 'testA': 43.18, 'testB': 41.7},
+    "asgn_r_lstm_de_conv3_unc": {'val': 42.21, 'testA': 43.23, 'testB': 41.7},
+    "asgn_r_lstm_de_conv4_5_unc": {'val': 43.56, 'testA': 43.51, 'testB': 43.43},
+    "asgn_r_lstm_de_se_at_gref": {'val': 36.82},
+    "asgn_r_lstm_de_se_at_lambda0p01_unc": {'val': 39.5, 'testA': 39.82, 'testB': 40.44},
+    "asgn_r_lstm_de_se_at_lambda1_unc": {'val': 42.35, 'testA': 43.37, 'testB': 41.97},
+    "asgn_r_lstm_de_se_at_referit": {'test': 57.92},
+    "asgn_r_lstm_de_se_at_unc": {'val': 45.37, 'testA': 46.84, 'testB': 45.15},
+    "asgn_r_lstm_de_se_at_uncplus": {'val': 34.38, 'testA': 35.76, 'testB': 32.49},
+    "asgn_r_lstm_de_se_unc": {'val': 44.92, 'testA': 45.63, 'testB': 44.74},
+    "asgn_r_lstm_de_unc": {'val': 44.88, 'testA': 45.53, 'testB': 44.71},
+    "asgn_r_lstm_se_at_unc": {'val': 42.42, 'testA': 43.7, 'testB': 42.13},
+    "asgn_r_lstm_se_unc": {'val': 40.14, 'testA': 40.69, 'testB': 39.86},
+    "asgn_snle_at_referit": {'test': 50.17},
+    "asgn_snle_de_se_at_referit": {'test': 52.87},
     # Hu et al. 2016 Table 1 (ReferIt test); G-Ref as reported in RMI Table 1 / RRN Table 2.
     "lstm_cnn_low_referit": {"test": 45.57},
     "lstm_cnn_high_referit": {"test": 48.03},

@@ -341,6 +341,7 @@ def test_build_model_rejects_bad_configs():
     with pytest.raises(ValueError, match="table1_row"):
         build_model(dict(base, name="rrn", table1_row=2))
     assert list_presets() == [
+        "asgn_d_lstm", "asgn_d_rmi", "asgn_r_lstm", "asgn_snle",
         "d_lstm", "d_lstm_ours", "d_rmi", "lstm_cnn", "lts", "lts_trans", "r_lstm", "r_rmi", "rrn"
     ]
 

@@ -228,7 +228,10 @@ class ServingModule(tf.Module):
         max_pixels = int(max_pixels)
         if max_pixels < 1:
             raise ValueError(f"`max_pixels` must be a positive integer; received {max_pixels}.")
-        self.model = predictor.model
+        # A model trained with auxiliary networks (ASGN's discriminator, issue 12) exports only
+        # the network inference runs, `inference_model()`.
+        model = predictor.model
+        self.model = model.inference_model() if hasattr(model, "inference_model") else model
         self.preprocessor = predictor.preprocessor
         # The underlying tf.Variables, tracked directly (as keras.export.ExportArchive does):
         # through the Keras model alone some (e.g. BatchNorm moving statistics) are missing

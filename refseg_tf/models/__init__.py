@@ -25,6 +25,7 @@ from refseg_tf.models.lstm_cnn import *  # noqa: E402,F401,F403
 from refseg_tf.models.rrn import *  # noqa: E402,F401,F403
 from refseg_tf.models.rmi import *  # noqa: E402,F401,F403
 from refseg_tf.models.lts import *  # noqa: E402,F401,F403
+from refseg_tf.models.asgn import *  # noqa: E402,F401,F403
 
 __all__ = sorted(
     name

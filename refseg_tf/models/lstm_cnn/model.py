@@ -178,13 +178,32 @@ class LSTMCNN(ReferringSegmenter):
     def output_stride(self):
         return 1 if self.upsample is not None else self.feature_stride
 
-    def call(self, inputs, training=None):
+    def call(self, inputs, training=None, detail=None, return_features=False):
+        """Logits; `detail` / `return_features` are the hook of ASGN's DE and SE modules.
+
+        `detail`: optional callable `(backbone_features, visual) -> [B, h, w, E]` whose output
+        joins the fusion input (`TextVisualFusion(extra_features=...)`); `return_features`:
+        return `{"logits", "semantic"}` on the feature grid (before any deconvolution, which
+        the caller applies: `self.upsample`), `semantic` being the fusion's visual feature
+        (projected when `visual_projection_dim`, L2-normalised; recomputed by one 1x1 conv).
+        """
         image, word_ids = self.check_inputs(inputs)
-        visual = self.backbone(image, training=training)[self.visual_feature]
-        logits = self.score_conv(self.fusion(visual, word_ids, training=training))
+        features = self.backbone(image, training=training)
+        visual = features[self.visual_feature]
+        extra = None if detail is None else detail(features, visual)
+        fused = self.fusion(visual, word_ids, extra_features=extra, training=training)
+        logits = self.score_conv(fused)
+        if return_features:
+            return {"logits": logits, "semantic": self._semantic_feature(visual)}
         if self.upsample is not None:
             logits = self.upsample(logits)
         return logits
+
+    def _semantic_feature(self, visual):
+        """The fusion's visual input: projected (when configured) and L2-normalised."""
+        if self.fusion.visual_projection is not None:
+            visual = self.fusion.visual_projection(visual)
+        return self.fusion.visual_norm(visual)
 
     @classmethod
     def expand_preset_kwargs(cls, preset, kwargs):

@@ -140,33 +140,54 @@ class RMI(ReferringSegmenter):
         return self.backbone.feature_strides[self.visual_feature]
 
     def _mlstm_states(self, inputs, training, return_sequences):
+        states, mask, _ = self._mlstm_states_and_visual(inputs, training, return_sequences)
+        return states, mask
+
+    def _mlstm_states_and_visual(self, inputs, training, return_sequences, detail=None):
         image, word_ids = self.check_inputs(inputs)
-        visual = self.backbone(image, training=training)[self.visual_feature]
+        features = self.backbone(image, training=training)
+        visual = features[self.visual_feature]
         if self.visual_projection is not None:
             visual = self.visual_projection(visual)
         visual = self.visual_norm(visual)
+        mlstm_visual = visual
+        if detail is not None:
+            # ASGN's DE: extra channels of the time-invariant per-pixel mLSTM input.
+            extra = ops.cast(detail(features, visual), visual.dtype)
+            mlstm_visual = ops.concatenate([visual, extra], axis=-1)
         text = self.text_encoder(word_ids, training=training)
         # Zero at pads (the mLSTM skips those steps anyway); it also drops the Keras mask the
         # LSTM attaches, which L2Normalize would warn about.
         text_states = ops.where(text["mask"][..., None], text["sequence"], 0.0)
         states = self.mlstm(
-            visual,
+            mlstm_visual,
             text["embeddings"],
             self.text_norm(text_states),
             self.spatial(visual),
             word_mask=text["mask"],
             return_sequences=return_sequences,
         )
-        return states, text["mask"]
+        return states, text["mask"], visual
 
     def _head_input(self, hidden):
         if self.arctanh is None:
             return hidden
         return ops.relu(self.arctanh(hidden))
 
-    def call(self, inputs, training=None):
-        hidden, _ = self._mlstm_states(inputs, training, return_sequences=False)
-        return self.score_conv(self._head_input(hidden))
+    def call(self, inputs, training=None, detail=None, return_features=False):
+        """Logits; `detail` / `return_features` are the hook of ASGN's DE and SE modules.
+
+        `detail`: optional callable `(backbone_features, visual) -> [B, h, w, E]` appended to
+        the time-invariant mLSTM input `L2(v)`; `return_features`: return
+        `{"logits", "semantic"}` with `semantic = L2(v)`.
+        """
+        hidden, _, visual = self._mlstm_states_and_visual(
+            inputs, training, return_sequences=False, detail=detail
+        )
+        logits = self.score_conv(self._head_input(hidden))
+        if not return_features:
+            return logits
+        return {"logits": logits, "semantic": visual}
 
     def explain(self, inputs):
         """Per-word response maps (RMI Sec. 4.4, Fig. 6).

@@ -1,0 +1,7 @@
+"""ASGN Table I: D+RMI+AT on unc+."""
+
+from refseg_tf.training import experiments
+
+
+def get_config():
+    return experiments.asgn(generator="d_rmi", dataset="unc+", modules="at")

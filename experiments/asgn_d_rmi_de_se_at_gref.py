@@ -1,0 +1,7 @@
+"""ASGN Table I: D+RMI+DE+SE+AT on gref."""
+
+from refseg_tf.training import experiments
+
+
+def get_config():
+    return experiments.asgn(generator="d_rmi", dataset="gref", modules="de_se_at")

@@ -1,0 +1,7 @@
+"""ASGN Table I: R+LSTM+AT on gref."""
+
+from refseg_tf.training import experiments
+
+
+def get_config():
+    return experiments.asgn(generator="r_lstm", dataset="gref", modules="at")

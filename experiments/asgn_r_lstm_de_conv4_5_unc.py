@@ -1,0 +1,7 @@
+"""ASGN Table III: R+LSTM+DE with DE layers conv4+5 on UNC (conv3+4+5 = asgn_r_lstm_de_unc.py)."""
+
+from refseg_tf.training import experiments
+
+
+def get_config():
+    return experiments.asgn(generator="r_lstm", dataset="unc", modules="de", de_layers="conv4_5")

@@ -1,0 +1,7 @@
+"""ASGN Table VI: R+LSTM+DE+SE+AT with lambda = 0.01 on UNC (0.1 = asgn_r_lstm_de_se_at_unc.py)."""
+
+from refseg_tf.training import experiments
+
+
+def get_config():
+    return experiments.asgn(generator="r_lstm", dataset="unc", modules="de_se_at", cross_entropy_weight=0.01)

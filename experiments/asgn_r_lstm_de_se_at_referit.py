@@ -1,0 +1,7 @@
+"""ASGN Table I: R+LSTM+DE+SE+AT on referit."""
+
+from refseg_tf.training import experiments
+
+
+def get_config():
+    return experiments.asgn(generator="r_lstm", dataset="referit", modules="de_se_at")

@@ -1,0 +1,7 @@
+"""ASGN Table II: R+LSTM+DE+SE on UNC."""
+
+from refseg_tf.training import experiments
+
+
+def get_config():
+    return experiments.asgn(generator="r_lstm", dataset="unc", modules="de_se")

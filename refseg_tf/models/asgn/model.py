@@ -1,0 +1,496 @@
+"""ASGN (Qiu et al.): a segmenter with DE/SE modules trained against a discriminator."""
+
+import keras
+from keras import ops
+
+from refseg_tf.layers.spatial import resize_bilinear
+from refseg_tf.models.asgn.layers import (
+    DETAIL_CHANNELS,
+    DISCRIMINATOR_FILTERS,
+    DetailEnhancement,
+    Discriminator,
+    SemanticEmbedding,
+)
+from refseg_tf.models.base import ReferringSegmenter, merge_config
+
+# ASGN §IV.C: Adam at a fixed 2.5e-4 for the generator and the discriminator.
+ASGN_OPTIMIZER = {"name": "adam", "learning_rate": 2.5e-4}
+# Table VI: lambda multiplies the cross entropy; 0.1 is the paper's setting.
+CROSS_ENTROPY_WEIGHT = 0.1
+# "non_saturating": G minimises BCE(D(fake), 1) (Goodfellow 2014 practice, REC);
+# "saturating": G minimises -BCE(D(fake), 0), the literal minimax of Eq. 5.
+GENERATOR_ADVERSARIAL_LOSSES = ("non_saturating", "saturating")
+
+
+def _base_has_hook(base):
+    """The base segmenters whose `call` takes the `detail` / `return_features` hook."""
+    from refseg_tf.models.lstm_cnn import LSTMCNN
+    from refseg_tf.models.rmi import RMI
+
+    return isinstance(base, (LSTMCNN, RMI))
+
+
+@keras.saving.register_keras_serializable(package="refseg_tf")
+class ASGNGenerator(ReferringSegmenter):
+    """ASGN's generator: a base segmenter with the optional DE and SE modules.
+
+    - **DE** (`detail_features` non-empty): a `DetailEnhancement` of those backbone features
+      joins the base's fusion input (R/D+LSTM and SNLE: `TextVisualFusion(extra_features=...)`;
+      D+RMI: extra channels of the time-invariant mLSTM input), through the base's `call(...,
+      detail=...)` hook.
+    - **SE** (`semantic_embedding=True`): `SemanticEmbedding` predicts the final logits from the
+      base's visual feature and its probability map; only the final logits are returned (and
+      supervised).
+
+    Without DE and SE the generator is the base model itself (same logits). A plain
+    `ReferringSegmenter`: this is what inference and export run.
+
+    Args:
+        base: an `LSTMCNN` (SNLE = preset "lstm_cnn", R+LSTM, D+LSTM) or `RMI` (D+RMI), or its
+            serialised dict. With Hu's deconvolution (SNLE high resolution) SE works on the
+            fc8 grid and the deconvolution upsamples its output (REC; the paper is silent).
+        detail_features: backbone feature names of DE (`()` = no DE). Table III's best:
+            `("C3", "C4", "C5")` on ResNet; VGG: `("conv3", "conv4", "conv5")` (REC, SPEC 3.9-7).
+        detail_channels: channels of each DE 1x1 convolution (REC 128; paper silent).
+        detail_activation: their activation (REC "relu"; paper silent).
+        semantic_embedding: add the SE head.
+        semantic_kernel_size: kernel of the SE convolution (REC 1; paper silent).
+        loss_config, optimizer_config: see `ReferringSegmenter` (default: the base's).
+
+    Call args:
+        inputs: `{"image", "word_ids"}` as the base takes them.
+        training: Python bool.
+
+    Returns:
+        float32 logits `[B, S / output_stride, S / output_stride, 1]`.
+
+    Reference:
+        Qiu et al., ASGN, Sec. III.B (generator, DE in III.B.1, SE in III.B.2), Fig. 2.
+    """
+
+    def __init__(
+        self,
+        base,
+        *,
+        detail_features=(),
+        detail_channels=DETAIL_CHANNELS,
+        detail_activation="relu",
+        semantic_embedding=False,
+        semantic_kernel_size=1,
+        threshold=None,
+        loss_config=None,
+        optimizer_config=None,
+        **kwargs,
+    ):
+        if isinstance(base, dict):
+            base = keras.saving.deserialize_keras_object(base)
+        if not isinstance(base, ReferringSegmenter):
+            raise TypeError(
+                f"`base` must be a ReferringSegmenter (LSTMCNN or RMI); received {type(base).__name__}."
+            )
+        detail_features = tuple(str(name) for name in detail_features or ())
+        semantic_embedding = bool(semantic_embedding)
+        if (detail_features or semantic_embedding) and not _base_has_hook(base):
+            raise ValueError(
+                "DE and SE need a base with the `detail` / `return_features` call hook (LSTMCNN, "
+                f"RMI); received {type(base).__name__}."
+            )
+        for name in detail_features:
+            if name not in base.backbone.feature_strides:
+                raise ValueError(
+                    f"`detail_features` must name features of backbone {base.backbone.name!r} "
+                    f"({list(base.backbone.feature_names)}); received {name!r}."
+                )
+        super().__init__(
+            threshold=base.threshold if threshold is None else threshold,
+            loss_config=merge_config(base.loss_config, loss_config),
+            optimizer_config=merge_config(base.optimizer_config, optimizer_config),
+            **kwargs,
+        )
+        self.base = base
+        self.detail_features = detail_features
+        self.detail_channels = int(detail_channels)
+        self.detail_activation = detail_activation
+        self.semantic_embedding = semantic_embedding
+        self.semantic_kernel_size = int(semantic_kernel_size)
+
+        # === Layers ===
+        self.detail = None
+        if detail_features:
+            self.detail = DetailEnhancement(
+                detail_features, self.detail_channels, detail_activation, name="detail"
+            )
+        self.semantic = None
+        if semantic_embedding:
+            self.semantic = SemanticEmbedding(self.semantic_kernel_size, name="semantic")
+
+    @property
+    def backbone(self):
+        return self.base.backbone
+
+    @property
+    def visual_feature(self):
+        return getattr(self.base, "visual_feature", None)
+
+    @property
+    def output_stride(self):
+        return self.base.output_stride
+
+    def call(self, inputs, training=None):
+        if self.detail is None and self.semantic is None:
+            return self.base(inputs, training=training)
+        # `base.call`, not `base(...)`: the base is then never built as a model on its own, so
+        # a SavedModel does not trace its default signature (a call without the DE inputs its
+        # fusion was built with). Its layers are built and tracked as usual.
+        outputs = self.base.call(
+            inputs,
+            training=training,
+            detail=self.detail,
+            return_features=self.semantic is not None,
+        )
+        if self.semantic is None:
+            return outputs
+        logits = self.semantic(outputs["semantic"], outputs["logits"])
+        # SNLE's high-resolution stage: SE on the fc8 grid, then the base's deconvolution.
+        upsample = getattr(self.base, "upsample", None)
+        return logits if upsample is None else upsample(logits)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            base=keras.saving.serialize_keras_object(self.base),
+            detail_features=list(self.detail_features),
+            detail_channels=self.detail_channels,
+            detail_activation=self.detail_activation,
+            semantic_embedding=self.semantic_embedding,
+            semantic_kernel_size=self.semantic_kernel_size,
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        base = dict(config["base"])
+        # The base is built as part of the generator (with the DE inputs of its fusion), not
+        # on its own from its build config.
+        base.pop("build_config", None)
+        base.pop("compile_config", None)
+        config["base"] = keras.saving.deserialize_keras_object(base)
+        return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="refseg_tf")
+class ASGN(ReferringSegmenter):
+    """ASGN: an `ASGNGenerator` trained with a `Discriminator` (adversarial training, AT).
+
+    `call` runs the generator only, so `predict`, evaluation, `refseg-predict` and the export
+    (through `inference_model()`) see a plain segmenter; `.keras` saving keeps both networks.
+
+    Training (`train_step`, the model owns it; ASGN §III.D Eq. 5-7, §IV.C): for each batch
+    1. the generator predicts logits `F(x)` at its grid (one forward pass, reused);
+    2. **D step**: `L_D = BCE(D(x ⊕ M), 1) + BCE(D(x ⊕ sg(P)), 0)` with `P` = sigmoid(F(x))
+       bilinearly upsampled to the image size and `sg` = stop-gradient (the generator gets no
+       gradient from it); Adam step on the discriminator;
+    3. **G step**: `L_G = L_adv + λ L_CE`, `L_adv = BCE(D(x ⊕ P), 1)` through the *updated*
+       discriminator (non-saturating, REC; "saturating" = `-BCE(D(x ⊕ P), 0)`), `L_CE` the
+       base's cross entropy at its grid (R/D+LSTM, D+RMI: BCE summed over the 40x40 grid as the
+       authors' base code, so "CE much larger than L_adv" holds with λ = 0.1); step on the
+       generator's variables only.
+    Loss trackers `d_loss`, `g_adv`, `g_ce` (and `loss` = L_G). With
+    `adversarial_training=False` the step is plain CE training of the generator (Table II's rows
+    without "+AT"; no discriminator step).
+
+    Distribution and precision: the hand-written BCE terms and the regularisation (generator
+    regularisers in L_G, discriminator ones in L_D) are divided by the replica count, as Keras
+    losses are, so MirroredStrategy's summed gradients equal the single-device ones; both
+    optimizers scale the loss under `mixed_float16` (the discriminator's is wrapped in a
+    `LossScaleOptimizer` here, Keras wraps only the compiled one); `compile` (call it in the
+    strategy scope) builds both optimizers over their own networks' variables.
+
+    Args:
+        backbone: the backbone for a new generator (ignored when `generator` is given).
+        vocabulary_size: word ids for a new generator.
+        generator: an `ASGNGenerator` (or serialised dict); None builds one from `base_preset`.
+        base_preset: the generator's base, one of "lstm_cnn" (SNLE), "r_lstm", "d_lstm",
+            "d_rmi" (any preset of an LSTMCNN / RMI model).
+        base_size: "paper" or "tiny" for the base preset.
+        base_kwargs: extra keyword arguments of the base preset.
+        detail_features, detail_channels, detail_activation, semantic_embedding,
+            semantic_kernel_size: see `ASGNGenerator` (DE / SE).
+        discriminator: a `Discriminator` (or serialised dict); None builds one from
+            `discriminator_filters`, `discriminator_kernel_size`.
+        discriminator_filters: REC `(64, 128, 256, 512, 512)` (+ the dense layer = six layers).
+        discriminator_kernel_size: REC 4.
+        cross_entropy_weight: λ of Eq. 7 (0.1; Table VI also 0.01 and 1).
+        generator_adversarial_loss: one of `GENERATOR_ADVERSARIAL_LOSSES` (REC non-saturating).
+        adversarial_training: False trains the generator on CE alone (no "+AT").
+        threshold, loss_config, optimizer_config: see `ReferringSegmenter`; default the
+            generator's threshold and loss, Adam 2.5e-4 (both optimizers).
+
+    Call args:
+        inputs: `{"image", "word_ids"}`.
+        training: Python bool.
+
+    Returns:
+        The generator's float32 logits.
+
+    Example:
+        >>> model = build_preset("asgn_r_lstm", vocabulary_size=12112)
+        >>> model.compile()  # Adam(2.5e-4) for G and D, the base's CE
+        >>> model.fit(load(data_dir, "train", as_supervised=True), steps_per_epoch=100)
+
+    Reference:
+        Qiu et al., "Referring Image Segmentation by Generative Adversarial Learning",
+        Sec. III.D (Eq. 5-7), Sec. IV.C (schedule), Table VI (λ). No code was published: the
+        choices marked REC are this library's, each a constructor argument.
+    """
+
+    def __init__(
+        self,
+        backbone=None,
+        vocabulary_size=None,
+        *,
+        generator=None,
+        base_preset="r_lstm",
+        base_size="paper",
+        base_kwargs=None,
+        detail_features=(),
+        detail_channels=DETAIL_CHANNELS,
+        detail_activation="relu",
+        semantic_embedding=False,
+        semantic_kernel_size=1,
+        discriminator=None,
+        discriminator_filters=DISCRIMINATOR_FILTERS,
+        discriminator_kernel_size=4,
+        cross_entropy_weight=CROSS_ENTROPY_WEIGHT,
+        generator_adversarial_loss="non_saturating",
+        adversarial_training=True,
+        threshold=None,
+        loss_config=None,
+        optimizer_config=None,
+        **kwargs,
+    ):
+        if generator_adversarial_loss not in GENERATOR_ADVERSARIAL_LOSSES:
+            raise ValueError(
+                f"`generator_adversarial_loss` must be one of {GENERATOR_ADVERSARIAL_LOSSES}; "
+                f"received {generator_adversarial_loss!r}."
+            )
+        cross_entropy_weight = float(cross_entropy_weight)
+        if cross_entropy_weight <= 0:
+            raise ValueError(
+                f"`cross_entropy_weight` must be positive; received {cross_entropy_weight}."
+            )
+        if isinstance(generator, dict):
+            generator = keras.saving.deserialize_keras_object(generator)
+        if generator is None:
+            generator = self._new_generator(
+                backbone,
+                vocabulary_size,
+                base_preset,
+                base_size,
+                base_kwargs,
+                detail_features=detail_features,
+                detail_channels=detail_channels,
+                detail_activation=detail_activation,
+                semantic_embedding=semantic_embedding,
+                semantic_kernel_size=semantic_kernel_size,
+            )
+        if not isinstance(generator, ASGNGenerator):
+            raise TypeError(
+                f"`generator` must be an ASGNGenerator; received {type(generator).__name__}."
+            )
+        if isinstance(discriminator, dict):
+            discriminator = keras.saving.deserialize_keras_object(discriminator)
+        if discriminator is None:
+            discriminator = Discriminator(
+                discriminator_filters, discriminator_kernel_size, name="discriminator"
+            )
+        if not discriminator.built:
+            # Convolutions, global pooling and a dense layer: any image size, 4 channels.
+            side = 2 ** len(discriminator.filters)
+            discriminator(ops.zeros((1, side, side, 4)))
+        super().__init__(
+            threshold=generator.threshold if threshold is None else threshold,
+            loss_config=merge_config(generator.loss_config, loss_config),
+            optimizer_config=merge_config(ASGN_OPTIMIZER, optimizer_config),
+            **kwargs,
+        )
+        self.base_preset = base_preset
+        self.cross_entropy_weight = cross_entropy_weight
+        self.generator_adversarial_loss = generator_adversarial_loss
+        self.adversarial_training = bool(adversarial_training)
+
+        # === Networks ===
+        self.generator = generator
+        self.discriminator = discriminator
+
+        # === Loss trackers (reset each epoch by fit) ===
+        self.d_loss_tracker = keras.metrics.Mean(name="d_loss")
+        self.g_adv_tracker = keras.metrics.Mean(name="g_adv")
+        self.g_ce_tracker = keras.metrics.Mean(name="g_ce")
+        self._discriminator_optimizer = None
+        self._cross_entropy = None
+
+    @staticmethod
+    def _new_generator(backbone, vocabulary_size, base_preset, base_size, base_kwargs, **modules):
+        from refseg_tf.models.factory import build_preset
+
+        if backbone is None or vocabulary_size is None:
+            raise ValueError(
+                "ASGN needs `generator`, or `backbone` and `vocabulary_size` to build one from "
+                f"`base_preset`; received backbone={backbone!r}, vocabulary_size={vocabulary_size!r}."
+            )
+        base = build_preset(
+            base_preset, int(vocabulary_size), size=base_size, backbone=backbone,
+            **dict(base_kwargs or {}),
+        )
+        return ASGNGenerator(base, name="generator", **modules)
+
+    # --- A plain segmenter at inference -------------------------------------------------------
+
+    @property
+    def backbone(self):
+        return self.generator.backbone
+
+    @property
+    def visual_feature(self):
+        return self.generator.visual_feature
+
+    @property
+    def output_stride(self):
+        return self.generator.output_stride
+
+    def inference_model(self):
+        """The generator alone: what prediction, export and TFLite run (no discriminator)."""
+        return self.generator
+
+    def call(self, inputs, training=None):
+        return self.generator(inputs, training=training)
+
+    # --- Training hooks (CONTRACTS2, issue 8 §4) --------------------------------------------
+
+    @property
+    def discriminator_optimizer(self):
+        return self._discriminator_optimizer
+
+    def compile(
+        self,
+        generator_optimizer=None,
+        discriminator_optimizer=None,
+        loss=None,
+        metrics=None,
+        optimizer=None,
+        **kwargs,
+    ):
+        """Compiles with a generator and a discriminator optimizer (default Adam 2.5e-4 each).
+
+        `optimizer` is an alias of `generator_optimizer` (what `.keras` re-compiling passes).
+        Call it inside the distribution strategy's scope: both optimizers are built there.
+        """
+        if generator_optimizer is None:
+            generator_optimizer = optimizer
+        loss = self.default_loss() if loss is None else loss
+        super().compile(optimizer=generator_optimizer, loss=loss, metrics=metrics, **kwargs)
+        self._cross_entropy = keras.losses.get(loss) if isinstance(loss, str) else loss
+        if discriminator_optimizer is None:
+            discriminator_optimizer = self.default_optimizer()
+        if self.dtype_policy.name == "mixed_float16" and not isinstance(
+            discriminator_optimizer, keras.optimizers.LossScaleOptimizer
+        ):
+            discriminator_optimizer = keras.optimizers.LossScaleOptimizer(discriminator_optimizer)
+        self._discriminator_optimizer = discriminator_optimizer
+        if self.built:
+            self.build_optimizers()
+
+    def build_optimizers(self):
+        """Builds each optimizer over its own network's trainable variables (idempotent)."""
+        if not self.optimizer.built:
+            self.optimizer.build(self.generator.trainable_variables)
+        if not self._discriminator_optimizer.built:
+            self._discriminator_optimizer.build(self.discriminator.trainable_variables)
+
+    def make_optimizers(self, build_optimizer):
+        """`{"generator", "discriminator"}` optimizers from the trainer's `build_optimizer(role)`."""
+        return {
+            "generator": build_optimizer("generator"),
+            "discriminator": build_optimizer("discriminator"),
+        }
+
+    def compile_for_training(self, optimizers, **compile_kwargs):
+        """Compiles with `make_optimizers`' dict and builds both optimizers (in the scope)."""
+        missing = {"generator", "discriminator"} - set(optimizers)
+        if missing:
+            raise ValueError(
+                f"`optimizers` must have keys 'generator' and 'discriminator'; received {sorted(optimizers)}."
+            )
+        self.compile(
+            generator_optimizer=optimizers["generator"],
+            discriminator_optimizer=optimizers["discriminator"],
+            **compile_kwargs,
+        )
+        self.build_optimizers()
+
+    def checkpoint_items(self):
+        """`tf.train.Checkpoint` items: the model (G and D), G's and D's optimizers."""
+        return {
+            "model": self,
+            "optimizer": self.optimizer,
+            "discriminator_optimizer": self._discriminator_optimizer,
+        }
+
+    def trainable_for_weight_decay(self):
+        """Weight decay covers both networks (each term enters its own network's loss)."""
+        return self.generator.trainable_variables + self.discriminator.trainable_variables
+
+    # --- Adversarial losses -----------------------------------------------------------------
+
+    def upsampled_prediction(self, logits, image):
+        """`P`: sigmoid(logits) bilinearly upsampled to the image size (differentiable)."""
+        size = tuple(image.shape[1:3])
+        if any(value is None for value in size):
+            size = tuple(ops.shape(image)[1:3])
+        return resize_bilinear(ops.sigmoid(ops.cast(logits, "float32")), size)
+
+    def discriminate(self, image, mask, training=None):
+        """D's logits `[B, 1]` for the pairs image ⊕ mask."""
+        pair = ops.concatenate([ops.cast(image, "float32"), ops.cast(mask, "float32")], -1)
+        return ops.cast(self.discriminator(pair, training=training), "float32")
+
+    def discriminator_loss(self, image, mask, logits, training=None):
+        """Per-replica mean `BCE(D(x ⊕ M), 1) + BCE(D(x ⊕ sg(P)), 0)` (P detached)."""
+        prediction = ops.stop_gradient(self.upsampled_prediction(logits, image))
+        real = self.discriminate(image, mask, training=training)
+        fake = self.discriminate(image, prediction, training=training)
+        # BCE with logits: label 1 -> softplus(-z), label 0 -> softplus(z).
+        return ops.mean(ops.softplus(-real)) + ops.mean(ops.softplus(fake))
+
+    def generator_adversarial_term(self, image, logits, training=None):
+        """Per-replica mean `L_adv` of the generator through the (current) discriminator."""
+        fake = self.discriminate(image, self.upsampled_prediction(logits, image), training)
+        if self.generator_adversarial_loss == "non_saturating":
+            return ops.mean(ops.softplus(-fake))
+        return -ops.mean(ops.softplus(fake))
+
+    def train_step(self, data):
+        from refseg_tf.models.asgn.training import asgn_train_step
+
+        return asgn_train_step(self, data)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            generator=keras.saving.serialize_keras_object(self.generator),
+            discriminator=keras.saving.serialize_keras_object(self.discriminator),
+            base_preset=self.base_preset,
+            cross_entropy_weight=self.cross_entropy_weight,
+            generator_adversarial_loss=self.generator_adversarial_loss,
+            adversarial_training=self.adversarial_training,
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["generator"] = keras.saving.deserialize_keras_object(config["generator"])
+        config["discriminator"] = keras.saving.deserialize_keras_object(config["discriminator"])
+        return cls(**config)
