@@ -406,8 +406,10 @@ def _training_grid(config):
     loss = config.model.loss
     if loss.resolution == "image":
         return "tf1" if loss.upsampling == "tf1" else "half_pixel"
-    if config.model.name == "lstm_cnn" and config.model.get("stage") == "high":
-        return None  # the deconvolution's output is at the input size
+    model = config.model
+    stage = model.get("stage") or model.get("base_kwargs", {}).get("stage")
+    if model.name in ("lstm_cnn", "asgn_snle") and stage == "high":
+        return None  # the deconvolution's output is at the input size (ASGN's SNLE too)
     return "tf1" if loss.label_mode == "point" else "half_pixel"
 
 
