@@ -388,7 +388,9 @@ def test_expanding_pickle_is_refused_fast(tmp_path, name):
     start = time.perf_counter()
     with pytest.raises(safe_pickle.UnsafePickleError) as raised:
         safe_pickle.load_pickle(path)
-    assert time.perf_counter() - start < 1.0
+    # Refused before expanding (the 20-level bomb took 14 s and 830 MB); the bound only has to
+    # separate that from a refusal, with room for a loaded CI machine.
+    assert time.perf_counter() - start < 5.0
     assert str(path) in str(raised.value) and expected in str(raised.value)
 
 

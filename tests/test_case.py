@@ -371,7 +371,8 @@ def assert_trains_and_round_trips(model, directory=None, padding="front"):
         to_numpy(reloaded(inputs, training=False)), to_numpy(model(inputs, training=False)),
         atol=1e-5,
     )
-    assert type(reloaded) is type(model) and reloaded.get_config() == model.get_config()
+    assert type(reloaded) is type(model)
+    _assert_same_config(reloaded.get_config(), model.get_config())
     assert reloaded.compiled and type(reloaded.optimizer) is type(model.optimizer)
     assert len(reloaded.trainable_variables) == len(model.trainable_variables)
     return reloaded
@@ -533,3 +534,17 @@ def run_export_test(exported, batch=2, atol=1e-4):
     lite = TFLiteSegmenter(os.path.join(exported.output_dir, "model.tflite"))
     np.testing.assert_allclose(lite(images, ids), keras_logits, atol=atol)
     return exported
+
+
+def _assert_same_config(actual, expected, path="config"):
+    """Equal configs, or an AssertionError naming the first differing key path."""
+    if isinstance(actual, dict) and isinstance(expected, dict):
+        assert set(actual) == set(expected), (path, sorted(set(actual) ^ set(expected)))
+        for key in expected:
+            _assert_same_config(actual[key], expected[key], f"{path}/{key}")
+    elif isinstance(actual, (list, tuple)) and isinstance(expected, (list, tuple)):
+        assert len(actual) == len(expected), (path, actual, expected)
+        for index, (a, e) in enumerate(zip(actual, expected)):
+            _assert_same_config(a, e, f"{path}[{index}]")
+    else:
+        assert actual == expected, (path, actual, expected)

@@ -57,7 +57,10 @@ class PixelBCELoss(SigmoidCrossEntropyLoss):
     """
 
     def __init__(self, label_mode="binary", pixel_reduction="sum", name="pixel_bce",
-                 reduction="sum_over_batch_size", dtype=None):
+                 reduction="sum_over_batch_size", dtype=None, upsampling=None):
+        # `upsampling` is accepted for configs written by the shared loss; a loss at the
+        # logits' grid never upsamples, so the value changes nothing.
+        del upsampling
         super().__init__(label_mode=label_mode, resolution="logits",
                          pixel_reduction=pixel_reduction, name=name, reduction=reduction,
                          dtype=dtype)
@@ -65,6 +68,7 @@ class PixelBCELoss(SigmoidCrossEntropyLoss):
     def get_config(self):
         config = super().get_config()
         config.pop("resolution")
+        config.pop("upsampling", None)
         return config
 
 
