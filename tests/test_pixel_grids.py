@@ -14,28 +14,9 @@ from refseg_tf import scoring
 from refseg_tf.layers.spatial import resize_bilinear
 from refseg_tf.losses import LOSS_UPSAMPLINGS, SigmoidCrossEntropyLoss, WeightedLogisticLoss
 from refseg_tf.losses import align_target_and_logits
+from tests.references import tf1_resize_reference
 
 SHAPES = [((5, 5), (40, 40)), ((4, 6), (32, 20)), ((10, 10), (4, 7)), ((3, 3), (3, 3))]
-
-
-def _tf1_resize_reference(values, out_height, out_width):
-    """numpy float64 TF1 `resize_bilinear` (align_corners=False): pixel o samples `o * in / out`."""
-    in_height, in_width = values.shape
-    result = np.zeros((out_height, out_width))
-    for y in range(out_height):
-        source_y = y * in_height / out_height
-        top = int(np.floor(source_y))
-        bottom = min(top + 1, in_height - 1)
-        dy = source_y - top
-        for x in range(out_width):
-            source_x = x * in_width / out_width
-            left = int(np.floor(source_x))
-            right = min(left + 1, in_width - 1)
-            dx = source_x - left
-            upper = values[top, left] * (1 - dx) + values[top, right] * dx
-            lower = values[bottom, left] * (1 - dx) + values[bottom, right] * dx
-            result[y, x] = upper * (1 - dy) + lower * dy
-    return result
 
 
 def _random_maps(in_size, seed=0, channels=2):
@@ -51,7 +32,7 @@ def test_tf1_resize_equals_tf_compat_v1_resize_bilinear(in_size, out_size):
     resized = np.asarray(resize_bilinear(maps, out_size, half_pixel_centers=False))
     np.testing.assert_allclose(resized, expected, atol=1e-5)
     np.testing.assert_allclose(
-        resized[1, ..., 0], _tf1_resize_reference(maps[1, ..., 0].astype(np.float64), *out_size),
+        resized[1, ..., 0], tf1_resize_reference(maps[1, ..., 0].astype(np.float64), *out_size),
         atol=1e-5,
     )
     # scoring's keras.ops TF1 resize is this one function.
@@ -98,7 +79,7 @@ def _authors_image_loss(mask, logits):
     height, width = mask.shape[1:3]
     losses = []
     for example in range(mask.shape[0]):
-        up = _tf1_resize_reference(logits[example, ..., 0].astype(np.float64), height, width)
+        up = tf1_resize_reference(logits[example, ..., 0].astype(np.float64), height, width)
         labels = mask[example, ..., 0].astype(np.float64)
         per_pixel = np.maximum(up, 0) - up * labels + np.log1p(np.exp(-np.abs(up)))
         losses.append(per_pixel.sum())

@@ -13,27 +13,13 @@ import pytest
 import tensorflow as tf
 
 from refseg_tf import scoring
+from tests.references import tf1_resize_reference
 
 GRID, SIZE, HEIGHT, WIDTH = 40, 320, 427, 640
 
 
 def _tf1_upsample_reference(values, out_size):
-    in_size = values.shape[0]
-    result = np.zeros((out_size, out_size), np.float64)
-    for i in range(out_size):
-        y = i * in_size / out_size
-        y0 = int(np.floor(y))
-        y1 = min(y0 + 1, in_size - 1)
-        ly = y - y0
-        for j in range(out_size):
-            x = j * in_size / out_size
-            x0 = int(np.floor(x))
-            x1 = min(x0 + 1, in_size - 1)
-            lx = x - x0
-            top = values[y0, x0] * (1 - lx) + values[y0, x1] * lx
-            bottom = values[y1, x0] * (1 - lx) + values[y1, x1] * lx
-            result[i, j] = top * (1 - ly) + bottom * ly
-    return result
+    return tf1_resize_reference(values, out_size, out_size)
 
 
 def _skimage_order1_constant_weights(in_size, out_size):

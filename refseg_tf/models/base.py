@@ -303,6 +303,19 @@ class ReferringSegmenter(keras.Model):
             )
         return inputs["image"], inputs["word_ids"]
 
+    # Constructor arguments of the families built on a backbone feature + a word LSTM (LSTMCNN,
+    # RRN, RMI), stored under these attribute names.
+    VISUAL_TEXT_KEYS = (
+        "vocabulary_size", "visual_feature", "visual_projection_dim", "embedding_dim", "text_units",
+        "embedding_dropout",
+    )
+
+    def visual_text_config(self):
+        """`get_config` entries of the backbone and `VISUAL_TEXT_KEYS` (for subclasses that have them)."""
+        config = {key: getattr(self, key) for key in self.VISUAL_TEXT_KEYS}
+        config["backbone"] = keras.saving.serialize_keras_object(self.backbone)
+        return config
+
     def get_config(self):
         config = super().get_config()
         config.update(

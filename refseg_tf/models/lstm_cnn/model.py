@@ -260,16 +260,10 @@ class LSTMCNN(ReferringSegmenter):
     def get_config(self):
         config = super().get_config()
         config.update(
-            backbone=keras.saving.serialize_keras_object(self.backbone),
-            vocabulary_size=self.vocabulary_size,
-            visual_feature=self.visual_feature,
-            visual_projection_dim=self.visual_projection_dim,
-            embedding_dim=self.embedding_dim,
-            text_units=self.text_units,
+            **self.visual_text_config(),
             classifier_units=self.classifier_units,
             score_kernel_size=self.score_kernel_size,
             upsampling=self.upsampling,
-            embedding_dropout=self.embedding_dropout,
             mask_text_padding=self.mask_text_padding,
         )
         return config

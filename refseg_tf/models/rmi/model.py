@@ -217,14 +217,8 @@ class RMI(ReferringSegmenter):
     def get_config(self):
         config = super().get_config()
         config.update(
-            backbone=keras.saving.serialize_keras_object(self.backbone),
-            vocabulary_size=self.vocabulary_size,
-            visual_feature=self.visual_feature,
-            visual_projection_dim=self.visual_projection_dim,
-            embedding_dim=self.embedding_dim,
-            text_units=self.text_units,
+            **self.visual_text_config(),
             mlstm_units=self.mlstm_units,
             output_transform=self.output_transform,
-            embedding_dropout=self.embedding_dropout,
         )
         return config

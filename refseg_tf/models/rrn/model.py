@@ -262,12 +262,7 @@ class RRN(ReferringSegmenter):
     def get_config(self):
         config = super().get_config()
         config.update(
-            backbone=keras.saving.serialize_keras_object(self.backbone),
-            vocabulary_size=self.vocabulary_size,
-            visual_feature=self.visual_feature,
-            visual_projection_dim=self.visual_projection_dim,
-            embedding_dim=self.embedding_dim,
-            text_units=self.text_units,
+            **self.visual_text_config(),
             fused_channels=self.fused_channels,
             pyramid=list(self.pyramid),
             variant=self.variant,
@@ -276,6 +271,5 @@ class RRN(ReferringSegmenter):
             initial_state=self.initial_state,
             lstm_cell=self.lstm_cell,
             peephole=self.peephole,
-            embedding_dropout=self.embedding_dropout,
         )
         return config
