@@ -12,7 +12,8 @@ calling one function, and a registered preset gets them by being registered
 - `run_segmenter_test`: logits of shape `[B, H / output_stride, W / output_stride, 1]` in
   float32, batch > 1 equals batch 1 with sentences of mixed lengths, front and back padding,
   compile defaults + `fit` + the loss going down, a `.keras` round trip, mixed precision.
-- `run_preset_test`: a registered preset builds (tiny by default), runs, survives
+- `run_preset_test`: a registered preset builds (tiny by default), runs, a training checkpoint
+  restores every weight into a fresh model, survives
   `from_config(get_config())` and, where a formula is declared, its head has the declared
   parameter count.
 - `run_export_test`: the exported SavedModel and TFLite model give the Keras logits (the
@@ -502,7 +503,40 @@ def run_preset_test(name, vocabulary_size=VOCAB, size="tiny", backbone=None, hea
         clone(inputs, training=False)
         assert clone.get_config() == model.get_config()
         assert clone.count_params() == model.count_params()
+        assert_training_checkpoint_restores_every_weight(model, clone)
     return model
+
+
+def assert_training_checkpoint_restores_every_weight(model, fresh_model):
+    """A training checkpoint of `model` restores every weight into `fresh_model`.
+
+    `fresh_model` is a built model of the same config (as a resumed run builds it). Weights
+    are set to distinct values first, so a weight the checkpoint misses keeps its own
+    initial value and is named. Keras 3 hides layers held in lists and dicts from
+    `tf.train.Checkpoint`; `refseg_tf.training.checkpointing` is what shows them.
+    """
+
+    from refseg_tf.training.checkpointing import training_checkpoint_items
+
+    def weights(m):  # RNG states are not weights; their paths depend on creation order
+        return [v for v in m.variables if "seed_generator" not in v.path]
+
+    rng = np.random.default_rng(0)
+    for variable in weights(model):
+        values = rng.uniform(0.5, 1.5, variable.shape)
+        variable.assign(values.astype(variable.dtype) if variable.dtype != "bool" else values > 1)
+    directory = tempfile.mkdtemp(prefix="refseg-checkpoint-")
+    path = tf.train.Checkpoint(**training_checkpoint_items({"model": model})).save(
+        os.path.join(directory, "ckpt")
+    )
+    restored = tf.train.Checkpoint(**training_checkpoint_items({"model": fresh_model}))
+    restored.restore(path).assert_existing_objects_matched()
+    source, target = weights(model), weights(fresh_model)
+    assert len(source) == len(target)
+    missed = [
+        t.path for s, t in zip(source, target) if not np.array_equal(to_numpy(s), to_numpy(t))
+    ]
+    assert not missed, f"weights missing from the training checkpoint: {missed}"
 
 
 # --------------------------------------------------------------------------- export

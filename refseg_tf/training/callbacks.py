@@ -6,6 +6,7 @@ import keras
 import tensorflow as tf
 
 from refseg_tf import scoring
+from refseg_tf.training.checkpointing import training_checkpoint_items
 
 CHECKPOINT_SUBDIR = "checkpoints"
 
@@ -19,12 +20,13 @@ def checkpoint_items(model) -> dict:
 
 def checkpoint_manager(model, model_dir: str, max_to_keep: int = 3) -> tf.train.CheckpointManager:
     """A manager over `model.checkpoint_items()` (the model and its optimizers) in
-    `model_dir/checkpoints`.
+    `model_dir/checkpoints`, holding every weight Keras tracks (`checkpointing`: Keras 3 hides
+    layers kept in lists and dicts from `tf.train.Checkpoint`).
 
     TensorFlow writes each checkpoint to temporary names and renames it, and updates the
     `checkpoint` index last, so a run killed mid-save resumes from the previous checkpoint.
     """
-    checkpoint = tf.train.Checkpoint(**checkpoint_items(model))
+    checkpoint = tf.train.Checkpoint(**training_checkpoint_items(checkpoint_items(model)))
     return tf.train.CheckpointManager(
         checkpoint, os.path.join(model_dir, CHECKPOINT_SUBDIR), max_to_keep=max_to_keep
     )

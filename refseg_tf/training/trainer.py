@@ -29,6 +29,7 @@ from absl import logging
 from refseg_tf.files import atomic_copy, atomic_output
 from refseg_tf.training import callbacks as callbacks_lib
 from refseg_tf.training import config as config_lib
+from refseg_tf.training.checkpointing import training_checkpoint_items
 from refseg_tf.training.distribute import get_strategy
 from refseg_tf.training.optimizers import apply_weight_decay, build_optimizer
 
@@ -151,7 +152,9 @@ def load_trained_model(model_dir: str, checkpoint: str = "auto"):
     else:
         candidates = [checkpoint]
     model = build_model(config)
-    restore_first_readable(tf.train.Checkpoint(model=model), candidates)
+    restore_first_readable(
+        tf.train.Checkpoint(**training_checkpoint_items({"model": model})), candidates
+    )
     return model, config
 
 
