@@ -104,6 +104,29 @@ def test_discriminator_loss_uses_the_detached_prediction():
     assert any(g is not None for g in tape.gradient(g_adv, generator_variables))
 
 
+def test_scaling_real_mask_keeps_the_object_soft_where_the_prediction_is_right():
+    model = _model(real_mask_encoding="scaling", scaling_tau=0.8)
+    mask = np.array([1.0, 1.0, 0.0, 0.0], "float32").reshape(1, 2, 2, 1)
+    prediction = np.array([0.95, 0.3, 0.1, 0.6], "float32").reshape(1, 2, 2, 1)
+    real = keras.ops.convert_to_numpy(model.real_mask(mask, prediction)).ravel()
+    # object: max(tau, P); background: min(1 - tau, P).
+    np.testing.assert_allclose(real, [0.95, 0.8, 0.1, 0.2], rtol=1e-6)
+    binary = _model()
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(binary.real_mask(mask, prediction)), mask)
+    config = model.get_config()
+    assert (config["real_mask_encoding"], config["scaling_tau"]) == ("scaling", 0.8)
+    assert ASGN.from_config(config).real_mask_encoding == "scaling"
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [({"real_mask_encoding": "soft"}, "real_mask_encoding"), ({"scaling_tau": 0.4}, "scaling_tau")],
+)
+def test_bad_real_mask_options_are_refused(kwargs, name):
+    with pytest.raises(ValueError, match=f"`{name}` must be"):
+        _model(**kwargs)
+
+
 def test_generator_step_leaves_the_discriminator_unchanged():
     model = _model()
     # A zero learning rate makes the D step a no-op: any change would come from the G step.

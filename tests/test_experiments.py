@@ -507,3 +507,20 @@ def test_synthetic_configs_build_as_written(model_name):
 def test_every_config_builds_tiny(name):
     model, logits = build_tiny(load_experiment(name))
     _check_built(model, logits, 64)
+
+
+def test_synthetic_asgn_discriminator_rate_is_its_own_and_paper_rows_share_one():
+    from refseg_tf.training.trainer import optimizer_builder
+
+    synthetic = load_experiment("synthetic_asgn")
+    build = optimizer_builder(synthetic, 100)
+    generator, discriminator = build("generator"), build("discriminator")
+    # The discriminator: the paper's constant 2.5e-4; the generator: the synthetic 3e-3 decay.
+    assert float(discriminator.learning_rate) == pytest.approx(2.5e-4)
+    assert float(generator.learning_rate) == pytest.approx(3e-3)
+    assert synthetic.model.cross_entropy_weight == 1.0
+    assert load_experiment("synthetic_asgn_no_at").model.loss == synthetic.model.loss
+    paper = load_experiment("asgn_d_lstm_de_se_at_unc")
+    assert "discriminator" not in paper.train.optimizer
+    assert paper.model.cross_entropy_weight == 0.1
+    assert paper.train.optimizer.learning_rate == 2.5e-4

@@ -20,6 +20,12 @@ CROSS_ENTROPY_WEIGHT = 0.1
 # "non_saturating": G minimises BCE(D(fake), 1) (Goodfellow 2014 practice, REC);
 # "saturating": G minimises -BCE(D(fake), 0), the literal minimax of Eq. 5.
 GENERATOR_ADVERSARIAL_LOSSES = ("non_saturating", "saturating")
+# The mask of the discriminator's real pair: "binary" = the ground truth (ASGN Fig. 2);
+# "scaling" = Luc et al. 2016's encoding (the ground truth's class at least tau, then the
+# prediction), so that D cannot win by telling a binary mask from a soft one.
+REAL_MASK_ENCODINGS = ("binary", "scaling")
+# Luc et al. 2016: tau = 0.9 for the "scaling" encoding.
+SCALING_TAU = 0.9
 
 
 def _base_has_hook(base):
@@ -190,7 +196,9 @@ class ASGN(ReferringSegmenter):
     1. the generator predicts logits `F(x)` at its grid (one forward pass, reused);
     2. **D step**: `L_D = BCE(D(x ⊕ M), 1) + BCE(D(x ⊕ sg(P)), 0)` with `P` = sigmoid(F(x))
        bilinearly upsampled to the image size and `sg` = stop-gradient (the generator gets no
-       gradient from it); Adam step on the discriminator;
+       gradient from it); Adam step on the discriminator. `M` is the ground truth
+       (`real_mask_encoding="binary"`, the paper) or Luc et al.'s "scaling" encoding of it
+       (`max(tau, P)` on the object, `min(1 - tau, P)` elsewhere, with `sg(P)`);
     3. **G step**: `L_G = L_adv + λ L_CE`, `L_adv = BCE(D(x ⊕ P), 1)` through the *updated*
        discriminator (non-saturating, REC; "saturating" = `-BCE(D(x ⊕ P), 0)`), `L_CE` the
        base's cross entropy at its grid (R/D+LSTM, D+RMI: BCE summed over the 40x40 grid as the
@@ -224,6 +232,12 @@ class ASGN(ReferringSegmenter):
         cross_entropy_weight: λ of Eq. 7 (0.1; Table VI also 0.01 and 1).
         generator_adversarial_loss: one of `GENERATOR_ADVERSARIAL_LOSSES` (REC non-saturating).
         adversarial_training: False trains the generator on CE alone (no "+AT").
+        real_mask_encoding: the mask of the real pair, one of `REAL_MASK_ENCODINGS`: "binary"
+            (the ground truth, ASGN Fig. 2; the default) or "scaling" (Luc et al. 2016's
+            encoding: on the object `max(tau, P)`, elsewhere `min(1 - tau, P)`; a real mask
+            is then as soft as the prediction where the prediction is right, so D must judge
+            where the mask lies rather than how binary it is). Not in the paper.
+        scaling_tau: tau of the "scaling" encoding (Luc et al.: 0.9), in (0.5, 1].
         threshold, loss_config, optimizer_config: see `ReferringSegmenter`; default the
             generator's threshold and loss, Adam 2.5e-4 (both optimizers).
 
@@ -242,7 +256,9 @@ class ASGN(ReferringSegmenter):
     Reference:
         Qiu et al., "Referring Image Segmentation by Generative Adversarial Learning",
         Sec. III.D (Eq. 5-7), Sec. IV.C (schedule), Table VI (λ). No code was published: the
-        choices marked REC are this library's, each a constructor argument.
+        choices marked REC are this library's, each a constructor argument. Luc et al.,
+        "Semantic Segmentation using Adversarial Networks" (2016, ASGN ref. [18]): the
+        "scaling" real-mask encoding.
     """
 
     def __init__(
@@ -265,11 +281,21 @@ class ASGN(ReferringSegmenter):
         cross_entropy_weight=CROSS_ENTROPY_WEIGHT,
         generator_adversarial_loss="non_saturating",
         adversarial_training=True,
+        real_mask_encoding="binary",
+        scaling_tau=SCALING_TAU,
         threshold=None,
         loss_config=None,
         optimizer_config=None,
         **kwargs,
     ):
+        if real_mask_encoding not in REAL_MASK_ENCODINGS:
+            raise ValueError(
+                f"`real_mask_encoding` must be one of {REAL_MASK_ENCODINGS}; "
+                f"received {real_mask_encoding!r}."
+            )
+        scaling_tau = float(scaling_tau)
+        if not 0.5 < scaling_tau <= 1.0:
+            raise ValueError(f"`scaling_tau` must be in (0.5, 1]; received {scaling_tau}.")
         if generator_adversarial_loss not in GENERATOR_ADVERSARIAL_LOSSES:
             raise ValueError(
                 f"`generator_adversarial_loss` must be one of {GENERATOR_ADVERSARIAL_LOSSES}; "
@@ -319,6 +345,8 @@ class ASGN(ReferringSegmenter):
         self.cross_entropy_weight = cross_entropy_weight
         self.generator_adversarial_loss = generator_adversarial_loss
         self.adversarial_training = bool(adversarial_training)
+        self.real_mask_encoding = real_mask_encoding
+        self.scaling_tau = scaling_tau
 
         # === Networks ===
         self.generator = generator
@@ -456,10 +484,18 @@ class ASGN(ReferringSegmenter):
         pair = ops.concatenate([ops.cast(image, "float32"), ops.cast(mask, "float32")], -1)
         return ops.cast(self.discriminator(pair, training=training), "float32")
 
+    def real_mask(self, mask, prediction):
+        """The real pair's mask: the ground truth, or its "scaling" encoding with `prediction`."""
+        mask = ops.cast(mask, "float32")
+        if self.real_mask_encoding == "binary":
+            return mask
+        tau = self.scaling_tau
+        return mask * ops.maximum(tau, prediction) + (1.0 - mask) * ops.minimum(1.0 - tau, prediction)
+
     def discriminator_loss(self, image, mask, logits, training=None):
         """Per-replica mean `BCE(D(x ⊕ M), 1) + BCE(D(x ⊕ sg(P)), 0)` (P detached)."""
         prediction = ops.stop_gradient(self.upsampled_prediction(logits, image))
-        real = self.discriminate(image, mask, training=training)
+        real = self.discriminate(image, self.real_mask(mask, prediction), training=training)
         fake = self.discriminate(image, prediction, training=training)
         # BCE with logits: label 1 -> softplus(-z), label 0 -> softplus(z).
         return ops.mean(ops.softplus(-real)) + ops.mean(ops.softplus(fake))
@@ -485,6 +521,8 @@ class ASGN(ReferringSegmenter):
             cross_entropy_weight=self.cross_entropy_weight,
             generator_adversarial_loss=self.generator_adversarial_loss,
             adversarial_training=self.adversarial_training,
+            real_mask_encoding=self.real_mask_encoding,
+            scaling_tau=self.scaling_tau,
         )
         return config
 
