@@ -44,11 +44,27 @@ client = _load_client()
 # ------------------------------------------------------------------------------ fixtures
 
 
+# Presets whose synthetic recipe is a builder of its own, by preset: (builder name, kwargs).
+# LTS reads pixels / 255 with back padding (LTS Sec. 4.1, MCN); the generic tiny config below
+# would feed it mean-subtracted pixels (+-128), which the Darknet stem never sees in training
+# and which inflate its untrained logits ~40x (|logit| ~ 11.5 instead of 0.3).
+OWN_SYNTHETIC_RECIPES = {
+    "lts": ("synthetic_lts", {"localization": "filter"}),
+    "lts_trans": ("synthetic_lts", {"localization": "transformer"}),
+}
+
+
 def _tiny_config(preset, overrides):
     from refseg_tf.models import get_preset
     from refseg_tf.training import experiments
     from refseg_tf.training.config import base_config
 
+    if preset in OWN_SYNTHETIC_RECIPES:
+        builder, kwargs = OWN_SYNTHETIC_RECIPES[preset]
+        config = getattr(experiments, builder)(**kwargs)
+        for key, value in overrides.items():
+            config.model[key] = value
+        return config
     try:
         return experiments.synthetic(preset, **overrides)
     except KeyError:  # a preset without a synthetic recipe (yet): its tiny size at 64 px
