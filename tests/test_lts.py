@@ -306,6 +306,8 @@ def test_lts_rejects_bad_arguments():
                      "word_ids": np.ones((1, 3), "int32")})
     with pytest.raises(ValueError, match="has no localisation"):
         _tiny_lts(localization="none").heatmap(_back_padded(1))
+    with pytest.raises(ValueError, match="distinct dilations"):
+        ASPPSegmentation(channels=4, rates=(2, 2))
 
 
 # --------------------------------------------------------------------------- localisation accuracy
