@@ -487,18 +487,30 @@ class TransformerLocalizer(keras.layers.Layer):
             self.ffn_units, activation="relu", dtype=self.dtype_policy, name="ffn_in"
         )
         self.ffn_out = keras.layers.Dense(self.d_model, dtype=self.dtype_policy, name="ffn_out")
-        self.norms = [
+        # Sub-layers are attributes, not lists: `tf.train.Checkpoint` does not follow Keras 3's
+        # tracked lists, so list-held variables would be missing from training checkpoints.
+        self.norm1, self.norm2, self.norm3 = (
             keras.layers.LayerNormalization(epsilon=1e-5, dtype=self.dtype_policy, name=f"norm{i}")
             for i in (1, 2, 3)
-        ]
+        )
         self.decoder_norm = keras.layers.LayerNormalization(
             epsilon=1e-5, dtype=self.dtype_policy, name="decoder_norm"
         )
-        self.drops = [
+        self.dropout1, self.dropout2, self.dropout3, self.dropout4 = (
             keras.layers.Dropout(self.dropout, dtype=self.dtype_policy, name=f"dropout{i}")
             for i in (1, 2, 3, 4)
-        ]
+        )
         self.score = keras.layers.Dense(1, dtype="float32", name="score")
+
+    @property
+    def norms(self):
+        """The three post-residual layer norms (the `.keras` files name them under `norms`)."""
+        return [self.norm1, self.norm2, self.norm3]
+
+    @property
+    def drops(self):
+        """The four dropouts (the `.keras` files name them under `drops`)."""
+        return [self.dropout1, self.dropout2, self.dropout3, self.dropout4]
 
     def build(self, features_shape, sentence_shape=None):
         if int(features_shape[-1]) != self.d_model:
@@ -512,7 +524,7 @@ class TransformerLocalizer(keras.layers.Layer):
         self.cross_attention.build(tokens, memory, memory)
         self.ffn_in.build(tokens)
         self.ffn_out.build(tokens[:-1] + (self.ffn_units,))
-        for norm in self.norms + [self.decoder_norm]:
+        for norm in (self.norm1, self.norm2, self.norm3, self.decoder_norm):
             norm.build(tokens)
         self.score.build(tokens)
         self.built = True
@@ -528,13 +540,13 @@ class TransformerLocalizer(keras.layers.Layer):
         pos = ops.cast(pos, x.dtype)
         memory = ops.expand_dims(sentence, 1)
         attended = self.self_attention(x + pos, x, key=x + pos, training=training)
-        x = self.norms[0](x + self.drops[0](attended, training=training))
+        x = self.norm1(x + self.dropout1(attended, training=training))
         with warnings.catch_warnings():  # Keras warns that a softmax over one key is 1: intended
             warnings.simplefilter("ignore", UserWarning)
             attended = self.cross_attention(x + pos, memory, key=memory, training=training)
-        x = self.norms[1](x + self.drops[1](attended, training=training))
-        hidden = self.drops[2](self.ffn_in(x), training=training)
-        x = self.norms[2](x + self.drops[3](self.ffn_out(hidden), training=training))
+        x = self.norm2(x + self.dropout2(attended, training=training))
+        hidden = self.dropout3(self.ffn_in(x), training=training)
+        x = self.norm3(x + self.dropout4(self.ffn_out(hidden), training=training))
         scores = self.score(self.decoder_norm(x))
         return ops.reshape(ops.cast(scores, "float32"), (shape[0], height, width, 1))
 
@@ -585,12 +597,17 @@ class ASPPSegmentation(keras.layers.Layer):
         super().__init__(**kwargs)
         self.channels = _check_positive(channels, "channels")
         self.rates = tuple(_check_positive(rate, "rates") for rate in rates)
+        if len(set(self.rates)) != len(self.rates):
+            raise ValueError(f"`rates` must be distinct dilations; received {tuple(rates)}.")
         self.upsampling = _check_choice(upsampling, UPSAMPLING_MODES, "upsampling")
         policy = self.dtype_policy
-        self.branches = [ConvBNLeaky(self.channels, 1, dtype=policy, name="aspp_1x1")] + [
-            ConvBNLeaky(self.channels, 3, rate, dtype=policy, name=f"aspp_rate{rate}")
-            for rate in self.rates
-        ]
+        # One attribute per branch, not a list: `tf.train.Checkpoint` does not follow Keras 3's
+        # tracked lists, so the branches' batch-norm statistics (trained, not optimised) would
+        # be missing from training checkpoints and a resumed run would reset them.
+        self.aspp_1x1 = ConvBNLeaky(self.channels, 1, dtype=policy, name="aspp_1x1")
+        for rate in self.rates:
+            setattr(self, f"aspp_rate{rate}",
+                    ConvBNLeaky(self.channels, 3, rate, dtype=policy, name=f"aspp_rate{rate}"))
         self.pool_branch = ConvBNLeaky(self.channels, 1, dtype=self.dtype_policy, name="aspp_pool")
         deconv_channels = 1 if self.upsampling == "mask" else self.channels
         if self.upsampling == "mask":
@@ -610,6 +627,12 @@ class ASPPSegmentation(keras.layers.Layer):
             dtype="float32" if self.upsampling == "mask" else self.dtype_policy,
             name="deconv",
         )
+
+    @property
+    def branches(self):
+        """The 1x1 branch and the dilated 3x3 branches, in concatenation order (the `.keras`
+        files name them under `branches`)."""
+        return [self.aspp_1x1] + [getattr(self, f"aspp_rate{rate}") for rate in self.rates]
 
     def build(self, input_shape):
         input_shape = tuple(input_shape)
