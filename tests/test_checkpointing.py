@@ -1,9 +1,9 @@
 """Training checkpoints hold every weight (`refseg_tf.training.checkpointing`).
 
-Regression: Keras 3 hides layers kept in lists and dicts from `tf.train.Checkpoint`, so RRN's
-lateral convolutions (a dict) and ConvLSTM, ASGN's discriminator and detail convolutions and
-LTS's ASPP branches were missing from training checkpoints: resuming reset them to their
-initial values. Every registered preset is checked by `tests.test_case.run_preset_test`; this
+Regression: Keras 3 hides layers kept in lists and dicts from `tf.train.Checkpoint`: LTS's
+ASPP batch-norm statistics were missing from training checkpoints (resuming reset them), and
+RRN's lateral convolutions (a dict) and ConvLSTM and ASGN's discriminator and detail
+convolutions were saved only through the optimizer's list of trained variables. Every registered preset is checked by `tests.test_case.run_preset_test`; this
 file checks the mechanism, the old checkpoint layout and the trainer end to end.
 """
 
