@@ -373,9 +373,17 @@ def training_dataset(config, batch_size, step=0):
     return dataset
 
 
-def _image_callback(config, model_dir, dataset, model):
+def _image_callback(config, model_dir, model, step):
+    """The TensorBoard mask pictures of a fixed training batch.
+
+    The batch comes from a dataset of its own: a second iterator over the training dataset
+    would advance its shuffle (`reshuffle_each_iteration`), so training would see other batches
+    with pictures on than off, and under multi-worker the chief (which alone draws pictures)
+    other batches than the other workers.
+    """
     from refseg_tf.data.transforms import denormalize_image
 
+    dataset = training_dataset(config, int(config.train.batch_size), step)
     inputs, masks = next(iter(dataset.take(1)))
     inputs = {key: value[:4] for key, value in inputs.items()}
     preset = config.data.normalization
@@ -473,7 +481,7 @@ def _log_every_steps(config) -> int:
     return every
 
 
-def _training_callbacks(config, model_dir, manager, strategy, engine, verbose, dataset, model):
+def _training_callbacks(config, model_dir, manager, strategy, engine, verbose, model, step):
     """Checkpoints on every worker; TensorBoard, pictures on the chief; progress lines."""
     chief = loop_lib.is_chief(strategy)
     callbacks = [callbacks_lib.CheckpointEveryEpoch(manager, discard=not chief)]
@@ -487,7 +495,7 @@ def _training_callbacks(config, model_dir, manager, strategy, engine, verbose, d
     if every and verbose == 2:
         callbacks.append(callbacks_lib.StepLogLines(every, int(config.train.steps)))
     if chief and int(config.train.log_images_every) > 0:
-        callbacks.append(_image_callback(config, model_dir, dataset, model))
+        callbacks.append(_image_callback(config, model_dir, model, step))
     return callbacks
 
 
@@ -555,9 +563,7 @@ def train(config, model_dir: str, verbose="auto"):
     )
     logging.info("Training with %s (engine %r).", loop_lib.describe_cluster(strategy), engine)
     dataset = distributed_training_dataset(config, int(config.train.batch_size), step, strategy)
-    callbacks = _training_callbacks(
-        config, model_dir, manager, strategy, engine, verbose, dataset, model
-    )
+    callbacks = _training_callbacks(config, model_dir, manager, strategy, engine, verbose, model, step)
     for initial_epoch, epochs, epoch_steps in fit_plan(step, steps, steps_per_epoch):
         if engine == "loop":
             loop_lib.run_epochs(
