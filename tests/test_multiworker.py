@@ -227,7 +227,12 @@ def _compiled(preset):
     keras.utils.set_random_seed(0)
     model = build_preset(preset, 20, size="tiny")
     model(next(iter(_batches(1)))[0], training=False)
-    apply_weight_decay(model, 5e-4, "matrices")  # ASGN: both networks
+    # What trainer.train passes (before: ASGN returned a list of variables and training failed).
+    decayed = apply_weight_decay(model.trainable_for_weight_decay(), 5e-4, "matrices")
+    assert decayed > 0
+    if preset.startswith("asgn"):
+        assert any(v.regularizer is not None for v in model.discriminator.trainable_variables)
+        assert any(v.regularizer is not None for v in model.generator.trainable_variables)
     model.compile_for_training(
         model.make_optimizers(lambda role: AdamWithBiasMultiplier(1e-3, bias_lr_multiplier=2.0)),
         jit_compile=False,
