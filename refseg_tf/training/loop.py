@@ -6,7 +6,8 @@ convert). `run_epochs` replaces only the part of `fit` that breaks, the loop aro
 
 - each step is `strategy.run(model.train_step, (batch,))` over
   `strategy.experimental_distribute_dataset(dataset)`, inside one `tf.function` compiled as
-  `model.jit_compile` says (as `fit` compiles its step). The model's own `train_step` runs, so
+  `model.jit_compile` says (as `fit` compiles its step; without XLA across workers, see
+  `make_train_function`). The model's own `train_step` runs, so
   a custom step (ASGN's alternating D/G updates with two optimizers), the loss and metric
   trackers, mixed-precision loss scaling and the division of Keras losses by
   `num_replicas_in_sync` (which inside `strategy.run` counts the replicas of every worker)
@@ -144,7 +145,11 @@ def make_train_function(model, strategy):
     """`step(iterator) -> logs`: one distributed `model.train_step`, logs reduced.
 
     Compiled with `jit_compile=model.jit_compile` (what `compile` resolved "auto" to), as Keras
-    compiles `fit`'s step; `model.run_eagerly` runs it eagerly.
+    compiles `fit`'s step, except with several workers: XLA has no kernel for the collective
+    ops the optimizer's cross-worker all-reduce adds (`CollectiveGatherV2` for an embedding's
+    sparse gradient on XLA_CPU_JIT, checked here, both around and inside `strategy.run`), so
+    there the step runs as a plain `tf.function` and a warning says so. `model.run_eagerly`
+    runs it eagerly.
     """
 
     def step(iterator):
@@ -154,7 +159,14 @@ def make_train_function(model, strategy):
 
     if getattr(model, "run_eagerly", False):
         return step
-    return tf.function(step, jit_compile=bool(model.jit_compile), reduce_retracing=True)
+    jit_compile = bool(model.jit_compile)
+    if jit_compile and is_multi_worker(strategy):
+        logging.warning(
+            "train.jit_compile: XLA cannot compile the cross-worker collective ops of "
+            "MultiWorkerMirroredStrategy; the training step runs without XLA."
+        )
+        jit_compile = False
+    return tf.function(step, jit_compile=jit_compile, reduce_retracing=True)
 
 
 def epoch_logs(model, step_logs) -> dict:
@@ -179,6 +191,7 @@ def run_epochs(
     initial_epoch: int = 0,
     callbacks=(),
     verbose="auto",
+    train_function=None,
 ):
     """Trains `model` like `model.fit(dataset, epochs, steps_per_epoch, initial_epoch, ...)`.
 
@@ -191,12 +204,14 @@ def run_epochs(
         initial_epoch: first epoch to run.
         callbacks: `keras.callbacks.Callback` instances.
         verbose: 0 (silent), 1 (progress bar), 2 (one line per epoch) or "auto" (1).
+        train_function: a `make_train_function(model, strategy)` to reuse across calls (as
+            `fit` keeps its `train_function`: no retracing); None makes one.
 
     Returns:
         the `keras.callbacks.History` of the run.
     """
     distributed = strategy.experimental_distribute_dataset(dataset)
-    step = make_train_function(model, strategy)
+    step = train_function or make_train_function(model, strategy)
     callback_list = keras.callbacks.CallbackList(
         list(callbacks),
         add_history=True,

@@ -564,11 +564,13 @@ def train(config, model_dir: str, verbose="auto"):
     logging.info("Training with %s (engine %r).", loop_lib.describe_cluster(strategy), engine)
     dataset = distributed_training_dataset(config, int(config.train.batch_size), step, strategy)
     callbacks = _training_callbacks(config, model_dir, manager, strategy, engine, verbose, model, step)
+    train_function = loop_lib.make_train_function(model, strategy) if engine == "loop" else None
     for initial_epoch, epochs, epoch_steps in fit_plan(step, steps, steps_per_epoch):
         if engine == "loop":
             loop_lib.run_epochs(
                 model, dataset, strategy, epochs=epochs, steps_per_epoch=epoch_steps,
                 initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose,
+                train_function=train_function,
             )
             continue
         model.fit(
