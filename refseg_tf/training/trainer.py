@@ -452,6 +452,15 @@ def _write_model_dir_files(config, model_dir: str) -> None:
 INPUT_SHARDINGS = ("auto", "data")
 
 
+def _input_sharding(config) -> str:
+    sharding = config.train.get("input_sharding", "auto")
+    if sharding not in INPUT_SHARDINGS:
+        raise ValueError(
+            f"`train.input_sharding` must be one of {INPUT_SHARDINGS}; received {sharding!r}."
+        )
+    return sharding
+
+
 def distributed_training_dataset(config, batch_size, step, strategy):
     """`training_dataset` of global batches, with `train.input_sharding` for several workers.
 
@@ -459,11 +468,7 @@ def distributed_training_dataset(config, batch_size, step, strategy):
     "data" makes every worker read everything and keep its part of each global batch, so the
     workers together train on exactly the batches one worker would.
     """
-    sharding = config.train.get("input_sharding", "auto")
-    if sharding not in INPUT_SHARDINGS:
-        raise ValueError(
-            f"`train.input_sharding` must be one of {INPUT_SHARDINGS}; received {sharding!r}."
-        )
+    sharding = _input_sharding(config)
     dataset = training_dataset(config, batch_size, step)
     if sharding == "data" and loop_lib.is_multi_worker(strategy):
         options = tf.data.Options()
@@ -522,7 +527,8 @@ def train(config, model_dir: str, verbose="auto"):
     strategy = get_strategy(config.train.distribution)
     engine = loop_lib.choose_engine(config.train.get("engine", "auto"), strategy)
     verbose = callbacks_lib.progress_verbosity(verbose)
-    _log_every_steps(config)
+    _log_every_steps(config)  # the training settings are checked before anything is written
+    _input_sharding(config)
     config = resolve_config(config)
     check_resumable(config, model_dir)
     _verify_training_data(config)
