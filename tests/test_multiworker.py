@@ -268,6 +268,10 @@ def test_engine_choice():
     assert not loop.is_multi_worker(strategy) and loop.is_chief(strategy)
     with pytest.raises(ValueError, match="`train.engine` must be one of"):
         loop.choose_engine("horovod", strategy)
+    config = worker_config("unused", 2, distribution="default")
+    config.train.input_sharding = "file"
+    with pytest.raises(ValueError, match="`train.input_sharding` must be one of"):
+        trainer.train(config, "/nonexistent/never_written")
 
 
 # --------------------------------------------------------------------------- progress lines
