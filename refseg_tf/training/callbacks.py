@@ -1,6 +1,10 @@
-"""Training callbacks: resumable checkpoints and TensorBoard mask pictures (TensorFlow only)."""
+"""Training callbacks: resumable checkpoints, progress lines and TensorBoard mask pictures
+(TensorFlow only)."""
 
 import os
+import shutil
+import sys
+import tempfile
 
 import keras
 import tensorflow as tf
@@ -43,15 +47,78 @@ def restore_latest(manager: tf.train.CheckpointManager) -> int:
 
 
 class CheckpointEveryEpoch(keras.callbacks.Callback):
-    """Saves a checkpoint at the end of every epoch (an epoch is `train.checkpoint_every` steps)."""
+    """Saves a checkpoint at the end of every epoch (an epoch is `train.checkpoint_every` steps).
 
-    def __init__(self, manager: tf.train.CheckpointManager):
+    Args:
+        manager: the `checkpoint_manager` of the model directory.
+        discard: a non-chief worker of a multi-worker job: it takes part in the save (as every
+            worker must) but writes into a temporary directory of its own, deleted right after
+            (TensorFlow's multi-worker guide); only the chief writes into `manager.directory`.
+    """
+
+    def __init__(self, manager: tf.train.CheckpointManager, discard: bool = False):
         super().__init__()
         self.manager = manager
+        self.discard = bool(discard)
 
     def on_epoch_end(self, epoch, logs=None):
         step = int(self.model.optimizer.iterations.numpy())
-        self.manager.save(checkpoint_number=step)
+        if not self.discard:
+            self.manager.save(checkpoint_number=step)
+            return
+        directory = tempfile.mkdtemp(prefix="refseg-worker-checkpoint-")
+        try:
+            temporary = tf.train.CheckpointManager(self.manager.checkpoint, directory, max_to_keep=1)
+            temporary.save(checkpoint_number=step)
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def progress_verbosity(verbose="auto", stream=None):
+    """The `verbose` of `fit` / `loop.run_epochs`: "auto" is 1 (the progress bar) when `stream`
+    (default `sys.stdout`) is a terminal, else 2 (one line per epoch); 0, 1, 2 are kept.
+
+    Keras's own "auto" is always the bar, which in a log file is a new line of every metric
+    at every step (about 120 KB per 250 steps).
+    """
+    if verbose != "auto":
+        if verbose not in (0, 1, 2):
+            raise ValueError(f"`verbose` must be 'auto', 0, 1 or 2; received {verbose!r}.")
+        return verbose
+    stream = sys.stdout if stream is None else stream
+    isatty = getattr(stream, "isatty", None)
+    return 1 if isatty is not None and isatty() else 2
+
+
+def format_log_line(step: int, total_steps: int, logs) -> str:
+    """`step 250/1000 - loss: 0.1234 - mean_iou: 0.5678`: one progress line."""
+    values = " - ".join(f"{name}: {float(value):.4f}" for name, value in (logs or {}).items())
+    line = f"step {int(step)}/{int(total_steps)}"
+    return f"{line} - {values}" if values else line
+
+
+class StepLogLines(keras.callbacks.Callback):
+    """Prints one `format_log_line` to stdout every `every` optimizer steps (`train.log_every_steps`).
+
+    For logs that are not a terminal, between the per-epoch lines; the step is the optimizer's
+    `iterations`, so the lines keep their place across a resume.
+
+    Args:
+        every: steps between lines (> 0).
+        total_steps: `train.steps`, printed after the step.
+    """
+
+    def __init__(self, every: int, total_steps: int):
+        super().__init__()
+        if int(every) <= 0:
+            raise ValueError(f"`every` must be > 0; received {every!r}.")
+        self.every = int(every)
+        self.total_steps = int(total_steps)
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = int(self.model.optimizer.iterations.numpy())
+        if step % self.every == 0:
+            print(format_log_line(step, self.total_steps, logs), flush=True)
 
 
 def _overlay(image_uint8, mask, color):

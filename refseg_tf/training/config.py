@@ -118,6 +118,16 @@ def base_config() -> ml_collections.ConfigDict:
     config.train.mixed_precision = "float32"
     config.train.jit_compile = "auto"
     config.train.distribution = "auto"
+    # "auto": the custom loop (`training.loop`) under MultiWorkerMirroredStrategy with several
+    # workers, Keras `fit` otherwise; "fit" | "loop" force one.
+    config.train.engine = "auto"
+    # How a multi-worker job splits the data: "auto" (by shard file when every worker gets one,
+    # else by batch) | "data" (every worker reads everything and keeps its part of each global
+    # batch: the batches of one worker, at the cost of reading all).
+    config.train.input_sharding = "auto"
+    # With stdout not a terminal (a log file): a progress line every N steps besides the line
+    # per epoch (0 = per epoch only). A terminal shows the progress bar.
+    config.train.log_every_steps = 0
     config.train.seed = 0
 
     config.eval = ml_collections.ConfigDict()

@@ -2,13 +2,16 @@
 
 - "auto": `MirroredStrategy` over all local GPUs when there are two or more, else the default.
 - "default": one device. "mirrored": all local devices (GPUs, or the CPU).
-- "multi_worker": `MultiWorkerMirroredStrategy` from `TF_CONFIG`. Keras 3 `fit` with two or more
-  workers fails in Keras 3.x (keras-team/keras#20585, open), so `refseg-train` refuses it with
-  that explanation instead of failing deep inside `fit`.
+- "multi_worker": `MultiWorkerMirroredStrategy` from `TF_CONFIG` (one process per machine, all
+  local GPUs of each, or its CPU). Keras 3 `fit` fails there with two or more workers
+  (keras-team/keras#20585, open), so `refseg-train` then trains with its own loop
+  (`refseg_tf.training.loop`: the model's `train_step` under `strategy.run`), which gives the
+  same schedules, weight decay, metrics, TensorBoard files, checkpoints and resuming as `fit`.
+  Create the strategy before any other TensorFlow operation runs in the process (`train()`
+  does it first): the collective ops are configured when it is created.
 - "tpu": `TPUStrategy` on the TPU named by `TPU_NAME` (or local).
 """
 
-import json
 import os
 
 import tensorflow as tf
@@ -27,13 +30,6 @@ def get_strategy(name: str = "auto") -> tf.distribute.Strategy:
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name == "multi_worker":
-        workers = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {}).get("worker", [])
-        if len(workers) > 1:
-            raise ValueError(
-                "train.distribution='multi_worker' with more than one worker: Keras 3 `fit` fails "
-                "under MultiWorkerMirroredStrategy (keras-team/keras#20585). Run one worker per "
-                "machine with 'mirrored' over its GPUs instead."
-            )
         return tf.distribute.MultiWorkerMirroredStrategy()
     resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=os.environ.get("TPU_NAME", ""))
     tf.config.experimental_connect_to_cluster(resolver)

@@ -1,4 +1,4 @@
-"""Training with Keras `fit`: resumable, distributed, logged (TensorFlow only).
+"""Training with Keras `fit` or `training.loop`: resumable, distributed, logged (TensorFlow only).
 
 `train(config, model_dir)` is what `refseg-train` runs:
 1. resolves the config against the data (vocabulary size, dataset name), checks it against the
@@ -13,7 +13,10 @@
    it stopped (a damaged newest checkpoint is named and the previous kept one used;
    `ckpt-N_temp/` leftovers of a killed save are removed);
 4. fits for `train.steps` steps in epochs of `train.checkpoint_every` steps, checkpointing after
-   each, with TensorBoard scalars and mask pictures in `model_dir/logs`;
+   each, with TensorBoard scalars and mask pictures in `model_dir/logs`: with Keras `fit`, or
+   under MultiWorkerMirroredStrategy with several workers with `training.loop` (the model's
+   own `train_step` under `strategy.run`; `train.engine`), where the chief writes and every
+   worker restores from `model_dir`;
 5. saves the final model as `model_dir/model.keras`.
 """
 
@@ -29,6 +32,7 @@ from absl import logging
 from refseg_tf.files import atomic_copy, atomic_output
 from refseg_tf.training import callbacks as callbacks_lib
 from refseg_tf.training import config as config_lib
+from refseg_tf.training import loop as loop_lib
 from refseg_tf.training.checkpointing import training_checkpoint_items
 from refseg_tf.training.distribute import get_strategy
 from refseg_tf.training.optimizers import apply_weight_decay, build_optimizer
@@ -372,9 +376,17 @@ def training_dataset(config, batch_size, step=0):
     return dataset
 
 
-def _image_callback(config, model_dir, dataset, model):
+def _image_callback(config, model_dir, model, step):
+    """The TensorBoard mask pictures of a fixed training batch.
+
+    The batch comes from a dataset of its own: a second iterator over the training dataset
+    would advance its shuffle (`reshuffle_each_iteration`), so training would see other batches
+    with pictures on than off, and under multi-worker the chief (which alone draws pictures)
+    other batches than the other workers.
+    """
     from refseg_tf.data.transforms import denormalize_image
 
+    dataset = training_dataset(config, int(config.train.batch_size), step)
     inputs, masks = next(iter(dataset.take(1)))
     inputs = {key: value[:4] for key, value in inputs.items()}
     preset = config.data.normalization
@@ -428,12 +440,8 @@ def fit_plan(step: int, steps: int, steps_per_epoch: int):
     return plan
 
 
-def train(config, model_dir: str, verbose="auto"):
-    """Trains (or resumes) the configured model into `model_dir`; returns the trained model."""
-    config_lib.validate_config(config, require_data_dir=True)
-    config = resolve_config(config)
-    check_resumable(config, model_dir)
-    _verify_training_data(config)
+def _write_model_dir_files(config, model_dir: str) -> None:
+    """config.json, vocab.txt and preprocessor.json: what evaluation and prediction read."""
     os.makedirs(model_dir, exist_ok=True)
     config_lib.save_config(config, model_dir)
     atomic_copy(_data_file(config, VOCAB_FILENAME), os.path.join(model_dir, VOCAB_FILENAME))
@@ -442,13 +450,99 @@ def train(config, model_dir: str, verbose="auto"):
     # preprocessor.json beside the vocabulary: the model directory's preprocessing (Predictor).
     ReferringPreprocessor.from_config(config, os.path.join(model_dir, VOCAB_FILENAME)).save(model_dir)
     remove_temporary_checkpoints(model_dir)
+
+
+INPUT_SHARDINGS = ("auto", "data")
+
+
+def _input_sharding(config) -> str:
+    sharding = config.train.get("input_sharding", "auto")
+    if sharding not in INPUT_SHARDINGS:
+        raise ValueError(
+            f"`train.input_sharding` must be one of {INPUT_SHARDINGS}; received {sharding!r}."
+        )
+    return sharding
+
+
+def distributed_training_dataset(config, batch_size, step, strategy):
+    """`training_dataset` of global batches, with `train.input_sharding` for several workers.
+
+    "auto" keeps the pipeline's policy (FILE when every worker gets a shard file, else DATA);
+    "data" makes every worker read everything and keep its part of each global batch, so the
+    workers together train on exactly the batches one worker would.
+    """
+    sharding = _input_sharding(config)
+    dataset = training_dataset(config, batch_size, step)
+    if sharding == "data" and loop_lib.is_multi_worker(strategy):
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = (
+            tf.data.experimental.AutoShardPolicy.DATA
+        )
+        dataset = dataset.with_options(options)
+    return dataset
+
+
+def _log_every_steps(config) -> int:
+    every = int(config.train.get("log_every_steps", 0) or 0)
+    if every < 0:
+        raise ValueError(f"`train.log_every_steps` must be >= 0; received {every}.")
+    return every
+
+
+def _training_callbacks(config, model_dir, manager, strategy, engine, verbose, model, step):
+    """Checkpoints on every worker; TensorBoard, pictures on the chief; progress lines."""
+    chief = loop_lib.is_chief(strategy)
+    callbacks = [callbacks_lib.CheckpointEveryEpoch(manager, discard=not chief)]
+    if chief:
+        # The loop has no `train_function` graph for TensorBoard to draw.
+        callbacks.append(keras.callbacks.TensorBoard(
+            os.path.join(model_dir, "logs"), update_freq="epoch", write_graph=engine == "fit"
+        ))
+    callbacks.append(keras.callbacks.TerminateOnNaN())
+    every = _log_every_steps(config)
+    if every and verbose == 2:
+        callbacks.append(callbacks_lib.StepLogLines(every, int(config.train.steps)))
+    if chief and int(config.train.log_images_every) > 0:
+        callbacks.append(_image_callback(config, model_dir, model, step))
+    return callbacks
+
+
+def _save_final_model(model, model_dir, strategy) -> None:
+    """`model.keras` by the chief; every other worker saves too, to a directory it deletes."""
+    directory = loop_lib.worker_directory(model_dir, strategy)
+    try:
+        save_model_atomic(model, os.path.join(directory, MODEL_FILENAME))
+    finally:
+        loop_lib.discard_worker_directory(directory, strategy)
+
+
+def train(config, model_dir: str, verbose="auto"):
+    """Trains (or resumes) the configured model into `model_dir`; returns the trained model.
+
+    `verbose`: "auto" shows the progress bar when stdout is a terminal and one line per epoch
+    (plus one every `train.log_every_steps` steps) otherwise (`callbacks.progress_verbosity`);
+    0, 1, 2 as Keras `fit`. Every worker of a multi-worker job runs `train` with the same
+    config and `model_dir` (see `training.loop`).
+    """
+    config_lib.validate_config(config, require_data_dir=True)
+    # First: MultiWorkerMirroredStrategy configures the collective ops when it is created, which
+    # must happen before any other TensorFlow operation of the process.
+    strategy = get_strategy(config.train.distribution)
+    engine = loop_lib.choose_engine(config.train.get("engine", "auto"), strategy)
+    verbose = callbacks_lib.progress_verbosity(verbose)
+    _log_every_steps(config)  # the training settings are checked before anything is written
+    _input_sharding(config)
+    config = resolve_config(config)
+    check_resumable(config, model_dir)
+    _verify_training_data(config)
+    if loop_lib.is_chief(strategy):
+        _write_model_dir_files(config, model_dir)
     keras.utils.set_random_seed(int(config.train.seed))
     if config.train.mixed_precision != "float32":
         keras.mixed_precision.set_global_policy(config.train.mixed_precision)
 
     steps = int(config.train.steps)
     steps_per_epoch = min(int(config.train.checkpoint_every), steps)
-    strategy = get_strategy(config.train.distribution)
 
     with strategy.scope():
         model = build_model(config)
@@ -466,6 +560,7 @@ def train(config, model_dir: str, verbose="auto"):
             jit_compile=jit_compile_option(config.train.jit_compile),
         )
         model.build_optimizers()
+        # Every worker restores from model_dir; only the chief writes into it.
         manager = callbacks_lib.checkpoint_manager(
             model, model_dir, max_to_keep=int(config.train.keep_checkpoints)
         )
@@ -475,15 +570,18 @@ def train(config, model_dir: str, verbose="auto"):
         config.model.name, model.count_params(),
         sum(int(np.prod(v.shape)) for v in model.trainable_weights), decayed, step, steps,
     )
-    dataset = training_dataset(config, int(config.train.batch_size), step)
-    callbacks = [
-        callbacks_lib.CheckpointEveryEpoch(manager),
-        keras.callbacks.TensorBoard(os.path.join(model_dir, "logs"), update_freq="epoch"),
-        keras.callbacks.TerminateOnNaN(),
-    ]
-    if int(config.train.log_images_every) > 0:
-        callbacks.append(_image_callback(config, model_dir, dataset, model))
+    logging.info("Training with %s (engine %r).", loop_lib.describe_cluster(strategy), engine)
+    dataset = distributed_training_dataset(config, int(config.train.batch_size), step, strategy)
+    callbacks = _training_callbacks(config, model_dir, manager, strategy, engine, verbose, model, step)
+    train_function = loop_lib.make_train_function(model, strategy) if engine == "loop" else None
     for initial_epoch, epochs, epoch_steps in fit_plan(step, steps, steps_per_epoch):
+        if engine == "loop":
+            loop_lib.run_epochs(
+                model, dataset, strategy, epochs=epochs, steps_per_epoch=epoch_steps,
+                initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose,
+                train_function=train_function,
+            )
+            continue
         model.fit(
             dataset,
             epochs=epochs,
@@ -493,5 +591,5 @@ def train(config, model_dir: str, verbose="auto"):
             verbose=verbose,
             shuffle=False,  # the tf.data pipeline shuffles
         )
-    save_model_atomic(model, os.path.join(model_dir, MODEL_FILENAME))
+    _save_final_model(model, model_dir, strategy)
     return model

@@ -467,8 +467,12 @@ class ASGN(ReferringSegmenter):
         }
 
     def trainable_for_weight_decay(self):
-        """Weight decay covers both networks (each term enters its own network's loss)."""
-        return self.generator.trainable_variables + self.discriminator.trainable_variables
+        """Weight decay covers both networks (each term enters its own network's loss).
+
+        The model itself (its layers are G and D): `apply_weight_decay` walks layers, so a
+        list of variables made `refseg-train` fail with an AttributeError.
+        """
+        return self
 
     # --- Adversarial losses -----------------------------------------------------------------
 

@@ -1,0 +1,311 @@
+"""Multi-worker training (`refseg_tf.training.loop`) and the progress lines of `refseg-train`.
+
+- Two worker processes on localhost ports (TF_CONFIG) train with MultiWorkerMirroredStrategy;
+  their checkpoint after 2 steps holds the weights one process reaches on the same global
+  batches with Keras `fit`; both are killed mid-run, restarted, and resume from the last
+  checkpoint (every worker restores; the chief writes).
+- The loop on the default strategy equals `fit` for an ordinary model and for ASGN (its own
+  `train_step`, two optimizers).
+- Logs that are not a terminal get one line per epoch (plus `train.log_every_steps`), not a
+  progress-bar line per step.
+"""
+
+import io
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import keras
+import ml_collections
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from refseg_tf.training import callbacks as callbacks_lib
+from refseg_tf.training import experiments, loop, trainer
+from refseg_tf.training.optimizers import AdamWithBiasMultiplier, apply_weight_decay
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GLOBAL_BATCH = 4
+DECAY_STEPS = 100  # a fixed schedule horizon: runs of different lengths share their rates
+WORKER_TIMEOUT = 300
+
+
+def worker_config(data_dir, steps, distribution="multi_worker"):
+    """Tiny LSTM-CNN on the synthetic data, with weight decay and the bias multiplier on."""
+    config = experiments.synthetic("lstm_cnn", stage="low")
+    config.model.backbone.kwargs = ml_collections.ConfigDict()
+    for key in ("embedding_dim", "text_units", "classifier_units"):
+        del config.model[key]
+    config.data.dir = data_dir
+    config.data.image_size = 64
+    config.data.shuffle_buffer = 50
+    config.train.steps = int(steps)
+    config.train.batch_size = GLOBAL_BATCH  # the global batch, split over the workers
+    config.train.checkpoint_every = 2
+    config.train.keep_checkpoints = 100
+    config.train.log_images_every = 1  # a chief-only callback between collective steps
+    config.train.log_every_steps = 1
+    config.train.jit_compile = "false"
+    config.train.weight_decay = 5e-4
+    config.train.weight_decay_scope = "matrices"
+    config.train.optimizer.bias_lr_multiplier = 2.0
+    config.train.optimizer.decay_steps = DECAY_STEPS
+    config.train.distribution = distribution
+    config.train.input_sharding = "data"  # both workers together see one worker's batches
+    return config
+
+
+WORKER_SCRIPT = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from absl import logging
+from refseg_tf.training.trainer import train
+from tests.test_multiworker import worker_config
+
+logging.set_verbosity(logging.INFO)
+logging.use_absl_handler()
+model = train(worker_config(sys.argv[2], int(sys.argv[4])), sys.argv[3])
+print("FINAL_ITERATIONS", int(model.optimizer.iterations.numpy()), flush=True)
+"""
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """40 synthetic 48 px images in 2 shards: the tfrecord directory."""
+    from refseg_tf.data.converters.refer import ReferReader
+    from refseg_tf.data.converters.writer import write_dataset
+    from refseg_tf.synthetic_data import generate
+
+    root = tmp_path_factory.mktemp("multiworker_data")
+    summary = generate(str(root / "raw"), num_images=40, seed=3, image_size=48)
+    reader = ReferReader(
+        data_root=str(root / "raw"), dataset="synthetic", split_by="unc",
+        image_root=summary["image_root"],
+    )
+    out = str(root / "tfrecords")
+    write_dataset(reader, out, num_shards=2, show_progress=False)
+    return out
+
+
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(("localhost", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+def _start_workers(data_dir, model_dir, steps, log_dir, tag):
+    """Two `train()` processes of one MultiWorkerMirroredStrategy job; returns (procs, logs)."""
+    cluster = {"worker": [f"localhost:{port}" for port in _free_ports(2)]}
+    processes, logs = [], []
+    for index in range(2):
+        tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+        stdout = open(os.path.join(log_dir, f"{tag}-{index}.out"), "w+")
+        stderr = open(os.path.join(log_dir, f"{tag}-{index}.err"), "w+")
+        env = dict(os.environ, TF_CONFIG=tf_config, PYTHONPATH=REPO_ROOT,
+                   TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+        processes.append(subprocess.Popen(
+            [sys.executable, "-c", WORKER_SCRIPT, REPO_ROOT, data_dir, model_dir, str(steps)],
+            stdout=stdout, stderr=stderr, env=env,
+        ))
+        logs.append((stdout, stderr))
+    return processes, logs
+
+
+def _read(handle):
+    handle.flush()
+    handle.seek(0)
+    return handle.read()
+
+
+def _kept_checkpoints(model_dir):
+    """Checkpoint numbers listed in the `checkpoint` index (written last by a save)."""
+    path = os.path.join(model_dir, callbacks_lib.CHECKPOINT_SUBDIR, "checkpoint")
+    if not os.path.exists(path):
+        return []
+    with open(path, encoding="utf-8") as handle:
+        text = handle.read()
+    return sorted({int(n) for n in re.findall(r'all_model_checkpoint_paths: "ckpt-(\d+)"', text)})
+
+
+def _kill(processes):
+    for process in processes:
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+    for process in processes:
+        process.wait(timeout=30)
+
+
+def _failure(processes, logs):
+    return "\n".join(
+        f"--- worker {i} rc={p.poll()}\n{_read(err)[-3000:]}"
+        for i, (p, (_, err)) in enumerate(zip(processes, logs))
+    )
+
+
+def _weights(model):
+    return [np.array(v.numpy()) for v in model.weights]
+
+
+def test_two_workers_match_one_and_resume_after_a_kill(data, tmp_path):
+    model_dir = str(tmp_path / "two_workers")
+    processes, logs = _start_workers(data, model_dir, 1000, str(tmp_path), "first")
+    try:
+        deadline = time.time() + WORKER_TIMEOUT
+        while not _kept_checkpoints(model_dir):
+            assert all(p.poll() is None for p in processes), _failure(processes, logs)
+            assert time.time() < deadline, _failure(processes, logs)
+            time.sleep(0.2)
+    finally:
+        _kill(processes)  # both killed mid-run (1000 steps configured)
+    chief_out = _read(logs[0][0])
+    # Not a terminal: one line per step (`log_every_steps=1`) and per epoch, no bar.
+    assert re.search(r"^step 1/1000 - loss: \d+\.\d{4}", chief_out, re.M), chief_out
+    assert "\r" not in chief_out and "\x08" not in chief_out
+    assert "FINAL_ITERATIONS" not in chief_out
+
+    resumed_at = max(_kept_checkpoints(model_dir))
+    processes, logs = _start_workers(data, model_dir, resumed_at + 2, str(tmp_path), "second")
+    try:
+        for process in processes:
+            process.wait(timeout=WORKER_TIMEOUT)
+    finally:
+        _kill(processes)
+    assert [p.returncode for p in processes] == [0, 0], _failure(processes, logs)
+    for _, err in logs:  # every worker restored from model_dir
+        assert f"resuming at step {resumed_at} of {resumed_at + 2}" in _read(err)
+    chief_out = _read(logs[0][0])
+    assert f"FINAL_ITERATIONS {resumed_at + 2}" in chief_out
+    assert re.search(r"^2/2 - .*loss: ", chief_out, re.M), chief_out  # the epoch's line
+    assert "\r" not in chief_out and "\x08" not in chief_out
+    assert max(_kept_checkpoints(model_dir)) == resumed_at + 2
+    assert os.path.exists(os.path.join(model_dir, trainer.MODEL_FILENAME))
+    assert not [n for n in os.listdir(model_dir) if n.startswith("refseg-")]
+    events = [f for _, _, files in os.walk(os.path.join(model_dir, "logs")) for f in files]
+    assert any("tfevents" in f for f in events)
+
+    # One process, Keras `fit`, the same global batches: the weights of the workers' ckpt-2.
+    reference = trainer.train(
+        worker_config(data, 2, distribution="default"), str(tmp_path / "one"), verbose=0
+    )
+    two, _ = trainer.load_trained_model(
+        model_dir, checkpoint=os.path.join(model_dir, "checkpoints", "ckpt-2")
+    )
+    initial = trainer.build_model(trainer.resolve_config(worker_config(data, 2, "default")))
+    moved = max(float(np.max(np.abs(a - b))) for a, b in zip(_weights(reference), _weights(initial)))
+    assert moved > 1e-4
+    for ours, theirs, variable in zip(_weights(two), _weights(reference), reference.weights):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-6, err_msg=variable.path)
+
+
+# --------------------------------------------------------------------------- the loop in-process
+
+SIZE = 64
+
+
+def _batches(count, batch=2, seed=0):
+    rng = np.random.default_rng(seed)
+    images = rng.normal(size=(count * batch, SIZE, SIZE, 3)).astype("float32")
+    words = rng.integers(1, 20, size=(count * batch, 4)).astype("int32")
+    masks = (rng.random((count * batch, SIZE, SIZE, 1)) > 0.6).astype("float32")
+    dataset = tf.data.Dataset.from_tensor_slices(({"image": images, "word_ids": words}, masks))
+    return dataset.batch(batch).repeat()
+
+
+def _compiled(preset):
+    from refseg_tf.models import build_preset
+
+    keras.utils.set_random_seed(0)
+    model = build_preset(preset, 20, size="tiny")
+    model(next(iter(_batches(1)))[0], training=False)
+    # What trainer.train passes (before: ASGN returned a list of variables and training failed).
+    decayed = apply_weight_decay(model.trainable_for_weight_decay(), 5e-4, "matrices")
+    assert decayed > 0
+    if preset.startswith("asgn"):
+        assert any(v.regularizer is not None for v in model.discriminator.trainable_variables)
+        assert any(v.regularizer is not None for v in model.generator.trainable_variables)
+    model.compile_for_training(
+        model.make_optimizers(lambda role: AdamWithBiasMultiplier(1e-3, bias_lr_multiplier=2.0)),
+        jit_compile=False,
+    )
+    model.build_optimizers()
+    return model
+
+
+@pytest.mark.parametrize("preset", ["lstm_cnn", "asgn_r_lstm"])
+def test_loop_equals_fit_on_the_default_strategy(preset):
+    strategy = tf.distribute.get_strategy()
+    by_fit = _compiled(preset)
+    fit_history = by_fit.fit(_batches(3), epochs=2, steps_per_epoch=2, initial_epoch=1, verbose=0)
+    by_loop = _compiled(preset)
+    loop_history = loop.run_epochs(
+        by_loop, _batches(3), strategy, epochs=2, steps_per_epoch=2, initial_epoch=1, verbose=0
+    )
+    assert int(by_loop.optimizer.iterations.numpy()) == 2
+    if preset.startswith("asgn"):
+        assert int(by_loop.discriminator_optimizer.iterations.numpy()) == 2
+    assert set(loop_history.history) == set(fit_history.history)
+    for key, values in fit_history.history.items():
+        np.testing.assert_allclose(loop_history.history[key], values, rtol=1e-5, err_msg=key)
+    for ours, theirs in zip(by_loop.weights, by_fit.weights):
+        np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-5, atol=1e-7,
+                                   err_msg=ours.path)
+
+
+def test_engine_choice():
+    strategy = tf.distribute.get_strategy()
+    assert loop.choose_engine("auto", strategy) == "fit"
+    assert loop.choose_engine("loop", strategy) == "loop"
+    assert not loop.is_multi_worker(strategy) and loop.is_chief(strategy)
+    with pytest.raises(ValueError, match="`train.engine` must be one of"):
+        loop.choose_engine("horovod", strategy)
+    config = worker_config("unused", 2, distribution="default")
+    config.train.input_sharding = "file"
+    with pytest.raises(ValueError, match="`train.input_sharding` must be one of"):
+        trainer.train(config, "/nonexistent/never_written")
+
+
+# --------------------------------------------------------------------------- progress lines
+
+
+class _Stream(io.StringIO):
+    def __init__(self, tty):
+        super().__init__()
+        self.tty = tty
+
+    def isatty(self):
+        return self.tty
+
+
+def test_progress_verbosity_follows_the_terminal():
+    assert callbacks_lib.progress_verbosity("auto", _Stream(True)) == 1
+    assert callbacks_lib.progress_verbosity("auto", _Stream(False)) == 2
+    assert callbacks_lib.progress_verbosity(0, _Stream(True)) == 0
+    with pytest.raises(ValueError, match="`verbose` must be"):
+        callbacks_lib.progress_verbosity(3)
+    assert callbacks_lib.format_log_line(5, 9, {"loss": np.float32(0.5)}) == "step 5/9 - loss: 0.5000"
+
+
+def test_train_writes_lines_not_a_bar_into_a_log(data, tmp_path, capsys):
+    """Before: Keras's bar wrote every metric at every step into a log file (~480 B/step)."""
+    config = worker_config(data, 5, distribution="default")
+    config.train.log_images_every = 0
+    config.train.log_every_steps = 2
+    config.train.engine = "loop"
+    capsys.readouterr()
+    trainer.train(config, str(tmp_path / "run"))
+    lines = capsys.readouterr().out.splitlines()
+    steps = [line for line in lines if line.startswith("step ")]
+    assert [line.split(" - ")[0] for line in steps] == ["step 2/5", "step 4/5"]
+    epochs = [line for line in lines if re.match(r"^\d+/\d+ - ", line)]
+    assert [line.split(" - ")[0] for line in epochs] == ["2/2", "2/2", "1/1"]
+    assert len(lines) <= 8, lines  # + "Epoch k/n" headers; no line per step of a bar
