@@ -10,6 +10,7 @@ For models with a localisation heatmap (`model.has_heatmap`, LTS) it adds the lo
 accuracy.
 """
 
+import functools
 import os
 
 import numpy as np
@@ -138,14 +139,22 @@ def _sentence_length(sentence: bytes, mode: str = "refseg") -> int:
     return len(split_words(sentence, mode))
 
 
-def _counts_fn(image_size: int, rule: str, threshold: float):
+@functools.lru_cache(maxsize=None)
+def _counts_fn(image_size: int, rule: str, threshold: float, logits_shape: tuple):
     """A tf.function: a batch's logits -> (intersection, union) int64 [B] of every sentence.
 
     The masks are `scoring.score_mask_batch_tf` (the scoring rule, in graph), compared with
-    the zero-padded `original_mask` of the eval batch (padding counts in neither).
+    the zero-padded `original_mask` of the eval batch (padding counts in neither). Traced
+    once per process for a model's logits shape [g, g, 1] (any batch and image sizes).
     """
+    signature = [
+        tf.TensorSpec([None, *logits_shape], tf.float32),
+        tf.TensorSpec([None, 4], tf.int32),
+        tf.TensorSpec([None, 2], tf.int32),
+        tf.TensorSpec([None, None, None], tf.uint8),
+    ]
 
-    @tf.function(reduce_retracing=True)
+    @tf.function(input_signature=signature)
     def counts(logits, image_window, original_size, original_mask):
         truth = original_mask > 0
         predicted = scoring.score_mask_batch_tf(
@@ -219,7 +228,7 @@ def evaluate_model(model, config, split, batch_size=8, data_dir=None, use_crf=Fa
     heatmap_fn = _heatmap_fn(model)
     localization_hits = []
     image_size = preprocessor.image_size
-    counts = _counts_fn(image_size, rule, scoring.check_threshold(threshold))
+    threshold = scoring.check_threshold(threshold)
     dataset = evaluation_dataset(config, split, batch_size, data_dir, preprocessor=preprocessor)
     if max_batches:
         dataset = dataset.take(int(max_batches))
@@ -230,6 +239,7 @@ def evaluate_model(model, config, split, batch_size=8, data_dir=None, use_crf=Fa
                 logits, batch, image_size, rule, threshold, preprocessor.normalization
             )
         else:
+            counts = _counts_fn(image_size, rule, threshold, tuple(logits.shape[1:]))
             intersections, unions = (value.numpy() for value in counts(
                 logits, batch["image_window"], batch["original_size"], batch["original_mask"]
             ))
