@@ -670,7 +670,8 @@ def _decode_image_record(serialized, record_seed, preprocessing: _Preprocessing)
     if preprocessing.label_grid:
         example["label"] = tf.gather(refs["label"], ref_index)
     example["original_mask"] = tf.gather(refs["original_mask"], ref_index)
-    example["original_size"] = _repeat(tf.shape(refs["original_mask"], out_type=tf.int32)[1:], count)
+    original_size = tf.shape(refs["original_mask"], out_type=tf.int32)[1:]
+    example["original_size"] = _repeat(original_size, count)
     example["ref_id"] = tf.gather(parsed["ref/id"], ref_index)
     example["sent_id"] = parsed["sentence/id"]
     example["image_id"] = tf.fill([count], parsed["image/id"])
@@ -685,7 +686,9 @@ def _decode_ref_masks(image, parsed: dict, preprocessing: _Preprocessing) -> dic
     """Each ref's mask decoded once (size checked against the image): the letterboxed `mask`
     [R, S, S, 1], `label` [R, g, g, 1] with a label grid, `original_mask` uint8 [R, H, W]."""
     size = preprocessing.preprocessor.image_size
-    where = {key: parsed[key] for key in ("image/height", "image/width", "image/filename", "image/id")}
+    where = {
+        key: parsed[key] for key in ("image/height", "image/width", "image/filename", "image/id")
+    }
 
     def decode(ref):
         encoded, ref_id = ref

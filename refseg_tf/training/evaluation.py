@@ -177,12 +177,12 @@ def _crf_counts(logits, batch, image_size, rule, threshold, normalization):
         tf.clip_by_value(denormalize_image(batch["image"], normalization), 0, 255), tf.uint8
     ).numpy()
     predictions = score_batch(logits, batch, image_size, rule, threshold, crf_images=images)
-    original_masks = batch["original_mask"].numpy()
-    pairs = [
-        intersection_union(prediction, original_masks[i, : prediction.shape[0], : prediction.shape[1]] > 0)
-        for i, prediction in enumerate(predictions)
+    truths = batch["original_mask"].numpy() > 0
+    counts = [
+        intersection_union(mask, truths[i, : mask.shape[0], : mask.shape[1]])
+        for i, mask in enumerate(predictions)
     ]
-    return np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
+    return tuple(np.array(values) for values in zip(*counts))
 
 
 def _localization_hits(heatmaps, batch, image_size) -> list:
@@ -218,7 +218,9 @@ def evaluate_model(model, config, split, batch_size=8, data_dir=None, use_crf=Fa
     """
     from refseg_tf.metrics import SegmentationEvaluator, buckets_for_dataset
 
-    threshold = float(threshold if threshold is not None else getattr(model, "threshold", 0.5))
+    threshold = scoring.check_threshold(
+        threshold if threshold is not None else getattr(model, "threshold", 0.5)
+    )
     if preprocessor is None:
         preprocessor = evaluation_preprocessor(config, data_dir, vocabulary)
     rule = scoring.check_scoring_rule(scoring_rule or preprocessor.scoring_rule)
@@ -228,7 +230,6 @@ def evaluate_model(model, config, split, batch_size=8, data_dir=None, use_crf=Fa
     heatmap_fn = _heatmap_fn(model)
     localization_hits = []
     image_size = preprocessor.image_size
-    threshold = scoring.check_threshold(threshold)
     dataset = evaluation_dataset(config, split, batch_size, data_dir, preprocessor=preprocessor)
     if max_batches:
         dataset = dataset.take(int(max_batches))
