@@ -77,7 +77,11 @@ def cache_path():
     directory = cache_directory()
     if directory is None:
         return None
-    return os.path.join(directory, f"{_FILE_PREFIX}{fingerprint()}.npz")
+    try:
+        return os.path.join(directory, f"{_FILE_PREFIX}{fingerprint()}.npz")
+    except OSError as error:  # sources not readable (e.g. a zipped install): no file cache
+        _LOGGER.warning("Tokenizer tables are not cached: %s", error)
+        return None
 
 
 def character_tables() -> dict:
