@@ -27,7 +27,8 @@ Training and scoring share one pixel grid: TF1 corners with "point" labels or a 
 resolution with `upsampling="tf1"` (`refseg_tf.losses`); the half-pixel grid with block labels.
 
 Three entry points share these steps: `score_masks` (numpy masks at the original size; used by
-`refseg-evaluate`, `inference.Predictor`, `refseg-predict`, the demo and export),
+`inference.Predictor`, `refseg-predict`, the demo and export; `score_mask_batch_tf` is its
+one-graph batch form, which `refseg-evaluate` runs),
 `input_resolution_masks` (keras.ops masks at the input size; used by the Keras metrics,
 `ReferringSegmenter.predict_masks` and the TensorBoard pictures) and `restore_binary_mask`
 (a binary S x S map, e.g. DenseCRF's output, to the original size).
@@ -256,6 +257,45 @@ def score_mask_tf(logits, original_size, image_size: int, rule=DEFAULT_SCORING_R
         return restore_binary_mask_tf(binary, original_size, rule)
     probability = probability_map_tf(logits, original_size, image_size, rule, image_window)
     return probability >= threshold
+
+
+def score_mask_batch_tf(logits, image_window, original_size, image_size: int,
+                        rule=DEFAULT_SCORING_RULE, threshold=0.5, padded_size=None):
+    """`score_mask_tf` of every example of a batch in one graph: bool [B, H, W], zero-padded.
+
+    Example i's mask [h_i, w_i] sits in the top-left corner of its [H, W] slice, as
+    `padded_batch` pads the eval pipeline's `original_mask`, so counts over the padded batch
+    equal counts over each mask. Used by `refseg-evaluate` inside a `tf.function`.
+
+    Args:
+        logits: [B, g, g, 1] (or [B, g, g]) logits of the letterboxed inputs.
+        image_window: int [B, 4] letterbox windows (used by "resize_probability").
+        original_size: int [B, 2] (height, width) of each original image.
+        image_size: side S of the network input.
+        rule, threshold: as `score_mask_tf`.
+        padded_size: (H, W) of the output (each at least the largest original size); None
+            means the largest original size of the batch.
+    """
+    import tensorflow as tf
+
+    check_scoring_rule(rule)
+    threshold = check_threshold(threshold)
+    logits = _as_logit_batch(logits)
+    original_size = tf.reshape(tf.cast(original_size, tf.int32), [-1, 2])
+    image_window = tf.reshape(tf.cast(image_window, tf.int32), [-1, 4])
+    if padded_size is None:
+        padded_size = tf.reduce_max(original_size, axis=0)
+    padded_size = tf.reshape(tf.cast(padded_size, tf.int32), [2])
+
+    def score_one(example):
+        example_logits, size, window = example
+        mask = score_mask_tf(example_logits, size, int(image_size), rule, threshold, window)
+        return tf.pad(mask, [[0, padded_size[0] - size[0]], [0, padded_size[1] - size[1]]])
+
+    return tf.map_fn(
+        score_one, (logits, original_size, image_window),
+        fn_output_signature=tf.TensorSpec([None, None], tf.bool),
+    )
 
 
 def restore_binary_mask(binary_map, original_size, rule=DEFAULT_SCORING_RULE, image_window=None):

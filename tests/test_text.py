@@ -27,6 +27,7 @@ from refseg_tf.text import (
     lower_char,
     split_words,
 )
+from refseg_tf.text import tables
 from refseg_tf.text import tokenizer as tokenizer_module
 
 EXAMPLE = "The man's LEFT arm, please."
@@ -321,6 +322,106 @@ def test_graph_character_tables_match_reference_for_every_code_point(example_tok
     np.testing.assert_array_equal(lowered, expected_lowered)
     expected_classes = np.array([char_class(chr(cp)) for cp in expected_lowered], np.int32)
     np.testing.assert_array_equal(classes, expected_classes)
+
+
+# --------------------------------------------------------------------------- table cache
+
+
+@pytest.fixture
+def table_cache(tmp_path, monkeypatch):
+    """An empty cache directory and a forgotten in-process copy; counts the table builds."""
+    built = tables.character_tables()  # this process's tables, to stand in for a rebuild
+    monkeypatch.setenv(tables.CACHE_ENVIRONMENT_VARIABLE, str(tmp_path / "cache"))
+    builds = []
+
+    def counted_build():
+        builds.append(1)
+        return {name: np.array(table) for name, table in built.items()}
+
+    monkeypatch.setattr(tables, "build_tables", counted_build)
+    tables.clear_memory_cache()
+    yield builds
+    tables.clear_memory_cache()
+
+
+def _assert_tables_equal(found, expected):
+    assert set(found) == set(expected) == set(tables.TABLE_NAMES)
+    for name in tables.TABLE_NAMES:
+        np.testing.assert_array_equal(found[name], expected[name], err_msg=name)
+
+
+def test_character_tables_are_built_once_then_read_from_the_cache_file(table_cache):
+    first = tables.character_tables()
+    path = tables.cache_path()
+    assert table_cache == [1] and os.path.isfile(path)
+    assert tables.character_tables() is first  # once per process
+    tables.clear_memory_cache()
+    second = tables.character_tables()  # a new process: read, not built
+    assert table_cache == [1]
+    _assert_tables_equal(second, first)
+    assert not second["lowercase_keys"].flags.writeable
+    # Another interpreter or Unicode version gets its own file.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tables.unicodedata, "unidata_version", "99.0.0")
+        assert tables.cache_path() != path
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "other_fingerprint", "unsorted"])
+def test_damaged_table_cache_is_rebuilt_and_rewritten(table_cache, caplog, damage):
+    expected = tables.character_tables()
+    path = tables.cache_path()
+    contents = {name: np.array(expected[name]) for name in tables.TABLE_NAMES}
+    if damage == "truncate":
+        with open(path, "r+b") as stream:
+            stream.truncate(os.path.getsize(path) // 2)
+    elif damage == "garbage":
+        with open(path, "wb") as stream:
+            stream.write(b"not a table file")
+    elif damage == "other_fingerprint":
+        np.savez(path, fingerprint=np.array("0" * 32), **contents)
+    else:
+        contents["refseg_class_starts"] = contents["refseg_class_starts"][::-1].copy()
+        with open(path, "wb") as stream:
+            np.savez(stream, fingerprint=np.array(tables.fingerprint()), **contents)
+    tables.clear_memory_cache()
+    with caplog.at_level(logging.WARNING, logger=tables.__name__):
+        rebuilt = tables.character_tables()
+    assert path in caplog.text and "rebuilding" in caplog.text
+    assert table_cache == [1, 1]
+    _assert_tables_equal(rebuilt, expected)
+    tables.clear_memory_cache()
+    _assert_tables_equal(tables.character_tables(), expected)  # the rewritten file is valid
+    assert table_cache == [1, 1]
+
+
+def test_unwritable_or_disabled_table_cache_still_gives_the_tables(table_cache, monkeypatch,
+                                                                   tmp_path, caplog):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    monkeypatch.setenv(tables.CACHE_ENVIRONMENT_VARIABLE, str(blocker / "cache"))
+    with caplog.at_level(logging.WARNING, logger=tables.__name__):
+        assert set(tables.character_tables()) == set(tables.TABLE_NAMES)
+    assert "Cannot write the tokenizer table cache" in caplog.text
+    monkeypatch.setenv(tables.CACHE_ENVIRONMENT_VARIABLE, "")
+    tables.clear_memory_cache()
+    assert tables.cache_path() is None and set(tables.character_tables()) == set(tables.TABLE_NAMES)
+    assert table_cache == [1, 1]
+
+
+def test_lazy_translation_tables_equal_the_rules_on_every_script():
+    """The Python reference fills its `str.translate` tables per character it meets."""
+    from refseg_tf.text import rules
+
+    # Every code point below U+3000 (controls, cased scripts) and every 11th above, lone
+    # surrogates included (kept as they are).
+    code_points = sorted({*range(0x3000), *range(0x3000, 0x110000, 11), 0x10FFFF})
+    text = "".join(map(chr, code_points))
+    lowered = text.translate(rules._lowercase_translation())
+    assert lowered == "".join(lower_char(char) for char in text)
+    stripped = rules.strip_control_characters(text)
+    assert stripped == "".join(char for char in text if not rules.is_control_char(char))
+    # The 65 Cc characters but the 10 that are whitespace (\t-\r, \x1c-\x1f, \x85).
+    assert len(text) - len(stripped) == 55
 
 
 # --------------------------------------------------------------------------- property tests

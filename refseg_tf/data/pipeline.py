@@ -1,6 +1,7 @@
 """The tf.data input pipeline: converted TFRecords -> batches of (image, words, mask) examples.
 
-Stages (train mode; eval leaves out shuffling and repetition):
+Stages (train mode; eval leaves out shuffling and repetition, and decodes and letterboxes
+each image record once before expanding it into its sentences, `_decode_image_record`):
 
 1. the split's shard files, shuffled each epoch (seeded) and repeated (forever by default),
    read by a parallel interleave; every image record gets its own stateless random seed (see
@@ -57,7 +58,6 @@ class _Preprocessing:
     preprocessor: object  # refseg_tf.preprocessing.ReferringPreprocessor
     label_grid: Optional[int]
     label_mode: str
-    keep_originals: bool
 
 
 # The `load` arguments a `preprocessor` defines, with `load`'s defaults.
@@ -361,16 +361,17 @@ def load(
         preprocessor=preprocessor,
         label_grid=label_grid,
         label_mode=label_mode,
-        keep_originals=not training,
     )
     records, policy = _read_records(paths, schedule, num_workers, input_context)
-    elements = _expand_to_sentences(records, sentences if training else "all", schedule)
     if training:
+        elements = _expand_to_sentences(records, sentences, schedule)
         elements = elements.shuffle(
             shuffle_buffer, seed=schedule.seed, reshuffle_each_iteration=True
         )
-    decode = functools.partial(_decode_and_preprocess, preprocessing=preprocessing)
-    examples = _map(elements, decode, schedule)
+        decode = functools.partial(_decode_and_preprocess, preprocessing=preprocessing)
+        examples = _map(elements, decode, schedule)
+    else:
+        examples = _eval_examples(records, preprocessing, schedule)
     # Eval's original_mask differs in size between images: padded to the largest of the batch.
     batches = examples.padded_batch(
         batch_size, drop_remainder=training if drop_remainder is None else drop_remainder
@@ -632,13 +633,83 @@ def _decode_and_preprocess(element: dict, preprocessing: _Preprocessing) -> dict
         example["label"] = transforms.downsample_label(
             input_mask, preprocessing.label_grid, preprocessing.label_mode
         )
-    if preprocessing.keep_originals:
-        example["original_mask"] = tf.cast(mask[..., 0] > 0, tf.uint8)
-        example["original_size"] = tf.shape(mask, out_type=tf.int32)[:2]
-        example["ref_id"] = element["ref/id"]
-        example["sent_id"] = element["sentence/id"]
-        example["image_id"] = element["image/id"]
     return example
+
+
+def _eval_examples(records, preprocessing: _Preprocessing, schedule: _Schedule):
+    """Eval mode: every image record decoded and letterboxed once (`_decode_image_record`),
+    then one element per sentence, in the record's order (sentences are never sampled)."""
+    decode = functools.partial(_decode_image_record, preprocessing=preprocessing)
+    return _map(records, decode, schedule).unbatch()
+
+
+def _decode_image_record(serialized, record_seed, preprocessing: _Preprocessing) -> dict:
+    """One image record -> its eval examples with a leading [N sentences] axis.
+
+    The image is decoded and letterboxed once and each ref's mask once; sentences then share
+    them (`tf.gather` by `sentence/ref_index`). The fields and their values are those of a
+    per-sentence decode, with the originals the evaluation scores against.
+    """
+    del record_seed  # eval reads every sentence: nothing is drawn
+    parsed = schema.parse_example(serialized)
+    ref_index = parsed["sentence/ref_index"]
+    num_refs = tf.size(parsed["ref/id"], out_type=tf.int64)
+    with tf.control_dependencies(_record_checks(parsed, ref_index, num_refs)):
+        ref_index = tf.identity(ref_index)
+    image = tf.io.decode_image(parsed["image/encoded"], channels=3, expand_animations=False)
+    image = tf.ensure_shape(image, [None, None, 3])
+    refs = _decode_ref_masks(image, parsed, preprocessing)
+    network_image, window = preprocessing.preprocessor.preprocess_image(image)
+    count = tf.size(ref_index)
+    example = {
+        "image": _repeat(network_image, count),
+        "mask": tf.gather(refs["mask"], ref_index),
+        "image_window": _repeat(window, count),
+        "sentence": parsed["sentence/text"],
+    }
+    if preprocessing.label_grid:
+        example["label"] = tf.gather(refs["label"], ref_index)
+    example["original_mask"] = tf.gather(refs["original_mask"], ref_index)
+    original_size = tf.shape(refs["original_mask"], out_type=tf.int32)[1:]
+    example["original_size"] = _repeat(original_size, count)
+    example["ref_id"] = tf.gather(parsed["ref/id"], ref_index)
+    example["sent_id"] = parsed["sentence/id"]
+    example["image_id"] = tf.fill([count], parsed["image/id"])
+    return example
+
+
+def _repeat(value, count):
+    return tf.repeat(value[tf.newaxis], count, axis=0)
+
+
+def _decode_ref_masks(image, parsed: dict, preprocessing: _Preprocessing) -> dict:
+    """Each ref's mask decoded once (size checked against the image): the letterboxed `mask`
+    [R, S, S, 1], `label` [R, g, g, 1] with a label grid, `original_mask` uint8 [R, H, W]."""
+    size = preprocessing.preprocessor.image_size
+    where = {
+        key: parsed[key] for key in ("image/height", "image/width", "image/filename", "image/id")
+    }
+
+    def decode(ref):
+        encoded, ref_id = ref
+        mask = tf.io.decode_png(encoded, channels=1)
+        _, mask = _checked_sizes(image, mask, {**where, "ref/id": ref_id})
+        input_mask = preprocessing.preprocessor.preprocess_mask(mask)
+        decoded = {"mask": input_mask, "original_mask": tf.cast(mask[..., 0] > 0, tf.uint8)}
+        if preprocessing.label_grid:
+            decoded["label"] = transforms.downsample_label(
+                input_mask, preprocessing.label_grid, preprocessing.label_mode
+            )
+        return decoded
+
+    signature = {
+        "mask": tf.TensorSpec([size, size, 1], tf.float32),
+        "original_mask": tf.TensorSpec([None, None], tf.uint8),
+    }
+    if preprocessing.label_grid:
+        grid = preprocessing.label_grid
+        signature["label"] = tf.TensorSpec([grid, grid, 1], tf.float32)
+    return tf.map_fn(decode, (parsed["ref/mask"], parsed["ref/id"]), fn_output_signature=signature)
 
 
 def _checked_sizes(image, mask, element: dict):

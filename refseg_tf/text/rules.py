@@ -20,7 +20,7 @@ SPACE, WORD, OTHER = 0, 1, 2
 TOKENIZER_MODES = ("refseg", "authors")
 # The authors' split (Python 3 `re`, Unicode `\W` for str patterns).
 AUTHORS_SPLIT_REGEX = re.compile(r"(\W+)")
-_MAX_CODE_POINT = 0x10FFFF
+MAX_CODE_POINT = 0x10FFFF
 _SURROGATES = range(0xD800, 0xE000)
 
 
@@ -107,22 +107,40 @@ def _split_words_authors(sentence: Union[str, bytes]) -> list:
     return words
 
 
-def _all_code_points():
-    return (cp for cp in range(_MAX_CODE_POINT + 1) if cp not in _SURROGATES)
+def all_code_points():
+    """Every code point but the surrogates (which UTF-8 text cannot hold), in order."""
+    return (cp for cp in range(MAX_CODE_POINT + 1) if cp not in _SURROGATES)
+
+
+class _LazyTranslation(dict):
+    """A `str.translate` table filled per code point on first sight: `rule(char)` is the
+    character's replacement (itself to keep it, None to delete it).
+
+    Building a full table means calling the rule for all 1.1 million code points (seconds);
+    this one costs a call per distinct character a process meets, with the same result.
+    """
+
+    def __init__(self, rule):
+        super().__init__()
+        self._rule = rule
+
+    def __missing__(self, code_point):
+        replacement = self._rule(chr(code_point))
+        self[code_point] = replacement
+        return replacement
+
+
+def _kept_unless_control(char: str):
+    return None if is_control_char(char) else char
 
 
 @functools.lru_cache(maxsize=None)
 def _lowercase_translation() -> dict:
-    """`str.translate` table: code point -> lowercased character, only where they differ."""
-    table = {}
-    for code_point in _all_code_points():
-        lowered = lower_char(chr(code_point))
-        if ord(lowered) != code_point:
-            table[code_point] = lowered
-    return table
+    """`str.translate` table: code point -> `lower_char` of it (filled lazily)."""
+    return _LazyTranslation(lower_char)
 
 
 @functools.lru_cache(maxsize=None)
 def _control_deletion() -> dict:
-    """`str.translate` table deleting every control character (`is_control_char`)."""
-    return {cp: None for cp in _all_code_points() if is_control_char(chr(cp))}
+    """`str.translate` table deleting every control character (`is_control_char`; lazy)."""
+    return _LazyTranslation(_kept_unless_control)

@@ -34,7 +34,9 @@ instead of depending on the Unicode versions of TensorFlow's own libraries. Chec
 TF 2.21: RE2's `\\w`/`\\s` are ASCII-only and its `\\p{..}` tables are newer (Unicode 15.x:
 about 4,400 code points classify differently); `tf.strings.lower(encoding="utf-8")` uses an
 older ICU (42 code points differ: new Unicode 14 capitals are not lowered, "İ" becomes two code
-points, NUL is dropped).
+points, NUL is dropped). The tables are built once per machine and interpreter and read from a
+cache file afterwards (`refseg_tf.text.tables`); the Python reference needs none (it applies
+the rules to each character it meets).
 
 The Python rules (steps 1-5, and `mode="authors"`) are `refseg_tf.text.rules`; this module
 encodes sentences with them and holds their in-graph TensorFlow version.
@@ -45,11 +47,9 @@ liruiyu/referseg_rrn): split on `(\\W+)`, lowercase, drop a trailing ".", unknow
 `<unk>`, first 20 tokens, front padding.
 """
 
-import functools
 import os
 from typing import Sequence, Union
 
-import numpy as np
 import tensorflow as tf
 
 from refseg_tf.text.rules import (  # noqa: F401  (re-exported: the rules' public names)
@@ -58,9 +58,6 @@ from refseg_tf.text.rules import (  # noqa: F401  (re-exported: the rules' publi
     SPACE,
     TOKENIZER_MODES,
     WORD,
-    _MAX_CODE_POINT,
-    _all_code_points,
-    _lowercase_translation,
     as_text,
     authors_char_class,
     char_class,
@@ -70,6 +67,7 @@ from refseg_tf.text.rules import (  # noqa: F401  (re-exported: the rules' publi
     split_words,
     strip_control_characters,
 )
+from refseg_tf.text.tables import character_tables
 from refseg_tf.text.vocabulary import PAD_ID, UNK_ID, Vocabulary, as_vocabulary
 
 PADDING_MODES = ("front", "back")
@@ -146,13 +144,18 @@ class Tokenizer(tf.Module):
                 default_value=tf.constant(UNK_ID, dtype=tf.int64),
                 name="vocabulary",
             )
-            lower_keys, lower_values = _lowercase_arrays()
-            self._lower_keys = tf.constant(lower_keys, name="lowercase_keys")
-            self._lower_values = tf.constant(lower_values, name="lowercase_values")
-            class_starts, class_values = _class_range_arrays(self.mode)
-            self._class_starts = tf.constant(class_starts, name="class_range_starts")
-            self._class_values = tf.constant(class_values, name="class_range_values")
-            self._control_starts = tf.constant(_control_range_starts(), name="control_ranges")
+            tables = character_tables()
+            self._lower_keys = tf.constant(tables["lowercase_keys"], name="lowercase_keys")
+            self._lower_values = tf.constant(tables["lowercase_values"], name="lowercase_values")
+            self._class_starts = tf.constant(
+                tables[f"{self.mode}_class_starts"], name="class_range_starts"
+            )
+            self._class_values = tf.constant(
+                tables[f"{self.mode}_class_values"], name="class_range_values"
+            )
+            self._control_starts = tf.constant(
+                tables["control_range_starts"], name="control_ranges"
+            )
 
     def __call__(self, strings) -> tf.Tensor:
         strings, is_scalar = _as_string_vector(strings)
@@ -241,7 +244,7 @@ class Tokenizer(tf.Module):
         return _drop_final_period(token_strings, token_rows, num_rows)
 
     def _is_control(self, chars: tf.Tensor) -> tf.Tensor:
-        # Even-numbered ranges of `_control_range_starts` are control characters.
+        # Even-numbered ranges of `control_range_starts` are control characters.
         index = tf.searchsorted(self._control_starts, chars, side="right", out_type=tf.int32)
         return tf.equal(index % 2, 1)
 
@@ -301,43 +304,3 @@ def _check_length_and_padding(max_length: int, padding: str) -> None:
         raise ValueError(f"max_length must be >= 1; received {max_length}.")
     if padding not in PADDING_MODES:
         raise ValueError(f"padding must be one of {PADDING_MODES}; received {padding!r}.")
-
-
-@functools.lru_cache(maxsize=None)
-def _lowercase_arrays():
-    """Sorted int32 keys and values of the lowercase table, for `tf.searchsorted`."""
-    items = sorted(_lowercase_translation().items())
-    keys = np.array([key for key, _ in items], dtype=np.int32)
-    values = np.array([ord(value) for _, value in items], dtype=np.int32)
-    return keys, values
-
-
-@functools.lru_cache(maxsize=None)
-def _control_range_starts() -> np.ndarray:
-    """Sorted int32 boundaries: [s0, e0, s1, e1, ...], control characters in [s_i, e_i)."""
-    boundaries = []
-    inside = False
-    for code_point in range(_MAX_CODE_POINT + 2):
-        control = code_point <= _MAX_CODE_POINT and is_control_char(chr(code_point))
-        if control != inside:
-            boundaries.append(code_point)
-            inside = control
-    return np.array(boundaries, dtype=np.int32)
-
-
-@functools.lru_cache(maxsize=None)
-def _class_range_arrays(mode: str = "refseg"):
-    """`char_class` (or `authors_char_class`) as ranges: int32 range starts (first is 0) and
-    the class of each range.
-
-    Surrogates never reach the classifier (UTF-8 decoding replaces them), so they join
-    whichever range surrounds them.
-    """
-    classify = authors_char_class if mode == "authors" else char_class
-    starts, values = [], []
-    for code_point in _all_code_points():
-        kind = classify(chr(code_point))
-        if not values or values[-1] != kind:
-            starts.append(code_point)
-            values.append(kind)
-    return np.array(starts, dtype=np.int32), np.array(values, dtype=np.int32)

@@ -10,6 +10,7 @@ For models with a localisation heatmap (`model.has_heatmap`, LTS) it adds the lo
 accuracy.
 """
 
+import functools
 import os
 
 import numpy as np
@@ -138,6 +139,68 @@ def _sentence_length(sentence: bytes, mode: str = "refseg") -> int:
     return len(split_words(sentence, mode))
 
 
+@functools.lru_cache(maxsize=None)
+def _counts_fn(image_size: int, rule: str, threshold: float, logits_shape: tuple):
+    """A tf.function: a batch's logits -> (intersection, union) int64 [B] of every sentence.
+
+    The masks are `scoring.score_mask_batch_tf` (the scoring rule, in graph), compared with
+    the zero-padded `original_mask` of the eval batch (padding counts in neither). Traced
+    once per process for a model's logits shape [g, g, 1] (any batch and image sizes).
+    """
+    signature = [
+        tf.TensorSpec([None, *logits_shape], tf.float32),
+        tf.TensorSpec([None, 4], tf.int32),
+        tf.TensorSpec([None, 2], tf.int32),
+        tf.TensorSpec([None, None, None], tf.uint8),
+    ]
+
+    @tf.function(input_signature=signature)
+    def counts(logits, image_window, original_size, original_mask):
+        truth = original_mask > 0
+        predicted = scoring.score_mask_batch_tf(
+            logits, image_window, original_size, image_size, rule, threshold,
+            padded_size=tf.shape(truth)[1:3],
+        )
+        intersection = tf.reduce_sum(tf.cast(predicted & truth, tf.int64), axis=[1, 2])
+        union = tf.reduce_sum(tf.cast(predicted | truth, tf.int64), axis=[1, 2])
+        return intersection, union
+
+    return counts
+
+
+def _crf_counts(logits, batch, image_size, rule, threshold, normalization):
+    """(intersection, union) numpy [B] with DenseCRF refinement (`score_batch`, numpy)."""
+    from refseg_tf.data.transforms import denormalize_image
+    from refseg_tf.metrics import intersection_union
+
+    images = tf.cast(
+        tf.clip_by_value(denormalize_image(batch["image"], normalization), 0, 255), tf.uint8
+    ).numpy()
+    predictions = score_batch(logits, batch, image_size, rule, threshold, crf_images=images)
+    truths = batch["original_mask"].numpy() > 0
+    counts = [
+        intersection_union(mask, truths[i, : mask.shape[0], : mask.shape[1]])
+        for i, mask in enumerate(predictions)
+    ]
+    return tuple(np.array(values) for values in zip(*counts))
+
+
+def _localization_hits(heatmaps, batch, image_size) -> list:
+    """LTS localisation hit of every sentence of a batch (numpy, `letterbox_localization_hit`)."""
+    from refseg_tf.metrics import letterbox_localization_hit
+
+    heatmaps = np.asarray(heatmaps)
+    original_masks = batch["original_mask"].numpy()
+    sizes = batch["original_size"].numpy()
+    windows = batch["image_window"].numpy()
+    return [
+        letterbox_localization_hit(
+            heatmaps[i], original_masks[i, :height, :width] > 0, windows[i], image_size
+        )
+        for i, (height, width) in enumerate(sizes)
+    ]
+
+
 def evaluate_model(model, config, split, batch_size=8, data_dir=None, use_crf=False,
                    threshold=None, buckets=None, max_batches=None, vocabulary=None,
                    scoring_rule=None, preprocessor=None):
@@ -148,15 +211,16 @@ def evaluate_model(model, config, split, batch_size=8, data_dir=None, use_crf=Fa
     `data_dir` is another conversion, whose own `vocab.txt` numbers the words differently.
     `scoring_rule` None means the preprocessor's (`config.eval.scoring_rule`); `threshold`
     None means the model's.
-    """
-    from refseg_tf.data.transforms import denormalize_image
-    from refseg_tf.metrics import (
-        SegmentationEvaluator,
-        buckets_for_dataset,
-        letterbox_localization_hit,
-    )
 
-    threshold = float(threshold if threshold is not None else getattr(model, "threshold", 0.5))
+    Each image is decoded and letterboxed once for all its sentences (`evaluation_dataset`),
+    and without DenseCRF the scoring rule and the pixel counts run in one graph per batch
+    (`scoring.score_mask_batch_tf`); only the per-sentence bookkeeping is Python.
+    """
+    from refseg_tf.metrics import SegmentationEvaluator, buckets_for_dataset
+
+    threshold = scoring.check_threshold(
+        threshold if threshold is not None else getattr(model, "threshold", 0.5)
+    )
     if preprocessor is None:
         preprocessor = evaluation_preprocessor(config, data_dir, vocabulary)
     rule = scoring.check_scoring_rule(scoring_rule or preprocessor.scoring_rule)
@@ -171,28 +235,25 @@ def evaluate_model(model, config, split, batch_size=8, data_dir=None, use_crf=Fa
         dataset = dataset.take(int(max_batches))
     for batch in dataset:
         logits = predict(batch["image"], batch["word_ids"])
-        heatmaps = None if heatmap_fn is None else heatmap_fn(batch["image"], batch["word_ids"])
-        images = None
         if use_crf:
-            images = tf.cast(
-                tf.clip_by_value(denormalize_image(batch["image"], preprocessor.normalization), 0, 255),
-                tf.uint8,
-            ).numpy()
-        predictions = score_batch(logits, batch, image_size, rule, threshold, crf_images=images)
-        for i, prediction in enumerate(predictions):
-            height, width = prediction.shape
-            truth = batch["original_mask"][i, :height, :width].numpy() > 0
-            if heatmaps is not None:
-                localization_hits.append(letterbox_localization_hit(
-                    heatmaps[i].numpy(), truth, batch["image_window"][i].numpy(), image_size
-                ))
-            evaluator.update(
-                prediction,
-                truth,
-                length=_sentence_length(
-                    batch["sentence"][i].numpy(), preprocessor.tokenizer_mode
-                ),
-                sample_id=int(batch["sent_id"][i].numpy()),
+            intersections, unions = _crf_counts(
+                logits, batch, image_size, rule, threshold, preprocessor.normalization
+            )
+        else:
+            counts = _counts_fn(image_size, rule, threshold, tuple(logits.shape[1:]))
+            intersections, unions = (value.numpy() for value in counts(
+                logits, batch["image_window"], batch["original_size"], batch["original_mask"]
+            ))
+        if heatmap_fn is not None:
+            heatmaps = heatmap_fn(batch["image"], batch["word_ids"])
+            localization_hits.extend(_localization_hits(heatmaps, batch, image_size))
+        sentences = batch["sentence"].numpy()
+        for i, sent_id in enumerate(batch["sent_id"].numpy()):
+            evaluator.add(
+                intersections[i],
+                unions[i],
+                length=_sentence_length(sentences[i], preprocessor.tokenizer_mode),
+                sample_id=int(sent_id),
             )
     if evaluator.count == 0:
         raise ValueError(f"Split {split!r} of {data_dir or config.data.dir} has no sentences.")
