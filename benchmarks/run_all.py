@@ -313,9 +313,11 @@ def figure_pipeline(work, settings) -> Figure:
             f"{cpu['load'] - cpu['load, no label']:+.2f} ms, the normalisation "
             f"{cpu['load'] - cpu['load, normalization none']:+.2f} ms, the record read / parse / "
             f"sentence choice / shuffle / tokenise structure (bare decode inside load) "
-            f"{cpu['load structure, bare decode'] - cpu['bare']:+.2f} ms. A wall ratio below the "
-            f"CPU ratio is time the cores were not running this pipeline (other processes on "
-            f"the machine, or ordered parallel maps waiting for their head element)."
+            f"{cpu['load structure, bare decode'] - cpu['bare']:+.2f} ms (CPU times; the parts "
+            f"need not add up exactly, each is a separate run). A wall ratio below the CPU "
+            f"ratio is time the cores did not run this pipeline: other processes on the "
+            f"machine or ordered parallel maps waiting for their head element (this run does "
+            f"not separate the two)."
         )
     figure = Figure(1, "input pipeline: `refseg_tf.data.load` (train) over a bare parallel "
                     "pipeline", ">= 0.9", rows, bound=" ".join(bounds))
@@ -555,7 +557,7 @@ def figure_training(work, settings) -> Figure:
         model, image_size, max_length = _forward_model(name, "tiny")
         model.compile()
         rng = np.random.default_rng(0)
-        step_seconds = {}
+        step_seconds, busy = {}, {}
         for batch in (1, 8):
             inputs = {
                 "image": tf.constant(rng.normal(size=(batch, image_size, image_size, 3))
@@ -564,34 +566,36 @@ def figure_training(work, settings) -> Figure:
             }
             target = tf.constant((rng.random((batch, image_size, image_size, 1)) > 0.5)
                                  .astype(np.float32))
-            step_seconds[batch] = median_seconds(
-                lambda: model.train_on_batch(inputs, target), settings.train_steps, 2)
+            step_seconds[batch], wall, cpu = timed(lambda: median_seconds(
+                lambda: model.train_on_batch(inputs, target), settings.train_steps, 2))
+            busy[batch] = cpu / wall  # CPU seconds per wall second of these steps
         ratio = (8 / step_seconds[8]) / (1 / step_seconds[1])
         per_image = (step_seconds[8] - step_seconds[1]) / 7
         overhead = step_seconds[1] - per_image
-        raw[name] = {"step_seconds": step_seconds, "image_size": image_size}
+        raw[name] = {"step_seconds": step_seconds, "cores_busy": busy, "image_size": image_size}
         rows.append((name, ratio, f"{1 / step_seconds[1]:.1f} -> {8 / step_seconds[8]:.1f} "
                      f"images/s at {image_size} px"))
         if ratio < 2:
             fixed.append(f"{name} ({1e3 * overhead:.0f} ms fixed + {1e3 * per_image:.0f} ms per "
-                         f"image)")
+                         f"image; cores busy {busy[1]:.1f} at batch 1, {busy[8]:.1f} at 8)")
         del model
     bound = ""
     if fixed:
         bound = (
             "Below the goal, a step's time grows almost linearly with the batch: the step "
             "times at batch 1 and 8 give a fixed cost per step (dispatch, optimizer update) "
-            "and a cost per image, " + "; ".join(fixed) + ". The per-image work of these tiny "
-            "models already uses both cores at batch 1 (convolutions are split over the "
-            "intra-op threads), so a larger batch has little idle time to fill."
+            "and a cost per image, " + "; ".join(fixed) + ". 'Cores busy' is process CPU "
+            "seconds over wall seconds of the timed steps: near the core count at batch 1, "
+            "the per-image work already fills the cores and a larger batch has little idle "
+            "time to use."
         )
     figure = Figure(3, "training: images/s at batch 8 over batch 1 (tiny presets)", ">= 2",
                     rows, bound=bound)
     figure.notes.append(
         f"`model.train_on_batch` on random inputs and masks (the preset's own loss and "
         f"optimizer, and ASGN's own `train_step`); median of {settings.train_steps} steps after "
-        f"2 warm-up steps. Mixed precision over float32: skipped, no GPU here "
-        f"(mixed_float16 is slower than float32 on CPU)."
+        f"2 warm-up steps. Mixed precision over float32: skipped, no GPU here (issue 13 "
+        f"asks for it where a GPU exists)."
     )
     figure.raw = raw
     return figure
@@ -757,14 +761,17 @@ def figure_conversion(work, settings) -> Figure:
     ratio = rates[2] / rates[1]
     bound = ""
     if ratio < 1.6:
-        _, serial, _ = timed(lambda: convert_refer(
+        _, in_process, _ = timed(lambda: convert_refer(
             data_root, os.path.join(work, f"convert_0_{time.monotonic_ns()}"), num_workers=0))
+        serial_part = 2 * seconds[2] - seconds[1]  # t(n) = serial + parallel / n, n = 1, 2
         bound = (
-            f"Measured: the same conversion without worker processes (`--num_workers=0`) takes "
-            f"{serial:.2f} s against {seconds[1]:.2f} s with 1 worker and {seconds[2]:.2f} s "
-            f"with 2; the part that does not shrink with workers (reading the refer files, the "
-            f"vocabulary, writing and check-summing the shards in the main process, starting "
-            f"the workers) bounds the scaling, and the 2 cores are shared with that main process."
+            f"Measured: {seconds[1]:.2f} s with 1 worker, {seconds[2]:.2f} s with 2, "
+            f"{in_process:.2f} s without worker processes (`--num_workers=0`, all in the main "
+            f"process: one worker process costs {seconds[1] - in_process:+.2f} s). Fitting "
+            f"t(n) = serial + parallel / n to the two runs leaves {max(serial_part, 0):.2f} s "
+            f"of {seconds[1]:.2f} s that does not shrink with workers: the main process reads "
+            f"the refer files, builds the vocabulary and writes and check-sums the shards, and "
+            f"on 2 cores it shares them with the workers."
         )
     figure = Figure(7, "conversion: `refseg-convert` images/s with 2 workers over 1 worker",
                     ">= 1.6 (set here: 2 is ideal on 2 cores)",
