@@ -312,6 +312,25 @@ def test_parallel_and_sequential_pipelines_agree(dataset):
             np.testing.assert_array_equal(a[key], b[key])
 
 
+def test_train_batches_equal_padded_batches(dataset, monkeypatch):
+    # Train mode batches with `batch` (faster); it must give what `padded_batch` gave.
+    from refseg_tf.data import pipeline
+
+    directory, _ = dataset
+    options = dict(batch_size=3, label_grid=8, seed=4, repeat=1)
+    batched = examples(load_small(directory, "train", **options))
+    monkeypatch.setattr(
+        pipeline, "_batch",
+        lambda data, size, training, drop: data.padded_batch(size, drop_remainder=True),
+    )
+    padded = examples(load_small(directory, "train", **options))
+    assert len(batched) == len(padded) > 0
+    for a, b in zip(batched, padded):
+        assert a.keys() == b.keys()
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key])
+
+
 # ---------------------------------------------------------------- values
 
 

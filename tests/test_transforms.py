@@ -208,6 +208,21 @@ def test_normalize_presets_and_inverse(preset, expected):
     np.testing.assert_allclose(denormalize_image(normalized, preset).numpy(), pixel, atol=1e-4)
 
 
+@pytest.mark.parametrize("preset", ["vgg_rgb", "caffe_bgr", "unit", "none"])
+def test_normalize_is_bit_identical_to_a_per_channel_float32_subtraction(preset):
+    # The mean is broadcast to the image's shape first (a speed-up): values must not move.
+    image = np.random.default_rng(3).uniform(0, 255, [24, 40, 3]).astype(np.float32)
+    means = {"vgg_rgb": transforms.VGG_RGB_MEAN, "caffe_bgr": transforms.CAFFE_BGR_MEAN}
+    expected = image[..., ::-1] if preset == "caffe_bgr" else image
+    if preset in means:
+        expected = expected - np.asarray(means[preset], np.float32)
+    elif preset == "unit":
+        expected = expected / np.float32(255.0)
+    out = normalize_image(image, preset).numpy()
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out.view(np.uint32), expected.view(np.uint32))
+
+
 def test_normalize_rejects_unknown_preset():
     with pytest.raises(ValueError, match="`normalization`.*'vgg_rgb', 'caffe_bgr', 'unit', 'none'"):
         normalize_image(np.zeros([1, 1, 3]), "imagenet")
