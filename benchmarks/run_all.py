@@ -673,13 +673,14 @@ def figure_evaluation(work, settings) -> Figure:
         rest = eval_seconds - pipeline_seconds - forward_seconds
         bound = (
             f"Measured in the same run: of the {eval_seconds:.2f} s of `evaluate_model`, the "
-            f"eval pipeline alone (decode once per sentence, letterbox, tokenise; iterated "
+            f"eval pipeline alone (decode and letterbox once per image, tokenise; iterated "
             f"without the model) takes {pipeline_seconds:.2f} s and the forward passes "
             f"{forward_seconds:.2f} s; the remaining {rest:.2f} s is the per-call set-up "
             f"(`evaluate_model` with one batch takes {first_seconds:.2f} s: shard check, "
             f"pipeline construction, tracing the predict function, {trace_seconds:.2f} s here "
-            f"alone) and the per-sentence scoring in Python (resize back to each original size, "
-            f"IoU accumulation); this run does not separate those two further. "
+            f"alone) and the scoring (each sentence's logits resized back to its image's own "
+            f"size in one graph per batch, the IoU sums in Python); this run does not separate "
+            f"those two further. "
             + (f"Past the first batch a sentence costs {1e3 * steady:.1f} ms against "
                f"{1e3 * forward_per_sentence:.1f} ms of forward (steady-state ratio "
                f"{forward_per_sentence / steady:.2f})." if steady > 0 else
