@@ -75,8 +75,6 @@ def base_config() -> ml_collections.ConfigDict:
     config.data.shuffle_buffer = 1000
     # The text-blind control: every expression replaced by this one word ("" = off).
     config.data.blind_expression = ""
-    # "refseg" (the library's tokeniser) | "authors" (Hu/RMI/RRN `re.split(r'(\W+)')`).
-    config.data.tokenizer = "refseg"
 
     config.model = ml_collections.ConfigDict()
     config.model.name = "d_lstm"
