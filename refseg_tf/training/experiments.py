@@ -972,7 +972,9 @@ def synthetic_asgn(adversarial_training=True):
     `adversarial_training=False` is the same generator trained on CE alone: the README table
     puts the two side by side to show what the adversarial term does here.
 
-    Synthetic-data choices (measured on the `shapes` set, val overall IoU, 1,500 steps):
+    Synthetic-data choices (measured on the `shapes` set, val overall IoU, 1,500 steps; the
+    sweep ran before the picture callback got a dataset of its own, which changed the batch
+    order: the current rows are in `benchmarks/synthetic_results.md`):
 
     - **CE at image resolution** (`IMAGE_RESOLUTION_BCE`: binary label, summed over the
       64 x 64 pixels, TF1-grid upsampling, the loss of `synthetic_d_lstm_ours`) instead of the
