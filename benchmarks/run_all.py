@@ -47,6 +47,7 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import tensorflow as tf  # noqa: E402
+from export_latency import median_seconds  # noqa: E402  (one timing rule for both)
 
 FIGURES = (1, 2, 3, 4, 5, 6, 7)
 PAPER_PRESETS = ("lstm_cnn", "d_lstm", "rrn", "d_rmi", "lts", "lts_trans", "asgn_d_lstm")
@@ -121,17 +122,6 @@ def timed(function):
     wall, cpu = time.perf_counter(), time.process_time()
     result = function()
     return result, time.perf_counter() - wall, time.process_time() - cpu
-
-
-def median_seconds(function, repeats, warmup):
-    for _ in range(warmup):
-        function()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
 
 
 def hardware() -> dict:

@@ -29,6 +29,7 @@ import tensorflow as tf
 from refseg_tf.training import callbacks as callbacks_lib
 from refseg_tf.training import experiments, loop, trainer
 from refseg_tf.training.optimizers import AdamWithBiasMultiplier, apply_weight_decay
+from tests.test_training import data  # noqa: F401  (the module-scoped synthetic data fixture)
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GLOBAL_BATCH = 4
@@ -76,21 +77,8 @@ print("FINAL_ITERATIONS", int(model.optimizer.iterations.numpy()), flush=True)
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    """40 synthetic 48 px images in 2 shards: the tfrecord directory."""
-    from refseg_tf.data.converters.refer import ReferReader
-    from refseg_tf.data.converters.writer import write_dataset
-    from refseg_tf.synthetic_data import generate
-
-    root = tmp_path_factory.mktemp("multiworker_data")
-    summary = generate(str(root / "raw"), num_images=40, seed=3, image_size=48)
-    reader = ReferReader(
-        data_root=str(root / "raw"), dataset="synthetic", split_by="unc",
-        image_root=summary["image_root"],
-    )
-    out = str(root / "tfrecords")
-    write_dataset(reader, out, num_shards=2, show_progress=False)
-    return out
+def data_dir(data):  # noqa: F811  (tests.test_training's 40 synthetic 48 px images, 2 shards)
+    return data[0]
 
 
 def _free_ports(count):
@@ -156,9 +144,9 @@ def _weights(model):
     return [np.array(v.numpy()) for v in model.weights]
 
 
-def test_two_workers_match_one_and_resume_after_a_kill(data, tmp_path):
+def test_two_workers_match_one_and_resume_after_a_kill(data_dir, tmp_path):
     model_dir = str(tmp_path / "two_workers")
-    processes, logs = _start_workers(data, model_dir, 1000, str(tmp_path), "first")
+    processes, logs = _start_workers(data_dir, model_dir, 1000, str(tmp_path), "first")
     try:
         deadline = time.time() + WORKER_TIMEOUT
         while not _kept_checkpoints(model_dir):
@@ -174,7 +162,7 @@ def test_two_workers_match_one_and_resume_after_a_kill(data, tmp_path):
     assert "FINAL_ITERATIONS" not in chief_out
 
     resumed_at = max(_kept_checkpoints(model_dir))
-    processes, logs = _start_workers(data, model_dir, resumed_at + 2, str(tmp_path), "second")
+    processes, logs = _start_workers(data_dir, model_dir, resumed_at + 2, str(tmp_path), "second")
     try:
         for process in processes:
             process.wait(timeout=WORKER_TIMEOUT)
@@ -195,12 +183,12 @@ def test_two_workers_match_one_and_resume_after_a_kill(data, tmp_path):
 
     # One process, Keras `fit`, the same global batches: the weights of the workers' ckpt-2.
     reference = trainer.train(
-        worker_config(data, 2, distribution="default"), str(tmp_path / "one"), verbose=0
+        worker_config(data_dir, 2, distribution="default"), str(tmp_path / "one"), verbose=0
     )
     two, _ = trainer.load_trained_model(
         model_dir, checkpoint=os.path.join(model_dir, "checkpoints", "ckpt-2")
     )
-    initial = trainer.build_model(trainer.resolve_config(worker_config(data, 2, "default")))
+    initial = trainer.build_model(trainer.resolve_config(worker_config(data_dir, 2, "default")))
     moved = max(float(np.max(np.abs(a - b))) for a, b in zip(_weights(reference), _weights(initial)))
     assert moved > 1e-4
     for ours, theirs, variable in zip(_weights(two), _weights(reference), reference.weights):
@@ -295,9 +283,9 @@ def test_progress_verbosity_follows_the_terminal():
     assert callbacks_lib.format_log_line(5, 9, {"loss": np.float32(0.5)}) == "step 5/9 - loss: 0.5000"
 
 
-def test_train_writes_lines_not_a_bar_into_a_log(data, tmp_path, capsys):
+def test_train_writes_lines_not_a_bar_into_a_log(data_dir, tmp_path, capsys):
     """Before: Keras's bar wrote every metric at every step into a log file (~480 B/step)."""
-    config = worker_config(data, 5, distribution="default")
+    config = worker_config(data_dir, 5, distribution="default")
     config.train.log_images_every = 0
     config.train.log_every_steps = 2
     config.train.engine = "loop"
