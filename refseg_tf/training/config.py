@@ -21,6 +21,7 @@ import os
 import ml_collections
 
 from refseg_tf.files import atomic_write_text
+from refseg_tf.filenames import CONFIG_FILENAME  # noqa: F401  (re-exported)
 
 REQUIRED_KEYS = (
     "data.dir",
@@ -50,7 +51,6 @@ PREPROCESSING_KEYS = (
 WEIGHT_MEANING_PREFIXES = ("model.",) + tuple(
     f"data.{key}" for key in PREPROCESSING_KEYS + ("tokenizer", "blind_expression")
 )
-CONFIG_FILENAME = "config.json"
 
 
 def base_config() -> ml_collections.ConfigDict:
