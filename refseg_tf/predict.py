@@ -98,22 +98,16 @@ def explain_to_file(predictor, image, expression, path):
     from refseg_tf.visualize import save_step_maps
 
     model = predictor.model
-    if not hasattr(model, "explain"):
+    if not model.has_explanation:
         raise ValueError(
-            f"--explain needs a model with per-step maps (RMI, RRN); {type(model).__name__} "
+            f"--explain needs a model with per-step maps (RMI, RRN, LTS); {type(model).__name__} "
             "has none."
         )
     inputs, _ = predictor.model_inputs(image, expression)  # the model's preprocessor
-    word_ids = inputs["word_ids"]
-    explanation = model.explain(inputs)
+    explanation = model.explain(inputs, words=predictor.tokenizer.vocabulary.words)
     maps = np.asarray(explanation["maps"])[0]
-    if "is_word" in explanation:
-        steps = np.flatnonzero(np.asarray(explanation["is_word"])[0])
-        words = predictor.tokenizer.vocabulary.words
-        labels = [f"{n + 1}. {words[int(i)]}" for n, i in enumerate(np.asarray(word_ids)[0, steps])]
-    else:
-        steps = np.arange(maps.shape[0])
-        labels = [f"{n + 1}. {label}" for n, label in enumerate(explanation["labels"])]
+    steps = [i for i, label in enumerate(explanation["labels"][0]) if label is not None]
+    labels = [f"{n + 1}. {explanation['labels'][0][i]}" for n, i in enumerate(steps)]
     height, width = image.shape[:2]
     restored = [
         np.asarray(restore_to_original(maps[i][..., None], (height, width), predictor.image_size))

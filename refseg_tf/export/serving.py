@@ -231,7 +231,7 @@ class ServingModule(tf.Module):
         # A model trained with auxiliary networks (ASGN's discriminator, issue 12) exports only
         # the network inference runs, `inference_model()`.
         model = predictor.model
-        self.model = model.inference_model() if hasattr(model, "inference_model") else model
+        self.model = model.inference_model()
         self.preprocessor = predictor.preprocessor
         # The underlying tf.Variables, tracked directly (as keras.export.ExportArchive does):
         # through the Keras model alone some (e.g. BatchNorm moving statistics) are missing

@@ -90,7 +90,7 @@ def load_word_vectors(model, config) -> None:
     path = config.train.get("word_vectors", "")
     if not path:
         return
-    if not hasattr(model, "load_word_vectors"):
+    if not model.takes_word_vectors:
         raise ValueError(
             f"train.word_vectors={path!r}: model {config.model.name!r} takes no word vectors."
         )
@@ -395,7 +395,7 @@ def _image_callback(config, model_dir, model, step):
         inputs,
         masks[:4],
         denormalize=lambda images: denormalize_image(images, preset),
-        threshold=getattr(model, "threshold", 0.5),
+        threshold=model.threshold,
         every=int(config.train.log_images_every),
         scoring_rule=config.eval.get("scoring_rule", "upsample_logits"),
     )

@@ -145,7 +145,7 @@ class KerasBackend:
         self.source = source
         self.model_name = str(predictor.config.model.get("name", type(predictor.model).__name__))
         self.image_size = predictor.image_size
-        self.explains = hasattr(predictor.model, "explain")
+        self.explains = predictor.model.has_explanation
 
     def mask(self, image_path: str, image: np.ndarray, expression: str) -> np.ndarray:
         return self.predictor.predict_mask(image, expression)
