@@ -278,7 +278,7 @@ def evaluate_model_dir(model_dir, split="val", data_dir=None, use_crf=None, batc
     """Loads the model of `model_dir`, scores it, prints and writes `model_dir/eval_<split>.json`."""
     from refseg_tf.metrics import format_table, save_scores_json
     from refseg_tf.preprocessing import ReferringPreprocessor
-    from refseg_tf.training.trainer import load_trained_model
+    from refseg_tf.training.model_dir import load_trained_model
 
     model, config = load_trained_model(model_dir, checkpoint=checkpoint)
     preprocessor = ReferringPreprocessor.from_model_dir(model_dir)

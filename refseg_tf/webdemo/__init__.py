@@ -151,7 +151,7 @@ class KerasBackend:
         return self.predictor.predict_mask(image, expression)
 
     def explain_picture(self, image: np.ndarray, expression: str, folder: str) -> bytes:
-        from refseg_tf.predict import explain_to_file
+        from refseg_tf.inference import explain_to_file
 
         path = os.path.join(folder, "explain.jpg")
         path = explain_to_file(self.predictor, image, expression, path)
