@@ -41,6 +41,32 @@ import ml_collections
 
 from refseg_tf.losses.segmentation import DEFAULT_LOSS_UPSAMPLING
 
+__all__ = [
+    "DATASETS",
+    "DATASET_SUFFIXES",
+    "DEEPLAB_WEIGHTS",
+    "EXPERIMENTS",
+    "Experiment",
+    "RMI_DECAY_STEPS",
+    "RMI_TRAIN_STEPS",
+    "SYNTHETIC_BACKBONES",
+    "SYNTHETIC_RECIPES",
+    "TF1_ADAM_EPSILON",
+    "authors_adam",
+    "authors_data",
+    "base_config",
+    "get_experiment",
+    "list_experiments",
+    "paper_row_summary",
+    "register_experiment",
+    "register_synthetic_recipe",
+    "set_dataset",
+    "set_loss",
+    "set_paper",
+    "synthetic",
+    "synthetic_backbone",
+]
+
 # --------------------------------------------------------------------------- the base config
 
 

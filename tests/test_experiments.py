@@ -304,6 +304,25 @@ def test_each_family_registers_experiments_of_its_own_presets():
     assert not failures, "\n".join(failures)
 
 
+def test_the_models_register_their_experiments_without_importing_training():
+    """The layering: refseg_tf.experiment <- models/<family>/experiments.py <- training."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, refseg_tf.models, refseg_tf.experiment as e; "
+        "print(sorted(m for m in sys.modules if m.startswith('refseg_tf.training'))); "
+        "print(len(e.EXPERIMENTS))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT,
+        env=dict(os.environ, PYTHONPATH=REPO_ROOT), timeout=300, check=True,
+    )
+    loaded, count = result.stdout.strip().splitlines()[-2:]
+    assert loaded == "[]", loaded
+    assert int(count) == len(NAMES)  # every experiment is registered by the families alone
+
+
 def test_the_registry_holds_the_expected_synthetic_experiments():
     assert set(SYNTHETIC) >= {"lstm_cnn", "r_lstm", "d_lstm", "d_lstm_ours", "rrn", "rmi", "lts"}
     with pytest.raises(ValueError, match="registered experiment"):
