@@ -22,6 +22,7 @@ import ml_collections
 
 from refseg_tf.experiment import base_config  # noqa: F401  (the defaults; defined there)
 from refseg_tf.files import atomic_write_text
+from refseg_tf.filenames import CONFIG_FILENAME  # noqa: F401  (re-exported)
 
 REQUIRED_KEYS = (
     "data.dir",
@@ -51,7 +52,6 @@ PREPROCESSING_KEYS = (
 WEIGHT_MEANING_PREFIXES = ("model.",) + tuple(
     f"data.{key}" for key in PREPROCESSING_KEYS + ("tokenizer", "blind_expression")
 )
-CONFIG_FILENAME = "config.json"
 
 
 def get_by_path(config, dotted: str):
