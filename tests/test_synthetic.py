@@ -15,6 +15,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from refseg_tf import synthetic as synthetic_cli
+from refseg_tf import synthetic_data
 from refseg_tf.synthetic_data import shapes as synthetic
 from refseg_tf.synthetic_data import shapes_v2
 
@@ -624,7 +625,7 @@ def v2_referents(sentence, objects, size):
 @pytest.fixture(scope="module")
 def v2_dataset(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("synthetic_v2"))
-    summary = synthetic.generate(
+    summary = synthetic_data.generate(
         root, num_images=V2_NUM_IMAGES, seed=V2_SEED, image_size=V2_SIZE, style="shapes_v2"
     )
     with open(os.path.join(root, "synthetic", "instances.json"), encoding="utf-8") as stream:
@@ -688,14 +689,14 @@ def test_v2_differs_from_the_first_style_and_defeats_a_text_blind_guess():
 def test_v2_is_deterministic_and_rejects_unknown_words_and_styles(tmp_path):
     first, second = str(tmp_path / "a"), str(tmp_path / "b")
     for root in (first, second):
-        synthetic.generate(root, num_images=4, seed=1, image_size=48, style="shapes_v2")
+        synthetic_data.generate(root, num_images=4, seed=1, image_size=48, style="shapes_v2")
     assert directory_bytes(first) == directory_bytes(second)
     with pytest.raises(synthetic.ExpressionError, match="unknown word 'diamond'"):
         shapes_v2.parse("the red diamond")
     with pytest.raises(synthetic.ExpressionError, match="two values for colour"):
         shapes_v2.parse("the red blue star")
     with pytest.raises(ValueError, match="`style` must be one of"):
-        synthetic.generate(str(tmp_path / "c"), num_images=2, style="shapes_v3")
+        synthetic_data.generate(str(tmp_path / "c"), num_images=2, style="shapes_v3")
 
 
 def test_v2_converts_with_the_refer_reader(v2_dataset):
@@ -726,7 +727,7 @@ def test_cli_style_flag_writes_the_second_style(tmp_path, capsys):
                  "--style=shapes_v2"])  # fmt: skip
     synthetic_cli.run_with_flags(flag_values)
     assert "style: shapes_v2" in capsys.readouterr().out
-    synthetic.generate(library_dir, num_images=3, image_size=48, style="shapes_v2")
+    synthetic_data.generate(library_dir, num_images=3, image_size=48, style="shapes_v2")
     assert directory_bytes(cli_dir) == directory_bytes(library_dir)
 
 

@@ -39,27 +39,34 @@ arguments give byte-identical files, and image k depends only on (seed, k, image
 from __future__ import annotations
 
 import dataclasses
-import io
 import itertools
-import json
 import logging
 import os
-import pickle
-import re
 from typing import Iterable, Sequence
 
 import numpy as np
 
 from refseg_tf.files import atomic_write_bytes
-
-DATASET_NAME = "synthetic"
-SPLIT_BY = "unc"
-IMAGE_DIRNAME = "images"
-INSTANCES_FILENAME = "instances.json"
-REFS_FILENAME = f"refs({SPLIT_BY}).p"
-SPLITS = ("train", "val", "testA", "testB")
-EVAL_SPLIT_FRACTION = 0.1
-MIN_IMAGE_SIZE = 32
+from refseg_tf.synthetic_data import refer_format
+from refseg_tf.synthetic_data.refer_format import (  # noqa: F401  (this module's public names)
+    DATASET_NAME,
+    EVAL_SPLIT_FRACTION,
+    IMAGE_DIRNAME,
+    INSTANCES_FILENAME,
+    JPEG_QUALITY,
+    MIN_IMAGE_SIZE,
+    REFS_FILENAME,
+    SPLIT_BY,
+    SPLITS,
+    ExpressionError,
+    assign_splits,
+    compressed_rle,
+    encode_jpeg,
+    image_file_name,
+    ref_file_name,
+    sentence_tokens,
+    uncompressed_rle,
+)
 
 SHAPES = ("circle", "square", "triangle", "diamond")
 CATEGORY_IDS = {shape: index + 1 for index, shape in enumerate(SHAPES)}
@@ -77,7 +84,6 @@ MIN_VISIBLE_FRACTION = 0.75
 MIN_OBJECTS, MAX_OBJECTS = 2, 5
 SHORT_SIDE_RANGE = (0.6, 1.0)
 CIRCLE_VERTICES = 32
-JPEG_QUALITY = 92
 MAX_WORDS = 11  # the longest expression the templates write
 
 COLOUR_WORDS = {colour: colour for colour in COLOURS}
@@ -105,13 +111,6 @@ LEXICON = frozenset(
         FILLER_WORDS,
     )
 )
-
-_WORD_PATTERN = re.compile(r"[a-z]+")
-
-
-class ExpressionError(ValueError):
-    """An expression uses a word outside `LEXICON` or contradicts itself ("red blue circle")."""
-
 
 @dataclasses.dataclass(frozen=True)
 class SceneObject:
@@ -174,11 +173,6 @@ class Scene:
 # ---------------------------------------------------------------------------------------------
 # Expression semantics: the reference resolver.
 # ---------------------------------------------------------------------------------------------
-
-
-def sentence_tokens(raw: str) -> list[str]:
-    """The refer-style tokens of a raw sentence: lowercase words, punctuation dropped."""
-    return _WORD_PATTERN.findall(raw.lower())
 
 
 def _set_once(fields: dict, key: str, value: str, word: str, text: str) -> None:
@@ -366,8 +360,7 @@ def _noun(description: Description, rng, plural: bool = False) -> str:
     return _choice(rng, GENERIC_PLURALS if description.colour else GENERIC_PLURALS[1:])
 
 
-def _words(*parts: str | None) -> str:
-    return " ".join(part for part in parts if part)
+_words = refer_format.join_words
 
 
 SHORT_STYLES = ("terse", "plain", "postfix")
@@ -663,24 +656,6 @@ def make_scene(seed: int, index: int, image_size: int = 128) -> Scene:
 # ---------------------------------------------------------------------------------------------
 
 
-def uncompressed_rle(mask: np.ndarray) -> dict:
-    """COCO uncompressed RLE: column-major run lengths starting with a background run."""
-    flat = np.asarray(mask).astype(bool).ravel(order="F")
-    changes = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-    runs = np.diff(np.concatenate([[0], changes, [flat.size]])).tolist()
-    if flat.size and flat[0]:
-        runs = [0] + runs
-    return {"counts": [int(run) for run in runs], "size": [int(mask.shape[0]), int(mask.shape[1])]}
-
-
-def compressed_rle(mask: np.ndarray) -> dict:
-    """COCO compressed RLE as stored in JSON: `counts` is the pycocotools string."""
-    from pycocotools import mask as mask_utils
-
-    encoded = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": [int(v) for v in encoded["size"]], "counts": encoded["counts"].decode("ascii")}
-
-
 def segmentation_form(annotation_index: int, occluded: bool) -> str:
     """The form of the n-th annotation: "polygon", "rle" (compressed) or "rle_uncompressed"."""
     if annotation_index % 7 == 3:
@@ -688,14 +663,6 @@ def segmentation_form(annotation_index: int, occluded: bool) -> str:
     if occluded or annotation_index % 7 == 5:
         return "rle"
     return "polygon"
-
-
-def _mask_bbox(mask: np.ndarray) -> list[float]:
-    rows, cols = np.nonzero(mask)
-    if rows.size == 0:
-        return [0.0, 0.0, 0.0, 0.0]
-    x0, y0 = int(cols.min()), int(rows.min())
-    return [float(x0), float(y0), float(cols.max() - x0 + 1), float(rows.max() - y0 + 1)]
 
 
 def make_annotation(scene: Scene, index: int, ann_id: int, image_id: int, form: str) -> dict:
@@ -715,113 +682,14 @@ def make_annotation(scene: Scene, index: int, ann_id: int, image_id: int, form: 
         "category_id": CATEGORY_IDS[scene.objects[index].shape],
         "segmentation": segmentation,
         "area": float(np.count_nonzero(visible)),
-        "bbox": _mask_bbox(visible),
+        "bbox": refer_format.mask_bbox(visible),
         "iscrowd": 1 if form == "rle_uncompressed" else 0,
     }
 
 
-def image_file_name(image_id: int) -> str:
-    return f"synthetic_{image_id:012d}.jpg"
-
-
-def ref_file_name(image_id: int, ann_id: int) -> str:
-    """COCO-refs style: `<image stem>_<ann_id>.jpg`."""
-    return f"{os.path.splitext(image_file_name(image_id))[0]}_{ann_id}.jpg"
-
-
-def assign_splits(num_images: int, seed: int) -> list[str]:
-    """Splits by image: about 10 % each to val, testA, testB (1 each from 4 images), rest train."""
-    if num_images < 4:
-        return ["train"] * num_images
-    per_eval_split = max(1, int(round(EVAL_SPLIT_FRACTION * num_images)))
-    labels = ["val", "testA", "testB"]
-    splits = [label for label in labels for _ in range(per_eval_split)]
-    splits += ["train"] * (num_images - len(splits))
-    order = np.random.default_rng([seed, num_images, 0x5EED]).permutation(num_images)
-    return [splits[position] for position in np.argsort(order)]
-
-
-def encode_jpeg(image: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    # 4:4:4 chroma keeps the edges of small coloured shapes sharp.
-    Image.fromarray(image, mode="RGB").save(
-        buffer, format="JPEG", quality=JPEG_QUALITY, subsampling=0
-    )
-    return buffer.getvalue()
-
-
-def _check_arguments(num_images, seed, image_size) -> None:
-    for name, value in (("num_images", num_images), ("seed", seed), ("image_size", image_size)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise TypeError(f"{name} must be an integer; received {value!r}.")
-    if num_images < 1:
-        raise ValueError(f"num_images must be at least 1; received {num_images}.")
-    if seed < 0:
-        raise ValueError(f"seed must be non-negative; received {seed}.")
-    if image_size < MIN_IMAGE_SIZE:
-        raise ValueError(f"image_size must be at least {MIN_IMAGE_SIZE}; received {image_size}.")
-
-
 def _make_ref(scene, index, ids: dict, image_id, ann_id, split) -> dict:
-    sentences = []
-    for raw in scene.expressions[index]:
-        tokens = sentence_tokens(raw)
-        sentences.append(
-            {"tokens": tokens, "raw": raw, "sent_id": ids["sent"], "sent": " ".join(tokens)}
-        )
-        ids["sent"] += 1
-    ref = {
-        "sent_ids": [sentence["sent_id"] for sentence in sentences],
-        "file_name": ref_file_name(image_id, ann_id),
-        "ann_id": ann_id,
-        "ref_id": ids["ref"],
-        "image_id": image_id,
-        "split": split,
-        "sentences": sentences,
-        "category_id": CATEGORY_IDS[scene.objects[index].shape],
-    }
-    ids["ref"] += 1
-    return ref
-
-
-def _summary(output_dir, images, annotations, refs, forms, seed, image_size) -> dict:
-    splits = {
-        split: {
-            "images": len({ref["image_id"] for ref in refs if ref["split"] == split}),
-            "refs": sum(ref["split"] == split for ref in refs),
-            "sentences": sum(len(ref["sentences"]) for ref in refs if ref["split"] == split),
-        }
-        for split in SPLITS
-    }
-    lengths = [len(s["tokens"]) for ref in refs for s in ref["sentences"]]
-    vocabulary = sorted({token for ref in refs for s in ref["sentences"] for token in s["tokens"]})
-    return {
-        "data_root": output_dir,
-        "dataset": DATASET_NAME,
-        "split_by": SPLIT_BY,
-        "image_root": os.path.join(output_dir, IMAGE_DIRNAME),
-        "instances_path": os.path.join(output_dir, DATASET_NAME, INSTANCES_FILENAME),
-        "refs_path": os.path.join(output_dir, DATASET_NAME, REFS_FILENAME),
-        "seed": seed,
-        "image_size": image_size,
-        "num_images": len(images),
-        "num_annotations": len(annotations),
-        "num_refs": len(refs),
-        "num_sentences": len(lengths),
-        "splits": splits,
-        "segmentation_forms": forms,
-        "vocabulary": vocabulary,
-        "sentence_length": {
-            "min": min(lengths),
-            "max": max(lengths),
-            "mean": round(float(np.mean(lengths)), 3),
-        },
-    }
-
-
-STYLES = ("shapes", "shapes_v2")
+    category_id = CATEGORY_IDS[scene.objects[index].shape]
+    return refer_format.make_ref(scene.expressions[index], ids, image_id, ann_id, split, category_id)
 
 
 def generate(
@@ -829,9 +697,10 @@ def generate(
     num_images: int = 200,
     seed: int = 0,
     image_size: int = 128,
-    style: str = "shapes",
 ) -> dict:
-    """Writes a synthetic refer-format data set; returns a summary dict (counts, paths, splits).
+    """Writes a synthetic refer-format data set of style "shapes"; returns a summary dict.
+
+    (`refseg_tf.synthetic_data.generate(..., style=)` chooses between the styles.)
 
     Args:
         output_dir: data root; receives `images/`, `synthetic/instances.json` and
@@ -839,27 +708,14 @@ def generate(
         num_images: number of images (scenes) to draw.
         seed: non-negative seed; the same arguments give byte-identical files.
         image_size: the long side of every image in pixels (at least 32).
-        style: "shapes" (this module's scenes) or "shapes_v2", an independently drawn style
-            with its own shapes, colours, words and rendering (`refseg_tf.synthetic_data.shapes_v2`), to check
-            models on data they were not tuned on. Both write the same refer layout.
 
     Example:
         summary = generate("/tmp/shapes", num_images=300, seed=0, image_size=96)
         # refer data root: /tmp/shapes, dataset "synthetic", split_by "unc",
         # image root: summary["image_root"]
     """
-    if style not in STYLES:
-        raise ValueError(f"`style` must be one of {STYLES}; received {style!r}.")
-    if style == "shapes_v2":
-        from refseg_tf.synthetic_data import shapes_v2  # imports this module: import here
-
-        return shapes_v2.generate(output_dir, num_images, seed, image_size)
-    _check_arguments(num_images, seed, image_size)
-    output_dir = os.fspath(output_dir)
-    image_dir = os.path.join(output_dir, IMAGE_DIRNAME)
-    dataset_dir = os.path.join(output_dir, DATASET_NAME)
-    os.makedirs(image_dir, exist_ok=True)
-    os.makedirs(dataset_dir, exist_ok=True)
+    refer_format.check_arguments(num_images, seed, image_size)
+    output_dir, image_dir, dataset_dir = refer_format.prepare_directories(output_dir)
 
     splits = assign_splits(num_images, seed)
     images, annotations, refs = [], [], []
@@ -895,12 +751,8 @@ def generate(
             {"id": CATEGORY_IDS[shape], "name": shape, "supercategory": "shape"} for shape in SHAPES
         ],
     }
-    atomic_write_bytes(
-        os.path.join(dataset_dir, INSTANCES_FILENAME),
-        json.dumps(instances, separators=(",", ":")).encode("utf-8"),
-    )
-    atomic_write_bytes(os.path.join(dataset_dir, REFS_FILENAME), pickle.dumps(refs, protocol=2))
-    summary = _summary(output_dir, images, annotations, refs, forms, seed, image_size)
+    refer_format.write_annotations(dataset_dir, instances, refs)
+    summary = refer_format.summary(output_dir, images, annotations, refs, forms, seed, image_size)
     summary["style"] = "shapes"
     logging.info("Synthetic data: %d images, %d refs in %s.", len(images), len(refs), output_dir)
     return summary

@@ -29,16 +29,14 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import logging
 import os
-import pickle
 from typing import Sequence
 
 import numpy as np
 
-from refseg_tf.synthetic_data import shapes as base
 from refseg_tf.files import atomic_write_bytes
+from refseg_tf.synthetic_data import refer_format as base
 
 STYLE = "shapes_v2"
 SHAPES = ("circle", "square", "triangle", "star", "cross")
@@ -180,12 +178,12 @@ def realize(query: Query, rng) -> str:
     draw = rng.random()
     if query.side and draw < 0.35:
         preposition = "on the" if query.side in ("left", "right") else "at the"
-        phrase = base._words(query.colour, noun, preposition, query.side)
+        phrase = base.join_words(query.colour, noun, preposition, query.side)
     elif query.colour and query.shape and not query.side and draw < 0.25:
         linker = _choice(rng, ("that is", "which is", "coloured"))
-        phrase = base._words(noun, linker, query.colour)
+        phrase = base.join_words(noun, linker, query.colour)
     else:
-        phrase = base._words(side_word, query.colour, noun)
+        phrase = base.join_words(side_word, query.colour, noun)
     text = _choice(rng, FRAMES).format(phrase)
     if rng.random() < 0.3:
         text = text[0].upper() + text[1:]
@@ -321,32 +319,14 @@ def make_scene(seed: int, index: int, image_size: int = 128) -> Scene:
 
 
 def _ref(scene: Scene, index: int, ids: dict, image_id: int, ann_id: int, split: str) -> dict:
-    sentences = []
-    for raw in scene.expressions[index]:
-        tokens = base.sentence_tokens(raw)
-        sentences.append({"tokens": tokens, "raw": raw, "sent_id": ids["sent"], "sent": " ".join(tokens)})
-        ids["sent"] += 1
-    ids["ref"] += 1
-    return {
-        "sent_ids": [s["sent_id"] for s in sentences],
-        "file_name": base.ref_file_name(image_id, ann_id),
-        "ann_id": ann_id,
-        "ref_id": ids["ref"] - 1,
-        "image_id": image_id,
-        "split": split,
-        "sentences": sentences,
-        "category_id": CATEGORY_IDS[scene.objects[index].shape],
-    }
+    category_id = CATEGORY_IDS[scene.objects[index].shape]
+    return base.make_ref(scene.expressions[index], ids, image_id, ann_id, split, category_id)
 
 
 def generate(output_dir: str, num_images: int = 200, seed: int = 0, image_size: int = 128) -> dict:
     """Writes a `shapes_v2` refer-format data set; returns the same summary as `synthetic.generate`."""
-    base._check_arguments(num_images, seed, image_size)
-    output_dir = os.fspath(output_dir)
-    image_dir = os.path.join(output_dir, base.IMAGE_DIRNAME)
-    dataset_dir = os.path.join(output_dir, base.DATASET_NAME)
-    os.makedirs(image_dir, exist_ok=True)
-    os.makedirs(dataset_dir, exist_ok=True)
+    base.check_arguments(num_images, seed, image_size)
+    output_dir, image_dir, dataset_dir = base.prepare_directories(output_dir)
     splits = base.assign_splits(num_images, seed)
     images, annotations, refs = [], [], []
     ids = {"ref": 0, "sent": 0}
@@ -365,7 +345,7 @@ def generate(output_dir: str, num_images: int = 200, seed: int = 0, image_size: 
                     "category_id": CATEGORY_IDS[scene.objects[object_index].shape],
                     "segmentation": base.compressed_rle(mask),
                     "area": float(np.count_nonzero(mask)),
-                    "bbox": base._mask_bbox(mask),
+                    "bbox": base.mask_bbox(mask),
                     "iscrowd": 0,
                 }
             )
@@ -378,13 +358,9 @@ def generate(output_dir: str, num_images: int = 200, seed: int = 0, image_size: 
         "annotations": annotations,
         "categories": [{"id": CATEGORY_IDS[s], "name": s, "supercategory": "shape"} for s in SHAPES],
     }  # fmt: skip
-    atomic_write_bytes(
-        os.path.join(dataset_dir, base.INSTANCES_FILENAME),
-        json.dumps(instances, separators=(",", ":")).encode("utf-8"),
-    )
-    atomic_write_bytes(os.path.join(dataset_dir, base.REFS_FILENAME), pickle.dumps(refs, protocol=2))
+    base.write_annotations(dataset_dir, instances, refs)
     forms = {"polygon": 0, "rle": len(annotations), "rle_uncompressed": 0}
-    summary = base._summary(output_dir, images, annotations, refs, forms, seed, image_size)
+    summary = base.summary(output_dir, images, annotations, refs, forms, seed, image_size)
     summary["style"] = STYLE
     logging.info("Synthetic %s data: %d images, %d refs in %s.", STYLE, len(images), len(refs), output_dir)
     return summary
