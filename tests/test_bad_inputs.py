@@ -100,6 +100,42 @@ def test_decoding_is_deterministic_for_every_accepted_rle():
         tfds_refcoco.decode_segmentation(frozen, 200, 200)
 
 
+def test_both_coco_readers_decode_through_one_decoder_with_the_same_checks():
+    """refer and TFDS used two decoders; the TFDS one did not check the RLE size."""
+    from refseg_tf.data.converters import coco_masks, tfds_refcoco
+
+    assert refer.decode_segmentation is coco_masks.decode_segmentation
+    frozen = tfds_refcoco.freeze_segmentation({"size": [4, 4], "counts": [16]}, "x")
+    with pytest.raises(ValueError, match=r"RLE size \[4, 4\] differs from the image size \[4, 5\]"):
+        tfds_refcoco.decode_segmentation(frozen, 4, 5)
+    polygon = tfds_refcoco.freeze_segmentation([[0, 0, 3, 0, 3, 3, 0, 3]], "x")
+    np.testing.assert_array_equal(
+        tfds_refcoco.decode_segmentation(polygon, 4, 4),
+        refer.decode_segmentation([[0, 0, 3, 0, 3, 3, 0, 3]], 4, 4),
+    )
+
+
+def test_both_tfrecord_scanners_read_one_framing(tmp_path):
+    """`scan_shard` and the TFDS converter's `scan_tfrecord` share `schema.read_record_frames`."""
+    import tensorflow as tf
+
+    from refseg_tf.data import schema
+    from refseg_tf.data.converters import tfds_refcoco
+    from refseg_tf.data.converters.report import ConversionError
+
+    path = str(tmp_path / "x.tfrecord")
+    with tf.io.TFRecordWriter(path) as writer:
+        for payload in (b"first", b"second record"):
+            writer.write(payload)
+    assert [data for _, data in tfds_refcoco.scan_tfrecord(path)] == [b"first", b"second record"]
+    assert schema.scan_shard(path).records == 2
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) - 3)
+    assert schema.scan_shard(path).problem == "cut inside record 1 (it needs 13 bytes)"
+    with pytest.raises(ConversionError, match="truncated record at byte 21"):
+        list(tfds_refcoco.scan_tfrecord(path))
+
+
 # ============================================================ 2, 5. incomplete or damaged splits
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory):

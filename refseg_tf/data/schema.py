@@ -226,6 +226,59 @@ class ShardScan:
     problem: Optional[str]
 
 
+@dataclasses.dataclass(frozen=True)
+class RecordFrame:
+    """One complete TFRecord record: where it starts, its data length and bytes."""
+
+    start: int  # offset of its 12-byte header
+    length: int  # bytes of data
+    header: bytes
+    data: Optional[bytes]  # None when read with `read_data=False`
+    footer: Optional[bytes]
+
+
+class TruncatedRecordError(ValueError):
+    """A TFRecord file cut inside record `index` (`in_header`: inside its 12-byte header)."""
+
+    def __init__(self, index: int, start: int, header: bytes, length: Optional[int] = None):
+        self.index, self.start, self.header, self.length = index, start, header, length
+        self.in_header = length is None
+        where = "the header of record" if self.in_header else "record"
+        needs = "" if self.in_header else f" (it needs {length} bytes)"
+        super().__init__(f"cut inside {where} {index}{needs}")
+
+
+def read_record_frames(file, size: int, read_data: bool = True):
+    """THE TFRecord framing reader: yields a `RecordFrame` per complete record of `file` (an
+    open binary file of `size` bytes, read from its position).
+
+    With `read_data=False` the data and footer are skipped by seeking. The CRC-32C fields are
+    not checked (the shard files carry a CRC-32 of their own, `scan_shard`).
+
+    Raises:
+        TruncatedRecordError: the file ends inside a record; `file` is then positioned just
+            after the bytes of its header that were there.
+    """
+    index = 0
+    while True:
+        start = file.tell()
+        header = file.read(_RECORD_HEADER_BYTES)
+        if not header:
+            return
+        if len(header) < _RECORD_HEADER_BYTES:
+            raise TruncatedRecordError(index, start, header)
+        length = int.from_bytes(header[:8], "little")
+        if file.tell() + length + _RECORD_FOOTER_BYTES > size:
+            raise TruncatedRecordError(index, start, header, length)
+        if read_data:
+            data, footer = file.read(length), file.read(_RECORD_FOOTER_BYTES)
+        else:
+            file.seek(length + _RECORD_FOOTER_BYTES, os.SEEK_CUR)
+            data = footer = None
+        yield RecordFrame(start, length, header, data, footer)
+        index += 1
+
+
 def scan_shard(path, checksum: bool = True) -> ShardScan:
     """Reads the TFRecord framing of `path` (record count, truncation) and its CRC-32.
 
@@ -237,40 +290,16 @@ def scan_shard(path, checksum: bool = True) -> ShardScan:
     size = os.path.getsize(path)
     records, crc, problem = 0, 0, None
     with open(path, "rb") as file:
-        while True:
-            header = file.read(_RECORD_HEADER_BYTES)
-            if not header:
-                break
-            if checksum:
-                crc = zlib.crc32(header, crc)
-            if len(header) < _RECORD_HEADER_BYTES:
-                problem = f"cut inside the header of record {records}"
-                break
-            length = int.from_bytes(header[:8], "little")
-            remaining = length + _RECORD_FOOTER_BYTES
-            if file.tell() + remaining > size:
-                problem = f"cut inside record {records} (it needs {length} bytes)"
+        try:
+            for frame in read_record_frames(file, size, read_data=checksum):
                 if checksum:
-                    crc = _crc_rest(file, crc)
-                break
+                    crc = zlib.crc32(frame.footer, zlib.crc32(frame.data, zlib.crc32(frame.header, crc)))
+                records += 1
+        except TruncatedRecordError as error:
+            problem = str(error)
             if checksum:
-                crc = _crc_exactly(file, remaining, crc)
-            else:
-                file.seek(remaining, os.SEEK_CUR)
-            records += 1
+                crc = _crc_rest(file, zlib.crc32(error.header, crc))
     return ShardScan(size, records, crc if checksum else None, problem)
-
-
-def _crc_exactly(file, count, crc):
-    import zlib
-
-    while count > 0:
-        chunk = file.read(min(count, _READ_CHUNK))
-        if not chunk:
-            break
-        crc = zlib.crc32(chunk, crc)
-        count -= len(chunk)
-    return crc
 
 
 def _crc_rest(file, crc):

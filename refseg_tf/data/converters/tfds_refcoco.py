@@ -44,14 +44,13 @@ import io
 import json
 import os
 import pathlib
-import struct
 from typing import Optional
 
 import numpy as np
 
 from refseg_tf.data import schema
 from refseg_tf.data.converters import images
-from refseg_tf.data.converters.rle import rle_problem
+from refseg_tf.data.converters import coco_masks
 from refseg_tf.data.converters.report import (
     IMAGE,
     REF,
@@ -76,7 +75,6 @@ TFRECORD = "tfrecord"
 ARRAY_RECORD = "array_record"
 # TFRecord framing: uint64 length, uint32 masked CRC of the length, data, uint32 CRC of the data.
 _TFRECORD_HEADER = 12
-_TFRECORD_FOOTER = 4
 _ARRAY_RECORD_BATCH = 256
 
 
@@ -502,21 +500,16 @@ def iterate_records(file_format: str, split_info):
 
 
 def scan_tfrecord(path: str):
-    """Yields (RecordLocation, serialized example) for each record of a TFRecord file."""
+    """Yields (RecordLocation, serialized example) for each record of a TFRecord file
+    (`schema.read_record_frames`, the library's one framing reader)."""
     with open(path, "rb") as file:
-        while True:
-            start = file.tell()
-            header = file.read(_TFRECORD_HEADER)
-            if not header:
-                return
-            if len(header) < _TFRECORD_HEADER:
-                raise ConversionError(f"{path}: truncated record header at byte {start}.")
-            (length,) = struct.unpack("<Q", header[:8])
-            data = file.read(length)
-            footer = file.read(_TFRECORD_FOOTER)
-            if len(data) != length or len(footer) != _TFRECORD_FOOTER:
-                raise ConversionError(f"{path}: truncated record at byte {start}.")
-            yield RecordLocation(TFRECORD, path, start + _TFRECORD_HEADER, length), data
+        try:
+            for frame in schema.read_record_frames(file, os.fstat(file.fileno()).st_size):
+                location = RecordLocation(TFRECORD, path, frame.start + _TFRECORD_HEADER, frame.length)
+                yield location, frame.data
+        except schema.TruncatedRecordError as error:
+            part = "record header" if error.in_header else "record"
+            raise ConversionError(f"{path}: truncated {part} at byte {error.start}.") from error
 
 
 def _scan_array_record(path: str):
@@ -650,27 +643,22 @@ def freeze_segmentation(segmentation, where: str) -> Optional[tuple]:
 
 
 def decode_segmentation(segmentation: tuple, height: int, width: int) -> np.ndarray:
-    """Decodes a frozen segmentation into a uint8 {0, 1} mask (union of the polygons).
+    """Decodes a frozen segmentation into a uint8 {0, 1} mask (union of the polygons), by the
+    converters' one COCO decoder (`coco_masks.decode_segmentation`).
 
     Raises:
-        ValueError: RLE runs that do not cover exactly height*width pixels (`rle.rle_problem`).
+        ValueError: an RLE whose size differs from (height, width) or whose runs do not cover
+            exactly height*width pixels (`rle.rle_problem`).
     """
-    from pycocotools import mask as mask_utils
+    return coco_masks.decode_segmentation(thaw_segmentation(segmentation), height, width)
 
+
+def thaw_segmentation(segmentation: tuple):
+    """The COCO form (polygon lists, or an RLE dict) of a `freeze_segmentation` tuple."""
     if segmentation[0] == "polygons":
-        polygons = [list(polygon) for polygon in segmentation[1]]
-        rle = mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
-    else:
-        _, (rle_height, rle_width), counts = segmentation
-        problem = rle_problem(counts, rle_height, rle_width)
-        if problem is not None:  # pycocotools would decode it from uninitialised memory
-            raise ValueError(problem)
-        if isinstance(counts, str):
-            rle = {"size": [rle_height, rle_width], "counts": counts.encode("ascii")}
-        else:
-            uncompressed = {"size": [rle_height, rle_width], "counts": list(counts)}
-            rle = mask_utils.frPyObjects(uncompressed, rle_height, rle_width)
-    return (mask_utils.decode(rle) > 0).astype(np.uint8)
+        return [list(polygon) for polygon in segmentation[1]]
+    _, (rle_height, rle_width), counts = segmentation
+    return {"size": [rle_height, rle_width], "counts": counts if isinstance(counts, str) else list(counts)}
 
 
 def decode_tfds_mask(data: bytes) -> np.ndarray:
