@@ -82,8 +82,16 @@ def load_backbone_weights(model, config) -> None:
     source = config.train.get("backbone_weights", "")
     if not source:
         return
-    from refseg_tf.backbones import load_weights
+    from refseg_tf.backbones import load_weights, weight_source
 
+    entry = weight_source(model.backbone, source, argument="train.backbone_weights")
+    normalization = config.data.get("normalization", "vgg_rgb")
+    if entry.normalization and entry.normalization != normalization:
+        raise ValueError(
+            f"train.backbone_weights={source!r} ({entry.name}) was trained on "
+            f"data.normalization={entry.normalization!r} inputs; the config has "
+            f"{normalization!r}: pass --config.data.normalization={entry.normalization}."
+        )
     load_weights(model.backbone, source, argument="train.backbone_weights")
     logging.info("Loaded %s weights into the %s backbone.", source, model.backbone.name)
 
@@ -369,15 +377,24 @@ def fit_plan(step: int, steps: int, steps_per_epoch: int):
     return plan
 
 
-def _write_model_dir_files(config, model_dir: str) -> None:
-    """config.json, vocab.txt and preprocessor.json: what evaluation and prediction read."""
+def write_model_dir_files(config, model_dir: str, vocabulary_path=None) -> None:
+    """config.json, vocab.txt and preprocessor.json: what evaluation and prediction read.
+
+    `vocabulary_path`: the vocabulary copied (byte for byte) as `vocab.txt`; default the
+    data's `vocab.txt` (`refseg-train`); `refseg-import` passes the authors' file.
+    """
     os.makedirs(model_dir, exist_ok=True)
     config_lib.save_config(config, model_dir)
-    atomic_copy(_data_file(config, VOCAB_FILENAME), os.path.join(model_dir, VOCAB_FILENAME))
+    source = vocabulary_path or _data_file(config, VOCAB_FILENAME)
+    atomic_copy(source, os.path.join(model_dir, VOCAB_FILENAME))
     from refseg_tf.preprocessing import ReferringPreprocessor
 
     # preprocessor.json beside the vocabulary: the model directory's preprocessing (Predictor).
     ReferringPreprocessor.from_config(config, os.path.join(model_dir, VOCAB_FILENAME)).save(model_dir)
+
+
+def _write_model_dir_files(config, model_dir: str) -> None:
+    write_model_dir_files(config, model_dir)
     remove_temporary_checkpoints(model_dir)
 
 
