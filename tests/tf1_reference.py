@@ -127,13 +127,14 @@ def hu_text_objseg(rng, word_ids_tn, image, *, vocabulary_size, embed_dim, lstm_
     return scores
 
 
-def add_momentum_slots(rng):
+def add_momentum_slots(rng, global_step_name="Variable"):
     """What `tf.train.Saver()` of a MomentumOptimizer run also saves: `<var>/Momentum` slots
-    and `global_step` (training state the import must skip)."""
+    and the global step (training state the import must skip). Hu's scripts create the step as
+    `tf.Variable(0, trainable=False)`, saved as "Variable"."""
     for variable in list(v1.global_variables()):
         v1.get_variable(variable.op.name + "/Momentum", variable.shape,
                         initializer=v1.zeros_initializer())
-    v1.get_variable("global_step", [], dtype=tf.int32, initializer=v1.zeros_initializer())
+    v1.get_variable(global_step_name, [], dtype=tf.int32, initializer=v1.zeros_initializer())
 
 
 def save(session, path, version):

@@ -24,8 +24,9 @@ the visual one, so the first D_text input rows of `mlp_l1/weights` move behind t
 rows; `tf.nn.l2_normalize` (epsilon 1e-12) = `L2Normalize`; the 8 spatial channels
 `[xmin, ymin, xmax, ymax, xctr, yctr, 1/W, 1/H]` (`generate_spatial_batch`) =
 `SpatialCoordinates`; the images are RGB minus the VGG mean `(123.68, 116.779, 103.939)`
-(`vgg_net.channel_mean`): `data.normalization = "vgg_rgb"`. The optimizer's `Momentum` slots
-and `global_step` of a `tf.train.Saver()` checkpoint are training state, skipped.
+(`vgg_net.channel_mean`): `data.normalization = "vgg_rgb"`. The optimizer's `<var>/Momentum`
+slots and the global step (`tf.Variable(0, trainable=False)` in the training scripts, saved as
+"Variable") of a `tf.train.Saver()` checkpoint are training state, skipped.
 
 Checkpoint files: the released `referit_fc8_seg_lowres_iter_30000.tfmodel` and
 `referit_fc8_seg_highres_iter_18000.tfmodel` (single-file V1, TF 1.0 names), and what
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from refseg_tf.interop.assign import TF1_TRAINING_STATE
 from refseg_tf.interop.registry import register_format
 from refseg_tf.interop.tf1 import dense_to_conv_kernel, plan_tf1_lstm, tf1_conv2d_transpose_kernel
 
@@ -46,6 +48,9 @@ EMBEDDING = "word_embedding/embedding"
 MLP1 = "classifier/mlp_l1"
 MLP2 = "classifier/mlp_l2"
 UPSAMPLE = "classifier/upsample32s/weights"
+# The authors' training scripts create the global step as `tf.Variable(0, trainable=False)`,
+# saved under the default name "Variable"; with the Momentum slots it is training state.
+HU_TRAINING_STATE = TF1_TRAINING_STATE + (r"^Variable(_\d+)?$",)
 # util/rnn.py: BasicLSTMCell(output_dim, forget_bias) with lstm_net.py's forget_bias=1.0.
 HU_FORGET_BIAS = 1.0
 
@@ -131,9 +136,10 @@ def _assign_conv(plan, prefix, layer, layer_name=None, dense_ok=False):
     shapes = [kernel_shape]
     if dense_ok:
         shapes.append((int(np.prod(kernel_shape[:3])), kernel_shape[3]))
-    value = None
     if plan.has(name) and plan.variables.shapes[name] in shapes:
-        value = dense_to_conv_kernel(plan.take(name, layer_name), kernel_shape)
+        value = plan.take(name, layer_name)  # None when unreadable (the problem is recorded)
+        if value is not None:
+            value = dense_to_conv_kernel(value, kernel_shape)
     else:
         value = plan.take(name, layer_name, shape=kernel_shape)
     plan.assign(layer.kernel, value, source=name, layer=layer_name)
@@ -164,6 +170,7 @@ register_format(
     assign,
     configure=configure,
     check_model=check_model,
+    ignore=HU_TRAINING_STATE,
     defaults={"forget_bias": HU_FORGET_BIAS},
     description="Hu et al. 2016 text_objseg (LSTM-CNN low-res / high-res, VGG-16 + LSTM)",
     reference="ronghanghu/text_objseg models/text_objseg_model.py, lstm_net.py, vgg_net.py, util/cnn.py, util/rnn.py",
