@@ -440,15 +440,24 @@ def fit_plan(step: int, steps: int, steps_per_epoch: int):
     return plan
 
 
-def _write_model_dir_files(config, model_dir: str) -> None:
-    """config.json, vocab.txt and preprocessor.json: what evaluation and prediction read."""
+def write_model_dir_files(config, model_dir: str, vocabulary_path=None) -> None:
+    """config.json, vocab.txt and preprocessor.json: what evaluation and prediction read.
+
+    `vocabulary_path`: the vocabulary copied (byte for byte) as `vocab.txt`; default the
+    data's `vocab.txt` (`refseg-train`); `refseg-import` passes the authors' file.
+    """
     os.makedirs(model_dir, exist_ok=True)
     config_lib.save_config(config, model_dir)
-    atomic_copy(_data_file(config, VOCAB_FILENAME), os.path.join(model_dir, VOCAB_FILENAME))
+    source = vocabulary_path or _data_file(config, VOCAB_FILENAME)
+    atomic_copy(source, os.path.join(model_dir, VOCAB_FILENAME))
     from refseg_tf.preprocessing import ReferringPreprocessor
 
     # preprocessor.json beside the vocabulary: the model directory's preprocessing (Predictor).
     ReferringPreprocessor.from_config(config, os.path.join(model_dir, VOCAB_FILENAME)).save(model_dir)
+
+
+def _write_model_dir_files(config, model_dir: str) -> None:
+    write_model_dir_files(config, model_dir)
     remove_temporary_checkpoints(model_dir)
 
 
