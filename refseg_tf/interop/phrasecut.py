@@ -297,3 +297,5 @@ def register():
                         f"{'LSTM' if 'lstm' in name else 'RMI'} -w resnet|deeplab)",
             reference=reference,
         )
+
+register()
