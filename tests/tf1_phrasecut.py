@@ -291,3 +291,27 @@ def run_backbone_reference(flavour, checkpoint_prefix, *, size, backbone, image,
             v1.train.Saver().save(session, checkpoint_prefix, write_meta_graph=False)
             values = session.run(features, {image_ph: image[None]})
     return values
+
+
+def rewrite_checkpoint(source, destination, edit):
+    """Copies the TF1 checkpoint `source` to `destination` through `edit(dict) -> dict` of
+    name -> array (drop, add, reshape variables), written by a TF1 `Saver` with those names."""
+    reader = tf.train.load_checkpoint(source)
+    values = {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
+    values = edit(values)
+    graph = tf.Graph()
+    with graph.as_default():
+        variables = {name: tf.Variable(value, name=name.replace("/", "_"))
+                     for name, value in values.items()}
+        with v1.Session(graph=graph) as session:
+            session.run(v1.global_variables_initializer())
+            v1.train.Saver(var_list=variables).save(session, destination, write_meta_graph=False)
+    return destination
+
+
+def write_vocabulary(path, size):
+    """An authors'-style vocabulary file: `<pad> <go> <eos> <unk>` then words, one a line."""
+    words = ["<pad>", "<go>", "<eos>", "<unk>"] + [f"word{i}" for i in range(4, size)]
+    with open(path, "w") as handle:
+        handle.write("\n".join(words) + "\n")
+    return path

@@ -75,7 +75,8 @@ class CheckpointVariables:
             self._reader = tf.train.load_checkpoint(prefix)
             shapes = self._reader.get_variable_to_shape_map()
             dtypes = self._reader.get_variable_to_dtype_map()
-        except (tf.errors.OpError, ValueError, OSError) as error:
+        except (tf.errors.OpError, ValueError, OSError, IndexError) as error:
+            # IndexError: "Read less bytes than requested" (a truncated V2 .data file).
             raise ValueError(
                 f"{self.path}: not a readable TF checkpoint (truncated, corrupted or another "
                 f"format): {_first_line(error)}"
@@ -106,7 +107,8 @@ class CheckpointVariables:
             raise ValueError(f"{self.path}: no variable {name!r} in the checkpoint.")
         try:
             value = np.asarray(self._reader.get_tensor(name))
-        except (tf.errors.OpError, ValueError, OSError) as error:
+        except (tf.errors.OpError, ValueError, OSError, IndexError) as error:
+            # IndexError: "Read less bytes than requested" (a truncated V2 .data file).
             raise ValueError(
                 f"{self.path}: variable {name!r} cannot be read (truncated or corrupted "
                 f"checkpoint): {_first_line(error)}"

@@ -173,9 +173,12 @@ def _checkpoint_weights(plan, model, options):
         raise ValueError(f"{plan.path}: option weights={wanted!r} but the checkpoint holds a {found} backbone.")
     model_weights = _model_weights(model)
     if model_weights != found:
+        family = "rmi" if hasattr(model, "mlstm") else "lstm"
         raise ValueError(
             f"{plan.path}: the checkpoint was trained with -w {found} but the config builds "
-            f"{model.name!r} for -w {model_weights} (use experiments/{found[0]}_*)."
+            f"visual_feature={model.visual_feature!r} "
+            f"{'with' if _projection(model) is not None else 'without'} a projection, the "
+            f"-w {model_weights} model (use experiments/{found[0]}_{family}_*.py)."
         )
     return found
 
