@@ -63,17 +63,18 @@ def build_imported_model(format_name, checkpoint, vocabulary, config, options=No
     config_lib.validate_config(config)
     vocabulary = os.fspath(vocabulary)
     words = Vocabulary.load(vocabulary)  # VocabularyError (a ValueError) names the file
-    config.model.vocabulary_size = len(words)
-    if entry.configure is not None:
-        entry.configure(config)
-    config.imported = ml_collections.ConfigDict(
-        {
-            "format": format_name,
-            "checkpoint": os.path.abspath(os.fspath(checkpoint)),
-            "vocabulary": os.path.abspath(vocabulary),
-            "options": ml_collections.ConfigDict(resolved_options),
-        }
-    )
+    with config.unlocked():  # configs from --config (config_flags) are locked
+        config.model.vocabulary_size = len(words)
+        if entry.configure is not None:
+            entry.configure(config)
+        config.imported = ml_collections.ConfigDict(
+            {
+                "format": format_name,
+                "checkpoint": os.path.abspath(os.fspath(checkpoint)),
+                "vocabulary": os.path.abspath(vocabulary),
+                "options": ml_collections.ConfigDict(resolved_options),
+            }
+        )
     variables = read_checkpoint(checkpoint)  # before the (slow) model build: errors first
     model = build_model(config)
     if entry.check_model is not None:
