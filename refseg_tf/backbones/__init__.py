@@ -82,6 +82,12 @@ def load_darknet_family_weights(backbone, path):
     return load_darknet_weights(backbone, path)
 
 
+def _is_authors_tf1_checkpoint(weights):
+    from refseg_tf.interop.backbone_checkpoints import is_tf1_checkpoint
+
+    return is_tf1_checkpoint(weights)
+
+
 def load_weights(backbone, weights, argument="weights"):
     """Loads pre-trained `weights` into `backbone`: the one dispatch of every weight source.
 
@@ -89,7 +95,10 @@ def load_weights(backbone, weights, argument="weights"):
         backbone: a `VGG16FCN`, `ResNetOS8` or `Darknet53` (with or without neck).
         weights: "imagenet" (VGG16FCN, ResNetOS8: the keras.applications weights) or a file:
             a keras.applications VGG16 weights file (VGG16FCN), a DeepLab `.npz`/`.h5`
-            (ResNetOS8), a darknet `.weights` file or MCN's Keras `.h5` (Darknet53).
+            (ResNetOS8), one of the authors' TF1 ResNet checkpoints (ResNetOS8: TF-resnet
+            `ResNet101_init.tfmodel`, TF-deeplab `ResNet101_train.tfmodel`, DrSleep
+            `deeplab_resnet.ckpt`; optionally `flavour:PATH`, see
+            `refseg_tf.interop.backbone_checkpoints`), a darknet `.weights` file or MCN's Keras `.h5` (Darknet53).
         argument: the setting `weights` came from, named in errors (e.g.
             "train.backbone_weights").
 
@@ -105,6 +114,12 @@ def load_weights(backbone, weights, argument="weights"):
         load_darknet_family_weights(backbone, weights)
     elif weights == "imagenet":
         load_imagenet_weights(backbone)
+    elif isinstance(backbone, ResNetOS8) and _is_authors_tf1_checkpoint(weights):
+        # The authors' TF1 ports (TF-resnet, TF-deeplab, DrSleep): their naming lives in
+        # refseg_tf.interop, imported only for such a file.
+        from refseg_tf.interop.backbone_checkpoints import load_tf1_resnet_weights
+
+        load_tf1_resnet_weights(backbone, weights, argument=argument)
     elif isinstance(backbone, ResNetOS8):
         load_deeplab_resnet_weights(backbone, weights)
     elif isinstance(backbone, VGG16FCN):
