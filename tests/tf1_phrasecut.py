@@ -130,6 +130,7 @@ def resnet(images, flavour, depths, filters, num_classes):
                     shortcut = _batch_norm(_conv(x, c, 1, cin, cout, stride, rate, flavour), b, flavour)
                 x = _relu(y + shortcut)
                 cin = cout
+            outputs[f"res{stage}"] = x  # res3b3_relu / res4b22_relu at paper depth
         outputs["res5c"] = x
         if flavour == "tf_resnet":
             outputs["fc1000"] = _conv(x, "fc1000", 1, filters[-1], num_classes, bias=True)
