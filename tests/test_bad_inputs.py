@@ -645,7 +645,204 @@ def test_image_over_the_pixel_limit_is_a_clear_error(tmp_path, monkeypatch):
     assert str(path) in message and "2000" in message and "MAX_IMAGE_PIXELS" in message
 
 
-# ============================================ 9. TF-phrasecut-public checkpoints (refseg-import)
+# ============================================= 13. the authors' checkpoints (refseg-import, issue 18)
+@pytest.fixture(scope="module")
+def hu_checkpoint(tmp_path_factory):
+    """A tiny Hu low-resolution checkpoint (V1 single file, TF 1.0 names) and its vocabulary."""
+    from tests.test_interop_text_objseg import TINY, make_checkpoint
+
+    directory = tmp_path_factory.mktemp("hu_bad")
+    checkpoint, vocabulary, _, _, _ = make_checkpoint(directory, TINY, high_res=False)
+    return checkpoint, vocabulary
+
+
+def _hu_config(stage="low"):
+    from refseg_tf import interop
+
+    config = interop.load_experiment_config(
+        os.path.join(REPO_ROOT, "experiments", f"lstm_cnn_{stage}_referit.py")
+    )
+    config.model.size = "tiny"
+    config.data.image_size = 64
+    return config
+
+
+def _rewrite_checkpoint(source, target, rename=None, drop=(), change=None, version=2):
+    """Copies a checkpoint's variables into a new one, renaming / dropping / replacing some."""
+    import tensorflow as tf
+
+    from refseg_tf.interop import read_checkpoint
+
+    variables = read_checkpoint(source)
+    graph = tf.Graph()
+    with graph.as_default():
+        for name in variables.names:
+            if name in drop:
+                continue
+            value = (change or {}).get(name, variables.read(name))
+            tf.compat.v1.get_variable((rename or {}).get(name, name), initializer=value)
+        saver = tf.compat.v1.train.Saver(
+            write_version=tf.compat.v1.train.SaverDef.V1 if version == 1 else tf.compat.v1.train.SaverDef.V2
+        )
+        with tf.compat.v1.Session() as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            return saver.save(session, str(target), write_meta_graph=False)
+
+
+def _import_fails(checkpoint, vocabulary, model_dir, stage="low"):
+    from refseg_tf import interop
+
+    with pytest.raises(ValueError) as raised:
+        interop.import_checkpoint("text_objseg", checkpoint, vocabulary, _hu_config(stage), model_dir)
+    assert not os.path.exists(model_dir)  # nothing written to --model_dir
+    parent = os.path.dirname(model_dir)
+    assert not [name for name in os.listdir(parent) if ".import-" in name]  # no temporary left
+    return " ".join(str(raised.value).split())
+
+
+def test_truncated_v1_checkpoint_is_named(hu_checkpoint, tmp_path):
+    checkpoint, vocabulary = hu_checkpoint
+    truncated = tmp_path / "truncated.tfmodel"
+    data = open(checkpoint, "rb").read()
+    truncated.write_bytes(data[: len(data) // 2])
+    message = _import_fails(str(truncated), vocabulary, str(tmp_path / "model"))
+    assert str(truncated) in message and "truncated" in message
+
+
+def test_corrupted_checkpoint_is_named(hu_checkpoint, tmp_path):
+    _, vocabulary = hu_checkpoint
+    corrupted = tmp_path / "garbage.tfmodel"
+    corrupted.write_bytes(np.random.default_rng(0).bytes(4096))
+    message = _import_fails(str(corrupted), vocabulary, str(tmp_path / "model"))
+    assert str(corrupted) in message
+
+
+def test_missing_checkpoint_is_named(hu_checkpoint, tmp_path):
+    _, vocabulary = hu_checkpoint
+    missing = str(tmp_path / "referit_fc8_seg_lowres_iter_30000.tfmodel")
+    message = _import_fails(missing, vocabulary, str(tmp_path / "model"))
+    assert missing in message and "no checkpoint" in message
+
+
+def test_v2_checkpoint_with_truncated_data_names_the_variable(hu_checkpoint, tmp_path):
+    checkpoint, vocabulary = hu_checkpoint
+    prefix = _rewrite_checkpoint(checkpoint, tmp_path / "v2.ckpt")
+    data_file = prefix + ".data-00000-of-00001"
+    data = open(data_file, "rb").read()
+    with open(data_file, "wb") as stream:
+        stream.write(data[: len(data) // 3])
+    message = _import_fails(prefix, vocabulary, str(tmp_path / "model"))
+    assert prefix in message and "cannot be read" in message and "variable '" in message
+
+
+def test_renamed_variable_is_named_as_missing_and_unexpected(hu_checkpoint, tmp_path):
+    checkpoint, vocabulary = hu_checkpoint
+    renamed = _rewrite_checkpoint(
+        checkpoint, tmp_path / "renamed.ckpt",
+        rename={"vgg_local/fc7/weights": "vgg_local/fc7_renamed/weights"},
+    )
+    message = _import_fails(renamed, vocabulary, str(tmp_path / "model"))
+    assert "missing variable 'vgg_local/fc7/weights' (for layer 'fc7')" in message
+    assert "unexpected variable 'vgg_local/fc7_renamed/weights'" in message
+    assert renamed in message
+
+
+def test_mismatched_vocabulary_names_the_embedding(hu_checkpoint, tmp_path):
+    checkpoint, _ = hu_checkpoint
+    from tests.test_interop_text_objseg import write_vocabulary
+
+    vocabulary = tmp_path / "vocabulary_other.txt"
+    write_vocabulary(vocabulary, 50)  # the checkpoint's embedding has 40 rows
+    message = _import_fails(checkpoint, str(vocabulary), str(tmp_path / "model"))
+    assert "'word_embedding/embedding' has shape (40, 8)" in message
+    assert "layer 'embedding' needs (50, 8)" in message
+
+
+def test_mis_shaped_variable_names_variable_and_layer_and_assigns_nothing(hu_checkpoint, tmp_path):
+    checkpoint, vocabulary = hu_checkpoint
+    from refseg_tf.interop import read_checkpoint
+
+    shape = read_checkpoint(checkpoint).shapes["classifier/mlp_l1/biases"]
+    changed = _rewrite_checkpoint(
+        checkpoint, tmp_path / "shape.ckpt",
+        change={"classifier/mlp_l1/biases": np.zeros(shape[0] + 1, np.float32)},
+    )
+    message = _import_fails(changed, vocabulary, str(tmp_path / "model"))
+    assert f"'classifier/mlp_l1/biases' has shape ({shape[0] + 1},)" in message
+    assert "'fusion/fusion_conv'" in message and "nothing assigned" in message
+
+
+def test_low_resolution_checkpoint_into_the_high_resolution_row(hu_checkpoint, tmp_path):
+    checkpoint, vocabulary = hu_checkpoint
+    message = _import_fails(checkpoint, vocabulary, str(tmp_path / "model"), stage="high")
+    assert "missing variable 'classifier/upsample32s/weights' (for layer 'upsample')" in message
+
+
+def test_checkpoint_of_another_format_is_refused_for_the_config(hu_checkpoint, tmp_path):
+    """The text_objseg format on a row of another model family: refused before any work."""
+    from refseg_tf import interop
+
+    checkpoint, vocabulary = hu_checkpoint
+    config = interop.load_experiment_config(os.path.join(REPO_ROOT, "experiments", "r_lstm_unc.py"))
+    with pytest.raises(ValueError, match="fills the lstm_cnn model"):
+        interop.import_checkpoint("text_objseg", checkpoint, vocabulary, config, str(tmp_path / "m"))
+    with pytest.raises(ValueError, match="unknown checkpoint format 'hu'"):
+        interop.import_checkpoint("hu", checkpoint, vocabulary, config, str(tmp_path / "m"))
+    assert not os.path.exists(tmp_path / "m")
+
+
+def test_non_empty_model_dir_is_refused_before_reading(hu_checkpoint, tmp_path):
+    from refseg_tf import interop
+
+    checkpoint, vocabulary = hu_checkpoint
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="not empty"):
+        interop.import_checkpoint("text_objseg", checkpoint, vocabulary, _hu_config(), str(model_dir))
+    assert os.listdir(model_dir) == ["notes.txt"]
+
+
+def test_vgg_params_with_a_code_running_pickle_is_refused(tmp_path):
+    """Hu's vgg_params.npz holds pickled dicts; one whose pickle calls a function is refused
+    (naming the file and the global) before it runs."""
+    import io
+    import zipfile
+
+    from refseg_tf.backbones import get_backbone
+
+    marker = tmp_path / "ran"
+
+    class Hostile:
+        def __reduce__(self):
+            return (os.mkdir, (str(marker),))
+
+    path = tmp_path / "vgg_params.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        for member in ("processed_W", "processed_B"):
+            buffer = io.BytesIO()
+            np.lib.format.write_array(buffer, np.asarray([Hostile()], dtype=object), allow_pickle=True)
+            archive.writestr(f"{member}.npy", buffer.getvalue())
+    with pytest.raises(ValueError) as raised:
+        get_backbone("vgg16_fcn", tiny=True, weights=str(path))
+    assert str(path) in str(raised.value) and "posix.mkdir" in str(raised.value)
+    assert not marker.exists()
+
+
+def test_truncated_vgg_params_is_named(tmp_path):
+    from refseg_tf.backbones import get_backbone
+    from tests.test_interop_vgg_params import TINY, write_vgg_params
+
+    path = tmp_path / "vgg_params.npz"
+    write_vgg_params(str(path), TINY)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 200])
+    with pytest.raises(ValueError) as raised:
+        get_backbone("vgg16_fcn", tiny=True, weights=str(path))
+    assert str(path) in str(raised.value)
+
+
+# ================================ 14. TF-phrasecut-public checkpoints (refseg-import, issue 18)
 @pytest.fixture(scope="module")
 def phrasecut_checkpoints(tmp_path_factory):
     """Tiny R+LSTM and D+RMI snapshots of the authors' graphs (tests/tf1_phrasecut.py)."""

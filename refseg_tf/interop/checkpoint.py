@@ -75,8 +75,7 @@ class CheckpointVariables:
             self._reader = tf.train.load_checkpoint(prefix)
             shapes = self._reader.get_variable_to_shape_map()
             dtypes = self._reader.get_variable_to_dtype_map()
-        except (tf.errors.OpError, ValueError, OSError, IndexError) as error:
-            # IndexError: "Read less bytes than requested" (a truncated V2 .data file).
+        except Exception as error:  # OpError (DataLoss, NotFound), IndexError: a bad file
             raise ValueError(
                 f"{self.path}: not a readable TF checkpoint (truncated, corrupted or another "
                 f"format): {_first_line(error)}"
@@ -101,14 +100,12 @@ class CheckpointVariables:
         Raises:
             ValueError: no such variable, or its data cannot be read (names file and variable).
         """
-        import tensorflow as tf
 
         if name not in self.shapes:
             raise ValueError(f"{self.path}: no variable {name!r} in the checkpoint.")
         try:
             value = np.asarray(self._reader.get_tensor(name))
-        except (tf.errors.OpError, ValueError, OSError, IndexError) as error:
-            # IndexError: "Read less bytes than requested" (a truncated V2 .data file).
+        except Exception as error:  # OpError, IndexError ("Read less bytes"), ...: a bad file
             raise ValueError(
                 f"{self.path}: variable {name!r} cannot be read (truncated or corrupted "
                 f"checkpoint): {_first_line(error)}"

@@ -131,9 +131,10 @@ def _assign_conv(plan, prefix, layer, layer_name=None, dense_ok=False):
     shapes = [kernel_shape]
     if dense_ok:
         shapes.append((int(np.prod(kernel_shape[:3])), kernel_shape[3]))
-    value = None
     if plan.has(name) and plan.variables.shapes[name] in shapes:
-        value = dense_to_conv_kernel(plan.take(name, layer_name), kernel_shape)
+        value = plan.take(name, layer_name)  # None when unreadable (the problem is recorded)
+        if value is not None:
+            value = dense_to_conv_kernel(value, kernel_shape)
     else:
         value = plan.take(name, layer_name, shape=kernel_shape)
     plan.assign(layer.kernel, value, source=name, layer=layer_name)

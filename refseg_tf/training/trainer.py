@@ -79,8 +79,16 @@ def load_backbone_weights(model, config) -> None:
     source = config.train.get("backbone_weights", "")
     if not source:
         return
-    from refseg_tf.backbones import load_weights
+    from refseg_tf.backbones import load_weights, weight_source
 
+    entry = weight_source(model.backbone, source, argument="train.backbone_weights")
+    normalization = config.data.get("normalization", "vgg_rgb")
+    if entry.normalization and entry.normalization != normalization:
+        raise ValueError(
+            f"train.backbone_weights={source!r} ({entry.name}) was trained on "
+            f"data.normalization={entry.normalization!r} inputs; the config has "
+            f"{normalization!r}: pass --config.data.normalization={entry.normalization}."
+        )
     load_weights(model.backbone, source, argument="train.backbone_weights")
     logging.info("Loaded %s weights into the %s backbone.", source, model.backbone.name)
 
