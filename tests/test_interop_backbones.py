@@ -91,3 +91,11 @@ def test_wrong_flavour_or_shape_names_the_variable_and_assigns_nothing(tmp_path)
     assert "conv4_block2_2_conv" in str(raised.value)
     for old, new in zip(before, backbone.get_weights()):
         np.testing.assert_array_equal(old, new)  # shapes checked before anything is assigned
+
+
+def test_stem_padding_is_checked_and_kept_in_the_config():
+    with pytest.raises(ValueError, match="stem_padding"):
+        ResNetOS8(depths=(1, 1, 1, 1), widths=(4, 4, 4, 4), stem_filters=8, stem_padding="valid")
+    backbone = _backbone(graphs.TINY_RESNET)
+    rebuilt = ResNetOS8.from_config(backbone.get_config())
+    assert rebuilt.stem_padding == "same" and rebuilt.batchnorm_epsilon == 1e-3
