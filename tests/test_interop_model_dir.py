@@ -114,3 +114,15 @@ def test_evaluate_and_export_run_on_imported_model(imported, tfrecords, tmp_path
     assert os.path.exists(os.path.join(model_dir, "eval_val.json"))
     contract = export_model(model_dir, str(tmp_path / "exported"), formats=["saved_model"])
     assert contract["saved_model"]["signatures"]["serving_default"]["outputs"]["mask"]
+
+
+def test_serve_answers_with_the_imported_model(imported):
+    """refseg-serve's service over the imported directory (no HTTP: the same call it answers)."""
+    from refseg_tf.webdemo import DemoService
+
+    model_dir, _, picture, _ = imported
+    service = DemoService.from_model_dir(model_dir)
+    assert service.info()["image_size"] == 64
+    with open(picture, "rb") as stream:
+        answer = service.segment(stream.read(), SENTENCE)
+    assert answer["mask_png"]  # the scored mask of the picture, as refseg-serve returns it
