@@ -876,3 +876,83 @@ def test_truncated_vgg_params_is_named(tmp_path):
     with pytest.raises(ValueError) as raised:
         get_backbone("vgg16_fcn", tiny=True, weights=str(path))
     assert str(path) in str(raised.value)
+
+
+# ================================ 14. TF-phrasecut-public checkpoints (refseg-import, issue 18)
+@pytest.fixture(scope="module")
+def phrasecut_checkpoints(tmp_path_factory):
+    """Tiny R+LSTM and D+RMI snapshots of the authors' graphs (tests/tf1_phrasecut.py)."""
+    from tests import tf1_phrasecut as graphs
+    from tests.test_interop_phrasecut import TINY, _inputs
+
+    root = tmp_path_factory.mktemp("phrasecut")
+    image, words = _inputs(TINY["size"], TINY["steps"], TINY["vocab"])
+    paths = {}
+    for model, weights in (("LSTM", "resnet"), ("RMI", "deeplab")):
+        paths[model] = str(root / f"unc_{weights}_{model}_iter_1.tfmodel")
+        graphs.run_reference(model, weights, paths[model], word_ids=words, image=image, **TINY)
+    paths["vocabulary"] = graphs.write_vocabulary(str(root / "vocabulary.txt"), TINY["vocab"])
+    return paths
+
+
+def _phrasecut_import(paths, checkpoint, model_dir, format_name="phrasecut_lstm", row="r_lstm_unc"):
+    from refseg_tf.interop import import_checkpoint
+    from tests.test_interop_phrasecut import _tiny_config
+
+    with pytest.raises(ValueError) as raised:
+        import_checkpoint(format_name, checkpoint, paths["vocabulary"], _tiny_config(row), model_dir)
+    assert not os.path.exists(model_dir)  # nothing written to --model_dir
+    assert not glob.glob(str(model_dir) + "*")  # no temporary directory left beside it
+    return str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "edit,expected",
+    [
+        # mis-shaped: the fusion conv's kernel one input channel short
+        (lambda v: {**v, "text_objseg/conv1/DW": v["text_objseg/conv1/DW"][:, :, 1:]},
+         ["text_objseg/conv1/DW", "fusion/fusion_conv"]),
+        # missing: the text LSTM's cell (no naming of it present)
+        (lambda v: {k: x for k, x in v.items() if "basic_lstm_cell" not in k},
+         ["text_objseg/RNN/multi_rnn_cell/cell_0/basic_lstm_cell/weights", "fusion/text_encoder/lstm"]),
+        # unexpected: a variable no layer of R+LSTM takes
+        (lambda v: {**v, "text_objseg/conv3/DW": np.zeros((1, 1, 8, 1), np.float32)},
+         ["text_objseg/conv3/DW", "unexpected"]),
+        # missing backbone batch-norm statistics
+        (lambda v: {k: x for k, x in v.items() if k != "ResNet/group_3_1/block_2/bn/variance"},
+         ["ResNet/group_3_1/block_2/bn/variance", "conv3_block2_2_bn"]),
+    ],
+    ids=["mis-shaped", "missing-lstm", "unexpected", "missing-bn"],
+)
+def test_phrasecut_bad_checkpoint_names_the_variable(phrasecut_checkpoints, tmp_path, edit, expected):
+    from tests import tf1_phrasecut as graphs
+
+    bad = graphs.rewrite_checkpoint(phrasecut_checkpoints["LSTM"], str(tmp_path / "bad.tfmodel"), edit)
+    message = _phrasecut_import(phrasecut_checkpoints, bad, tmp_path / "model")
+    for part in expected:
+        assert part in message, message
+
+
+def test_phrasecut_truncated_checkpoint_names_the_file(phrasecut_checkpoints, tmp_path):
+    source = phrasecut_checkpoints["RMI"]
+    for suffix in (".index", ".data-00000-of-00001"):
+        shutil.copy(source + suffix, str(tmp_path / "cut.tfmodel") + suffix)
+    data = str(tmp_path / "cut.tfmodel.data-00000-of-00001")
+    with open(data, "r+b") as handle:
+        handle.truncate(os.path.getsize(data) // 2)
+    message = _phrasecut_import(phrasecut_checkpoints, str(tmp_path / "cut.tfmodel"),
+                                tmp_path / "model", "phrasecut_rmi", "d_rmi_unc")
+    assert "cut.tfmodel" in message
+
+
+def test_phrasecut_checkpoint_of_the_other_backbone_is_refused(phrasecut_checkpoints, tmp_path):
+    # A -w deeplab RMI snapshot with the R+RMI config (fc1000, no projection).
+    message = _phrasecut_import(phrasecut_checkpoints, phrasecut_checkpoints["RMI"],
+                                tmp_path / "model", "phrasecut_rmi", "r_rmi_unc")
+    assert "-w deeplab" in message and "experiments/d_rmi_" in message
+
+
+def test_phrasecut_format_refuses_another_model_family(phrasecut_checkpoints, tmp_path):
+    message = _phrasecut_import(phrasecut_checkpoints, phrasecut_checkpoints["LSTM"],
+                                tmp_path / "model", "phrasecut_lstm", "r_rmi_unc")
+    assert "phrasecut_lstm" in message and "r_rmi" in message

@@ -6,6 +6,7 @@ a few-channel variant of the same topology for tests.
 """
 
 import dataclasses
+import os
 from typing import Callable, Optional
 
 from refseg_tf.backbones.base import Backbone, set_trainable
@@ -118,6 +119,20 @@ def _interop(function_name):
     return call
 
 
+def _is_authors_tf1_resnet(backbone, weights):
+    if not isinstance(backbone, ResNetOS8) or not isinstance(weights, (str, os.PathLike)):
+        return False
+    from refseg_tf.interop.backbone_checkpoints import is_tf1_checkpoint
+
+    return is_tf1_checkpoint(weights)
+
+
+def _load_authors_tf1_resnet(backbone, weights):
+    from refseg_tf.interop.backbone_checkpoints import load_tf1_resnet_weights
+
+    return load_tf1_resnet_weights(backbone, weights, argument="train.backbone_weights")
+
+
 def _is_imagenet(backbone, weights):
     return weights == "imagenet" and isinstance(backbone, (VGG16FCN, ResNetOS8))
 
@@ -132,6 +147,9 @@ WEIGHT_SOURCES = [
     WeightSource("imagenet", _is_imagenet, lambda backbone, _: load_imagenet_weights(backbone)),
     # Hu et al.'s text_objseg vgg_params.npz (processed_W / processed_B dicts).
     WeightSource("hu_vgg_params", _is_hu_vgg_params, _interop("load_hu_vgg_params"), "vgg_rgb"),
+    # The authors' TF1 ResNet-101 checkpoints (TF-resnet ResNet101_init.tfmodel, TF-deeplab
+    # ResNet101_train.tfmodel, DrSleep deeplab_resnet.ckpt; `flavour:PATH` forces one).
+    WeightSource("authors_tf1_resnet", _is_authors_tf1_resnet, _load_authors_tf1_resnet),
     WeightSource(
         "deeplab_named_arrays",
         lambda backbone, _: isinstance(backbone, ResNetOS8),
@@ -176,7 +194,10 @@ def load_weights(backbone, weights, argument="weights"):
         weights: "imagenet" (VGG16FCN, ResNetOS8: the keras.applications weights) or a file:
             Hu et al.'s `vgg_params.npz` or a keras.applications VGG16 weights file
             (VGG16FCN), a DeepLab `.npz`/`.h5` (ResNetOS8), a darknet `.weights` file or
-            MCN's Keras `.h5` (Darknet53). The format is detected (`WEIGHT_SOURCES`).
+            MCN's Keras `.h5` (Darknet53), one of the authors' TF1 ResNet checkpoints
+            (ResNetOS8: TF-resnet `ResNet101_init.tfmodel`, TF-deeplab `ResNet101_train.tfmodel`,
+            DrSleep `deeplab_resnet.ckpt`; `flavour:PATH` forces the naming, see
+            `refseg_tf.interop.backbone_checkpoints`). The format is detected (`WEIGHT_SOURCES`).
         argument: the setting `weights` came from, named in errors (e.g.
             "train.backbone_weights").
 

@@ -8,6 +8,7 @@ from refseg_tf.backbones.base import Backbone, as_int_tuple
 
 RESNET101_DEPTHS = (3, 4, 23, 3)
 RESNET_WIDTHS = (64, 128, 256, 512)
+STEM_PADDINGS = ("symmetric", "same")
 
 # Stride of the first block of stages 2..5 and dilation of the 3x3 convolutions of each stage.
 _STAGE_LAYOUTS = {
@@ -40,7 +41,13 @@ class ResNetOS8(Backbone):
         expansion: channel expansion of the last 1x1 conv of each block (4 in ResNet).
         num_classes: channels of `fc1000`.
         output_stride: 8 (stages 4, 5 dilated 2, 4), 16 (stage 5 dilated 2) or 32 (plain).
-        batchnorm_epsilon: 1.001e-5 as keras.applications (Caffe/DeepLab used 1e-5).
+        batchnorm_epsilon: 1.001e-5 as keras.applications (Caffe/DeepLab used 1e-5; the TF1
+            ports TF-resnet / TF-deeplab and DrSleep's slim batch norm use 1e-3).
+        stem_padding: "symmetric" (keras.applications / Caffe: 3 zero rows each side of the
+            7x7 stride-2 conv, 1 each side of the 3x3 stride-2 max pool) or "same" (TensorFlow
+            SAME padding of both, as the TF1 ports TF-resnet, TF-deeplab and DrSleep's
+            tensorflow-deeplab-resnet: on even inputs 2 rows before and 3 after the conv, none
+            before and 1 after the pool). The other layers pad the same way in both modes.
         input_shape: `(H, W, 3)`; `None` dimensions allow any size.
         dtype: dtype policy for every layer.
         name: model name.
@@ -71,6 +78,7 @@ class ResNetOS8(Backbone):
         num_classes=1000,
         output_stride=8,
         batchnorm_epsilon=1.001e-5,
+        stem_padding="symmetric",
         input_shape=(None, None, 3),
         dtype=None,
         name="resnet101_os8",
@@ -81,10 +89,14 @@ class ResNetOS8(Backbone):
         if int(output_stride) not in _STAGE_LAYOUTS:
             raise ValueError(f"`output_stride` must be 8, 16 or 32, got {output_stride}.")
         stage_strides, stage_dilations = _STAGE_LAYOUTS[int(output_stride)]
+        if stem_padding not in STEM_PADDINGS:
+            raise ValueError(
+                f"`stem_padding` must be one of {STEM_PADDINGS}; received {stem_padding!r}."
+            )
         builder = _LayerFactory(float(batchnorm_epsilon), dtype)
 
         image = keras.Input(shape=tuple(input_shape), name="image", dtype="float32")
-        features = {"C1": _stem(image, int(stem_filters), builder)}
+        features = {"C1": _stem(image, int(stem_filters), builder, stem_padding)}
         x = features["C1"]
         stride = 4
         strides = {"C1": 4}
@@ -126,6 +138,7 @@ class ResNetOS8(Backbone):
         self.num_classes = int(num_classes)
         self.output_stride = int(output_stride)
         self.batchnorm_epsilon = float(batchnorm_epsilon)
+        self.stem_padding = stem_padding
         self.image_input_shape = tuple(input_shape)
 
     def get_config(self):
@@ -138,6 +151,7 @@ class ResNetOS8(Backbone):
             num_classes=self.num_classes,
             output_stride=self.output_stride,
             batchnorm_epsilon=self.batchnorm_epsilon,
+            stem_padding=self.stem_padding,
             input_shape=list(self.image_input_shape),
         )
         return config
@@ -168,7 +182,13 @@ class _LayerFactory:
         return keras.layers.Activation("relu", name=name, dtype=self.dtype)
 
 
-def _stem(image, filters, builder):
+def _stem(image, filters, builder, padding="symmetric"):
+    if padding == "same":
+        x = builder.conv(filters, 7, "conv1_conv", strides=2, padding="same")(image)
+        x = builder.relu("conv1_relu")(builder.batch_norm("conv1_bn")(x))
+        return keras.layers.MaxPooling2D(
+            3, strides=2, padding="same", name="pool1_pool", dtype=builder.dtype
+        )(x)
     x = keras.layers.ZeroPadding2D(3, name="conv1_pad", dtype=builder.dtype)(image)
     x = builder.conv(filters, 7, "conv1_conv", strides=2)(x)
     x = builder.batch_norm("conv1_bn")(x)

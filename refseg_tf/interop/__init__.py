@@ -60,6 +60,8 @@ from refseg_tf.interop.tf1 import (
 
 # Format modules (each registers itself on import): one line per authors' code base.
 from refseg_tf.interop import text_objseg  # noqa: E402,F401  (Hu et al. 2016)
+from refseg_tf.interop import phrasecut  # noqa: E402,F401  (Liu et al. 2017, RMI code)
+from refseg_tf.interop import rrn  # noqa: E402,F401  (Li et al. 2018)
 
 __all__ = [
     "AssignmentPlan",

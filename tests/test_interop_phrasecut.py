@@ -1,0 +1,84 @@
+"""TF-phrasecut-public checkpoints (R+LSTM, D+LSTM, R+RMI, D+RMI) imported number for number.
+
+Each test builds the authors' TF1 graph (tests/tf1_phrasecut.py, written here from their
+variable names, shapes and equations) with random weights, saves its checkpoint, imports it with
+`import_checkpoint` into a model directory, loads that directory's `model.keras` and compares
+the logits on the same image and sentence (shorter than the maximum length: front `<pad>`
+steps). Tolerance 1e-4 max abs: two implementations of the same float32 maths (and oneDNN)
+differ in the last bits, nothing more.
+"""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from refseg_tf.interop import import_checkpoint, load_experiment_config
+from tests import tf1_phrasecut as graphs
+
+CASES = [
+    ("LSTM", "resnet", "r_lstm_unc"),
+    ("LSTM", "deeplab", "d_lstm_unc"),
+    ("RMI", "resnet", "r_rmi_unc"),
+    ("RMI", "deeplab", "d_rmi_unc"),
+]
+TINY = dict(size=64, steps=7, vocab=10, backbone=graphs.TINY_RESNET, emb=8, rnn=16, mlp=8, v_emb=8)
+# ResNetOS8 widths of TINY_RESNET's filters (bottleneck width = stage output / 4).
+TINY_WIDTHS = (4, 8, 12, 16)
+TOLERANCE = 1e-4
+
+
+def _inputs(size, steps, vocab, seed=1):
+    rng = np.random.default_rng(seed)
+    image = rng.normal(0.0, 50.0, (size, size, 3)).astype(np.float32)  # a Caffe-BGR-like image
+    words = np.zeros((steps,), np.int32)
+    words[3:] = rng.integers(4, vocab, steps - 3)  # 3 front pads: shorter than max length
+    return image, words
+
+
+def _tiny_config(row):
+    config = load_experiment_config(os.path.join("experiments", f"{row}.py"))
+    config.model.size = "tiny"
+    config.model.backbone.kwargs = {"widths": TINY_WIDTHS}
+    config.data.image_size = TINY["size"]
+    config.data.max_length = TINY["steps"]
+    return config
+
+
+def _import_and_compare(tmp_path, model, weights, row, config, dims, train):
+    image, words = _inputs(dims["size"], dims["steps"], dims["vocab"])
+    prefix = str(tmp_path / "authors" / f"unc_{weights}_{model}_iter_1.tfmodel")
+    reference, _ = graphs.run_reference(model, weights, prefix, word_ids=words, image=image,
+                                        train=train, **dims)
+    vocabulary = graphs.write_vocabulary(str(tmp_path / "vocabulary.txt"), dims["vocab"])
+    model_dir = tmp_path / "imported"
+    report = import_checkpoint(f"phrasecut_{model.lower()}", prefix, vocabulary, config, model_dir)
+    assert report["format"] == f"phrasecut_{model.lower()}"
+    assert sorted(os.listdir(model_dir)) == ["config.json", "model.keras", "preprocessor.json", "vocab.txt"]
+    imported = keras.saving.load_model(str(model_dir / "model.keras"), compile=False)
+    logits = np.asarray(imported({"image": image[None], "word_ids": words[None]}))
+    assert logits.shape == reference.shape
+    np.testing.assert_allclose(logits, reference, rtol=0, atol=TOLERANCE)
+    # The comparison must be able to fail: a different sentence changes the logits.
+    other = words.copy()
+    other[-1] = 4 if words[-1] != 4 else 5
+    changed = np.asarray(imported({"image": image[None], "word_ids": other[None]}))
+    assert np.abs(changed - reference).max() > 10 * TOLERANCE
+    return report
+
+
+@pytest.mark.parametrize("model,weights,row", CASES)
+def test_tiny_checkpoint_imports_to_the_same_logits(tmp_path, model, weights, row):
+    # train=True: the snapshot also holds Adam slots and the step counter, as main.py's.
+    report = _import_and_compare(tmp_path, model, weights, row, _tiny_config(row), TINY, train=True)
+    assert report["ignored"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model,weights,row", CASES)
+def test_paper_size_checkpoint_imports_to_the_same_logits(tmp_path, model, weights, row):
+    # The authors' sizes: ResNet-101 at 320 px (40x40 features), T = 20, vocabulary 12112.
+    dims = dict(size=320, steps=20, vocab=12112, backbone=graphs.PAPER_RESNET)
+    config = load_experiment_config(os.path.join("experiments", f"{row}.py"))
+    _import_and_compare(tmp_path, model, weights, row, config, dims, train=False)
