@@ -898,6 +898,8 @@ def _asgn_modules(config, modules, detail_layers):
         raise ValueError(f"`modules` must be one of {ASGN_MODULES}; received {modules!r}.")
     parts = modules.split("_")
     config.model.detail_features = tuple(detail_layers) if "de" in parts else ()
+    # DE maps L2-normalised as the features they join (REC, issue 19 §3; `DetailEnhancement`).
+    config.model.detail_normalize = "de" in parts
     config.model.semantic_embedding = "se" in parts
     config.model.adversarial_training = "at" in parts
 
