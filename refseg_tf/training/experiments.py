@@ -869,6 +869,15 @@ ASGN_MODULES = ("at", "se", "se_at", "de", "de_at", "de_se", "de_se_at")
 _ASGN_MODEL_KEYS = ("name", "vocabulary_size", "size", "backbone", "loss", "optimizer", "threshold")
 
 
+# SNLE rows (issue 19 §2): Hu's code averages the CE over the 512 x 512 pixels, so with
+# λ = 0.1, λ·CE (about 0.02 at initialisation) would sit far below L_adv (>= log 2 = 0.69)
+# and invert the balance ASGN §IV.C / IV.E require ("the pixel-wise cross entropy loss is much
+# larger than the adversarial loss"). These rows sum the CE over the pixels (as the RMI code's
+# R/D rows do over their 40 x 40 grid) and multiply Hu's weight decay by the same pixel count,
+# so Hu's CE : decay balance is kept (the generator's decay is then scaled with λ by `ASGN`).
+SNLE_CE_REDUCTION = "sum"
+
+
 def _asgn_base_config(generator, dataset):
     """The generator's own recipe (ASGN builds on the baselines' code, SPEC 3.6)."""
     if generator == "snle":
@@ -877,6 +886,9 @@ def _asgn_base_config(generator, dataset):
         config.train.optimizer.name = "adam"
         config.train.optimizer.learning_rate = 2.5e-4
         config.train.optimizer.schedule = "constant"
+        config.model.loss.reduction = SNLE_CE_REDUCTION
+        pixels = int(config.data.image_size) ** 2  # Hu's high-resolution loss grid: the input
+        config.train.weight_decay = float(config.train.weight_decay) * pixels
         return config
     if generator == "d_rmi":
         return rmi("d_rmi", dataset)
