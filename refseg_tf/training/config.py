@@ -73,6 +73,9 @@ def base_config() -> ml_collections.ConfigDict:
     # "refseg" (the library's tokeniser) or "authors" (Hu/RMI/RRN's `re.split(r'(\W+)')`).
     config.data.tokenizer = "refseg"
     config.data.shuffle_buffer = 1000
+    # Read every training shard at once (`refseg_tf.data.load(interleave_all_files=True)`):
+    # the batch-1 rows set it (issue 19 §10), the buffer alone then mixes the whole split.
+    config.data.interleave_all_files = False
     # The text-blind control: every expression replaced by this one word ("" = off).
     config.data.blind_expression = ""
 

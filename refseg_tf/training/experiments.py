@@ -274,6 +274,15 @@ def hu_lstm_cnn(dataset="referit", stage="low"):
     return config
 
 
+def _whole_split_shuffle(config):
+    """Batch-1 rows (RMI, RRN and the ASGN rows built on them; issue 19 §10): the authors'
+    readers permuted the whole training set each epoch, while a 1,000-sentence buffer over
+    16 shards at a time would make neighbouring steps come from a narrow stretch of the split.
+    Every shard is read at once (shards reshuffled each epoch) so the buffer draws from all of
+    them; a buffer covering the split would hold every encoded image in memory."""
+    config.data.interleave_all_files = True
+
+
 def rmi_baseline(model="r_lstm", dataset="unc"):
     """RMI (Liu et al. 2017) Sec. 3.2 baselines R+LSTM / D+LSTM: 320 px, output stride 8.
 
@@ -287,6 +296,7 @@ def rmi_baseline(model="r_lstm", dataset="unc"):
         raise ValueError(f"`model` must be r_lstm, d_lstm or d_lstm_ours; received {model!r}.")
     config = base_config()
     _set_dataset(config, dataset)
+    _whole_split_shuffle(config)
     names = {"r_lstm": "R+LSTM", "d_lstm": "D+LSTM", "d_lstm_ours": "D-LSTM-ours (RRN)"}
     config.description = f"{names[model]} baseline, {dataset}"
     if model == "d_lstm_ours":
@@ -328,6 +338,7 @@ def rrn(dataset="unc", table1_row=12, authors_cell=False):
     config = base_config()
     _set_dataset(config, dataset)
     _authors_data(config)
+    _whole_split_shuffle(config)
     config.model.name = "rrn"
     config.model.table1_row = int(table1_row)
     _set_loss(config, RRN_LOSS)
@@ -512,6 +523,7 @@ def rmi(model="r_rmi", dataset="unc"):
     config.model.name = model
     _set_loss(config, RMI_BASELINE_LOSS)
     _authors_data(config)
+    _whole_split_shuffle(config)
     _authors_adam(config, RMI_DECAY_STEPS, RMI_TRAIN_STEPS)
     if model == "r_rmi":
         config.train.backbone_weights = "imagenet"
