@@ -48,6 +48,7 @@ __all__ = [
     "EXPERIMENTS",
     "Experiment",
     "RMI_DECAY_STEPS",
+    "RMI_SNAPSHOT_NOTE",
     "RMI_TRAIN_STEPS",
     "SYNTHETIC_BACKBONES",
     "SYNTHETIC_RECIPES",
@@ -65,6 +66,7 @@ __all__ = [
     "set_paper",
     "synthetic",
     "synthetic_backbone",
+    "whole_split_shuffle",
 ]
 
 # --------------------------------------------------------------------------- the base config
@@ -266,6 +268,11 @@ DEEPLAB_WEIGHTS = "data/weights/deeplab_resnet101.npz"
 # Schedules of the authors' code (`lr_decay_step` and the iterations trained / evaluated).
 RMI_DECAY_STEPS = 750000  # TF-phrasecut-public LSTM_model.py / RMI_model.py
 RMI_TRAIN_STEPS = 750000  # main.py -i (README: train 750000)
+# ... while the README tests the 650k snapshot (SPEC 1.7): said in every RMI-code config.
+RMI_SNAPSHOT_NOTE = (
+    "trains the code's 750k iterations; the authors' README tests the 650k-iteration "
+    "snapshot (evaluate that checkpoint to follow it)"
+)
 TF1_ADAM_EPSILON = 1e-8
 
 

@@ -759,3 +759,20 @@ def test_paper_rows_with_de_normalise_it_and_batch_one_rows_read_every_shard():
         assert int(config.train.batch_size) == 1 and config.data.interleave_all_files, name
     for name in ("lts_refcoco", "asgn_snle_at_referit", "synthetic_rrn"):
         assert not experiments.get_experiment(name).data.interleave_all_files, name
+
+
+def test_rmi_code_rows_carry_dcrf_and_length_targets_and_the_snapshot_note():
+    # Issue 19 §7 (RMI Table 1 +DCRF rows, Tables 2-5 R+LSTM rows, typed from liu2017_rmi.txt).
+    r_lstm = experiments.get_experiment("r_lstm_unc")
+    assert dict(r_lstm.paper.overall_iou_dense_crf) == {"val": 39.88, "testA": 40.44, "testB": 40.07}
+    assert dict(r_lstm.paper.overall_iou_by_length) == {
+        "1-2": 43.66, "3": 40.60, "4-5": 33.98, "6-20": 24.91
+    }
+    assert dict(experiments.get_experiment("d_lstm_referit").paper.overall_iou_dense_crf) == {
+        "test": 58.20
+    }
+    assert experiments.get_experiment("r_lstm_gref").paper.overall_iou_by_length["11-20"] == 26.61
+    assert "overall_iou_by_length" not in experiments.get_experiment("d_lstm_unc").paper
+    for name in ("r_lstm_unc", "d_lstm_gref", "r_rmi_unc", "d_rmi_referit"):
+        assert "650k" in experiments.get_experiment(name).description, name
+        assert int(experiments.get_experiment(name).train.steps) == 750000

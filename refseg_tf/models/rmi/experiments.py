@@ -11,6 +11,7 @@ from refseg_tf.experiment import (
     DATASET_SUFFIXES,
     DEEPLAB_WEIGHTS,
     RMI_DECAY_STEPS,
+    RMI_SNAPSHOT_NOTE,
     RMI_TRAIN_STEPS,
     authors_adam,
     authors_data,
@@ -69,7 +70,8 @@ def rmi(model="r_rmi", dataset="unc"):
     set_dataset(config, dataset)
     config.description = (
         f"{RMI_MODELS[model]} (Liu et al. 2017), {dataset}; the Table 1 "
-        f"{RMI_MODELS[model]}+DCRF row is this model evaluated with --dense_crf"
+        f"{RMI_MODELS[model]}+DCRF row is this model evaluated with --dense_crf; "
+        + RMI_SNAPSHOT_NOTE
     )
     config.model.name = model
     set_loss(config, RMI_BASELINE_LOSS)
