@@ -48,6 +48,7 @@ __all__ = [
     "EXPERIMENTS",
     "Experiment",
     "RMI_DECAY_STEPS",
+    "RMI_SNAPSHOT_NOTE",
     "RMI_TRAIN_STEPS",
     "SYNTHETIC_BACKBONES",
     "SYNTHETIC_RECIPES",
@@ -65,6 +66,7 @@ __all__ = [
     "set_paper",
     "synthetic",
     "synthetic_backbone",
+    "whole_split_shuffle",
 ]
 
 # --------------------------------------------------------------------------- the base config
@@ -93,6 +95,9 @@ def base_config() -> ml_collections.ConfigDict:
     # "refseg" (the library's tokeniser) or "authors" (Hu/RMI/RRN's `re.split(r'(\W+)')`).
     config.data.tokenizer = "refseg"
     config.data.shuffle_buffer = 1000
+    # Read every training shard at once (`refseg_tf.data.load(interleave_all_files=True)`):
+    # the batch-1 rows set it (`whole_split_shuffle`), the buffer then mixes the whole split.
+    config.data.interleave_all_files = False
     # The text-blind control: every expression replaced by this one word ("" = off).
     config.data.blind_expression = ""
 
@@ -263,6 +268,11 @@ DEEPLAB_WEIGHTS = "data/weights/deeplab_resnet101.npz"
 # Schedules of the authors' code (`lr_decay_step` and the iterations trained / evaluated).
 RMI_DECAY_STEPS = 750000  # TF-phrasecut-public LSTM_model.py / RMI_model.py
 RMI_TRAIN_STEPS = 750000  # main.py -i (README: train 750000)
+# ... while the README tests the 650k snapshot (SPEC 1.7): said in every RMI-code config.
+RMI_SNAPSHOT_NOTE = (
+    "trains the code's 750k iterations; the authors' README tests the 650k-iteration "
+    "snapshot (evaluate that checkpoint to follow it)"
+)
 TF1_ADAM_EPSILON = 1e-8
 
 
@@ -287,6 +297,15 @@ def authors_adam(config, decay_steps, steps):
     config.train.optimizer.decay_steps = int(decay_steps)
     config.train.steps = int(steps)
     config.train.weight_decay_scope = "conv_kernels"
+
+
+def whole_split_shuffle(config):
+    """Batch-1 rows (RMI, RRN and the ASGN rows built on them; issue 19 §10): the authors'
+    readers permuted the whole training set each epoch, while a 1,000-sentence buffer over
+    16 shards at a time would make neighbouring steps come from a narrow stretch of the split.
+    Every shard is read at once (shards reshuffled each epoch) so the buffer draws from all of
+    them; a buffer covering the split would hold every encoded image in memory."""
+    config.data.interleave_all_files = True
 
 
 def set_loss(config, loss):

@@ -21,11 +21,27 @@ import numpy as np
 from keras import ops
 
 LABEL_MODES = ("binary", "soft", "any", "point")
+# The pixel grid on which each label mode's cells sit, i.e. how a map on the label grid is
+# brought back to the image so that it lines up with the mask it was made from: "point"
+# labels sample pixel (s i, s j), TF1's corner grid (`resize_bilinear(..., half_pixel_centers=
+# False)`, the "upsample_logits" scoring rule); the block modes pool the s x s block whose
+# centre is s i + (s - 1) / 2, the half-pixel grid.
+LABEL_GRIDS = {"point": "tf1", "binary": "half_pixel", "soft": "half_pixel", "any": "half_pixel"}
 
 
 def _check_mode(mode):
     if mode not in LABEL_MODES:
         raise ValueError(f"label mode must be one of {LABEL_MODES}; received {mode!r}.")
+
+
+def label_grid(mode) -> str:
+    """The pixel grid of `mode`'s label cells: "tf1" ("point") or "half_pixel" (block modes).
+
+    The one rule that puts a map on a label grid back onto the image (e.g. ASGN's fake and real
+    masks for the discriminator); `refseg_tf.scoring` upsamples logits on the same grids.
+    """
+    _check_mode(mode)
+    return LABEL_GRIDS[mode]
 
 
 def _static_int(value):

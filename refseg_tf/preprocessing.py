@@ -263,7 +263,9 @@ class ReferringPreprocessor(tf.Module):
 
     def preprocess_mask(self, mask):
         """A ground-truth mask [h, w(, 1)] -> binary float32 [S, S, 1], letterboxed as the image."""
-        return transforms.resize_and_pad_mask(mask, self.image_size)
+        return transforms.resize_and_pad_mask(
+            mask, self.image_size, transforms.letterbox_rounding(self.resize_method)
+        )
 
     def tokenize(self, expressions):
         """Sentences -> int32 word ids ([T] for a scalar, [B, T] for a vector); the text-blind
@@ -302,7 +304,10 @@ class ReferringPreprocessor(tf.Module):
 
     def restore(self, score_map, original_size, method: str = "bilinear"):
         """Inverse letterbox of a square map [s, s(, 1)] -> [h, w(, 1)] (graph-safe)."""
-        return transforms.restore_to_original(score_map, original_size, self.image_size, method)
+        return transforms.restore_to_original(
+            score_map, original_size, self.image_size, method,
+            transforms.letterbox_rounding(self.resize_method),
+        )
 
     def score(self, logits, image_window, original_size, threshold=None):
         """The scored masks of a batch at the original sizes: `scoring.score_masks` (numpy)."""
@@ -321,11 +326,16 @@ class ReferringPreprocessor(tf.Module):
         """Graph form for one example: logits [g, g, 1] -> (probability float32 [h, w], mask
         bool [h, w]) at the letterbox of `original_size` (`scoring.score_mask_tf`)."""
         threshold = self.threshold_for() if threshold is None else threshold
+        original = tf.reshape(tf.cast(original_size, tf.int32), [2])
+        window = transforms.letterbox_geometry(
+            original[0], original[1], self.image_size,
+            transforms.letterbox_rounding(self.resize_method),
+        )
         probability = scoring.probability_map_tf(
-            logits, original_size, self.image_size, self.scoring_rule
+            logits, original_size, self.image_size, self.scoring_rule, window
         )
         mask = scoring.score_mask_tf(
-            logits, original_size, self.image_size, self.scoring_rule, threshold
+            logits, original_size, self.image_size, self.scoring_rule, threshold, window
         )
         return probability, mask
 
@@ -333,8 +343,10 @@ class ReferringPreprocessor(tf.Module):
         """The human-readable contract of the preprocessing (for `export.json`)."""
         return {
             "letterbox": (
-                "scale = min(S / h, S / w), new size rounded, centred on an S x S canvas with "
-                "offsets floor((S - new) / 2)"
+                "scale = min(S / h, S / w), new size "
+                + ("floored" if self.resize_method == "bicubic" else "rounded")
+                + ", centred on an S x S canvas with offsets floor((S - new) / 2)"
+                + (" (bicubic antialiased when downscaling, as PIL)" if self.resize_method == "bicubic" else "")
             ),
             "resize_method": self.resize_method,
             "pad_value": self.pad_value,

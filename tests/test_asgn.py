@@ -305,3 +305,127 @@ def test_mirrored_strategy_step_equals_single_device():
     moved, diff = (float(value) for value in lines[0].split()[1:])
     assert moved > 1e-4  # the step did change the weights
     assert diff < 1e-5, f"MirroredStrategy differs from one device by {diff}"
+
+
+# --- Issue 19: fidelity of the adversarial rows ----------------------------------------------
+
+
+@pytest.mark.parametrize("label_mode", ["point", "binary"])
+def test_prediction_equal_to_its_label_gives_a_fake_mask_equal_to_the_real_one(label_mode):
+    # Issue 19 §1: fake and real masks on the grid of the CE's labels (and of scoring). Before,
+    # the prediction was upsampled on the half-pixel grid and the real mask was the full-size
+    # ground truth, so a perfect prediction of a "point" label still differed from it.
+    from refseg_tf.labels import downsample_mask
+
+    model = _model(loss_config={"label_mode": label_mode, "resolution": "logits"})
+    inputs, masks = _batch()
+    logits_shape = model(inputs).shape
+    label = keras.ops.convert_to_numpy(downsample_mask(masks, logits_shape[1:3], label_mode))
+    logits = np.where(label > 0.5, 40.0, -40.0).astype("float32")  # sigmoid saturates: 0 / 1
+    fake = keras.ops.convert_to_numpy(model.upsampled_prediction(logits, inputs["image"]))
+    real = keras.ops.convert_to_numpy(model.ground_truth_mask(masks, logits, inputs["image"]))
+    assert fake.shape == real.shape == masks.shape
+    np.testing.assert_allclose(fake, real, atol=1e-6)
+    if label_mode == "point":
+        # the TF1 corner grid: label cell (i, j) is pixel (8i, 8j) of both masks.
+        np.testing.assert_array_equal(real[:, ::8, ::8], label)
+
+
+def test_loss_at_image_resolution_keeps_the_mask_and_upsamples_on_the_loss_grid():
+    from refseg_tf.scoring import resize_tf1_bilinear
+
+    model = _model(loss_config={"resolution": "image", "upsampling": "tf1"})
+    inputs, masks = _batch()
+    logits = model(inputs)
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(model.ground_truth_mask(masks, logits, inputs["image"])), masks
+    )
+    expected = resize_tf1_bilinear(keras.ops.sigmoid(logits), (SIZE, SIZE))
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(model.upsampled_prediction(logits, inputs["image"])),
+        keras.ops.convert_to_numpy(expected),
+        atol=1e-6,
+    )
+
+
+def test_detail_enhancement_can_l2_normalise_and_the_presets_do():
+    # Issue 19 §3: raw ReLU DE maps are O(1) per channel against ~0.03 of the normalised
+    # features they join; normalised, each map has unit norm at every position.
+    rng = np.random.default_rng(0)
+    features = {"C3": rng.normal(size=(1, 8, 8, 6)).astype("float32") * 50,
+                "C4": rng.normal(size=(1, 4, 4, 6)).astype("float32") * 50}
+    reference = np.zeros((1, 4, 4, 2), "float32")
+    de = DetailEnhancement(("C3", "C4"), channels=5, normalize=True)
+    out = keras.ops.convert_to_numpy(de(features, reference)).reshape(1, 4, 4, 2, 5)
+    norms = np.linalg.norm(out, axis=-1)
+    np.testing.assert_allclose(norms[norms > 1e-6], 1.0, rtol=1e-5)
+    assert DetailEnhancement.from_config(de.get_config()).normalize
+    model = _model()
+    assert model.generator.detail.normalize and model.generator.get_config()["detail_normalize"]
+
+
+def test_discriminator_sees_a_rescaled_image():
+    # Issue 19 §4: a caffe-BGR image (about +-128) next to a [0, 1] mask; D's image part is
+    # rescaled to about [-1, 1].
+    model = _model()
+    image = np.full((1, SIZE, SIZE, 3), 128.0, "float32")
+    image[..., 0] = -124.0
+    mask = np.ones((1, SIZE, SIZE, 1), "float32")
+    pair = keras.ops.convert_to_numpy(model.discriminator_input(image, mask))
+    assert np.abs(pair[..., :3]).max() <= 1.0
+    np.testing.assert_array_equal(pair[..., 3:], mask)
+    assert ASGN.from_config(model.get_config()).discriminator_image_scale == 1.0 / 128.0
+    with pytest.raises(ValueError, match="discriminator_image_scale"):
+        _model(discriminator_image_scale=0.0)
+
+
+def test_generator_weight_decay_is_scaled_with_lambda():
+    # Issue 19 §4: L_G = L_adv + λ (CE + R_G); before, R_G entered unscaled (1/λ times stronger
+    # against the CE than in the base recipe).
+    from refseg_tf.training.optimizers import apply_weight_decay
+
+    model = _model(cross_entropy_weight=0.1)
+    assert apply_weight_decay(model.generator, 1.0) > 0
+    model.compile(run_eagerly=True)
+    inputs, masks = _batch()
+    decay = float(sum(keras.ops.convert_to_numpy(loss) for loss in model.generator.losses))
+    assert decay > 1.0  # large enough that an unscaled term would show
+    logs = model.train_on_batch(inputs, masks, return_dict=True)
+    expected = logs["g_adv"] + 0.1 * (logs["g_ce"] + decay)
+    # float32 sums of many squared weights: a relative tolerance.
+    np.testing.assert_allclose(logs["loss"], expected, rtol=1e-4)
+
+
+@pytest.mark.slow  # the paper-size discriminator on 10 images of 512 px: about 50 s loaded
+def test_snle_rows_keep_cross_entropy_dominant_on_a_paper_size_batch():
+    # Issue 19 §2: Hu's mean CE with λ = 0.1 gave λ·CE ~ 0.02 against L_adv >= 0.69; the SNLE
+    # rows sum it over the pixels. Measured at initialisation on the rows' own batch (10 images
+    # of 512 px, Hu's high-resolution logits at the input size, near zero at the start) with
+    # the paper-size discriminator.
+    from refseg_tf.losses import get_loss
+    from refseg_tf.models.base import validate_loss_config
+    from refseg_tf.training import experiments
+
+    for modules in ("at", "de_se_at"):
+        config = experiments.asgn("snle", "referit", modules=modules)
+        batch, size = int(config.train.batch_size), int(config.data.image_size)
+        assert (batch, size) == (10, 512)
+        loss_config = validate_loss_config(dict(config.model.loss))
+        loss_config["pixel_reduction"] = loss_config.pop("reduction")
+        cross_entropy = get_loss(loss_config.pop("name"), **loss_config)
+        masks = np.zeros((batch, size, size, 1), "float32")
+        masks[:, 100:300, 150:350] = 1.0
+        rng = np.random.default_rng(0)
+        logits = rng.normal(scale=0.1, size=(batch, size, size, 1)).astype("float32")
+        ce = float(keras.ops.convert_to_numpy(cross_entropy(masks, logits)))
+        weighted = float(config.model.cross_entropy_weight) * ce
+        keras.utils.set_random_seed(0)
+        model = ASGN(generator=_model().generator)  # the paper's discriminator (64-512)
+        image = rng.uniform(-124, 152, size=(batch, size, size, 3)).astype("float32")
+        fake = model.discriminate(image, keras.ops.sigmoid(logits))
+        adversarial = float(np.mean(keras.ops.convert_to_numpy(keras.ops.softplus(-fake))))
+        assert adversarial > 0.3
+        assert weighted > 100 * adversarial, (weighted, adversarial)
+    # Hu's CE : decay balance is kept: the decay grows with the pixel count the CE now sums.
+    hu = experiments.hu_lstm_cnn("referit", stage="high")
+    assert config.train.weight_decay == pytest.approx(hu.train.weight_decay * 512 * 512)

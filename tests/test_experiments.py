@@ -76,6 +76,19 @@ PAPER_IOU = {
     "asgn_r_lstm_at_gref": {'val': 34.42},
     "asgn_r_lstm_at_referit": {'test': 54.41},
     "asgn_r_lstm_at_unc": {'val': 41.18, 'testA': 42.19, 'testB': 40.3},
+    # ASGN Table I's own baselines (issue 19 §6; typed from qiu_asgn.txt Table I).
+    "asgn_r_lstm_unc": {'val': 39.29, 'testA': 39.80, 'testB': 39.15},
+    "asgn_r_lstm_uncplus": {'val': 26.87, 'testA': 27.52, 'testB': 25.28},
+    "asgn_r_lstm_gref": {'val': 28.06},
+    "asgn_r_lstm_referit": {'test': 54.04},
+    "asgn_d_lstm_unc": {'val': 43.32, 'testA': 43.71, 'testB': 43.25},
+    "asgn_d_lstm_uncplus": {'val': 28.61, 'testA': 29.03, 'testB': 28.14},
+    "asgn_d_lstm_gref": {'val': 32.86},
+    "asgn_d_lstm_referit": {'test': 56.78},
+    "asgn_d_rmi_unc": {'val': 44.51, 'testA': 44.83, 'testB': 44.74},
+    "asgn_d_rmi_uncplus": {'val': 30.18, 'testA': 31.02, 'testB': 30.05},
+    "asgn_d_rmi_gref": {'val': 34.27},
+    "asgn_d_rmi_referit": {'test': 57.39},
     "asgn_r_lstm_at_uncplus": {'val': 30.14, 'testA': 31.44, 'testB': 29.37},
     "asgn_r_lstm_de_at_unc": {'val': 45.06, 'testA': 46.17, 'testB': 44.97},
     "asgn_r_lstm_de_conv1_2_3_4_5_unc": {'val': 43.96, 'testA': 44.87, 'testB': 43.4},
@@ -697,3 +710,69 @@ def test_synthetic_asgn_discriminator_rate_is_its_own_and_paper_rows_share_one()
     assert "discriminator" not in paper.train.optimizer
     assert paper.model.cross_entropy_weight == 0.1
     assert paper.train.optimizer.learning_rate == 2.5e-4
+
+
+# --- Issue 19: ASGN metadata, baselines and the batch-1 shuffle ------------------------------
+
+
+def test_asgn_precision_rows_belong_to_table_ii_only():
+    # Issue 19 §5: Table III (DE layer sets) and Table VI (lambda) rows carried Table II's
+    # precision of their module set; their descriptions name the DE layers and lambda.
+    for layers in ("conv1", "conv4_5", "conv1_2_3_4_5"):
+        config = experiments.get_experiment(f"asgn_r_lstm_de_{layers}_unc")
+        assert "precision" not in config.paper, layers
+        assert config.paper.source == "ASGN Table III"
+        assert layers.replace("_", "+") in config.description
+    for suffix, weight in (("0p01", 0.01), ("1", 1.0)):
+        config = experiments.get_experiment(f"asgn_r_lstm_de_se_at_lambda{suffix}_unc")
+        assert "precision" not in config.paper
+        assert f"lambda = {weight:g}" in config.description
+        assert "conv3+conv4+conv5" in config.description
+    table2 = experiments.get_experiment("asgn_r_lstm_de_unc")
+    assert tuple(table2.paper.precision.val) == (41.51, 30.44, 19.06, 7.96, 0.94)
+    baseline = experiments.get_experiment("asgn_r_lstm_unc")
+    assert tuple(baseline.paper.precision.testB) == (33.58, 20.96, 9.91, 2.37, 0.16)
+    assert baseline.paper.source == "ASGN Tables I-III"
+
+
+def test_asgn_baselines_are_the_generator_alone():
+    # Issue 19 §6: `modules="none"`: no DE, SE or AT (the generator on CE alone).
+    for generator, base in (("r_lstm", "r_lstm"), ("d_lstm", "d_lstm"), ("d_rmi", "d_rmi")):
+        config = experiments.get_experiment(f"asgn_{generator}_unc")
+        assert config.model.name == f"asgn_{generator}"
+        assert tuple(config.model.detail_features) == ()
+        assert not config.model.semantic_embedding and not config.model.adversarial_training
+        assert "baseline" in config.description
+    with pytest.raises(ValueError, match="modules"):
+        experiments.asgn("r_lstm", "unc", modules="everything")
+
+
+def test_paper_rows_with_de_normalise_it_and_batch_one_rows_read_every_shard():
+    # Issue 19 §3 and §10, recorded in the configs.
+    for name in PAPER_NAMES:
+        if not name.startswith("asgn_"):
+            continue
+        config = experiments.get_experiment(name)
+        assert bool(config.model.detail_normalize) == bool(tuple(config.model.detail_features)), name
+    for name in ("r_rmi_unc", "d_lstm_unc", "rrn_unc", "asgn_d_rmi_de_se_at_unc"):
+        config = experiments.get_experiment(name)
+        assert int(config.train.batch_size) == 1 and config.data.interleave_all_files, name
+    for name in ("lts_refcoco", "asgn_snle_at_referit", "synthetic_rrn"):
+        assert not experiments.get_experiment(name).data.interleave_all_files, name
+
+
+def test_rmi_code_rows_carry_dcrf_and_length_targets_and_the_snapshot_note():
+    # Issue 19 §7 (RMI Table 1 +DCRF rows, Tables 2-5 R+LSTM rows, typed from liu2017_rmi.txt).
+    r_lstm = experiments.get_experiment("r_lstm_unc")
+    assert dict(r_lstm.paper.overall_iou_dense_crf) == {"val": 39.88, "testA": 40.44, "testB": 40.07}
+    assert dict(r_lstm.paper.overall_iou_by_length) == {
+        "1-2": 43.66, "3": 40.60, "4-5": 33.98, "6-20": 24.91
+    }
+    assert dict(experiments.get_experiment("d_lstm_referit").paper.overall_iou_dense_crf) == {
+        "test": 58.20
+    }
+    assert experiments.get_experiment("r_lstm_gref").paper.overall_iou_by_length["11-20"] == 26.61
+    assert "overall_iou_by_length" not in experiments.get_experiment("d_lstm_unc").paper
+    for name in ("r_lstm_unc", "d_lstm_gref", "r_rmi_unc", "d_rmi_referit"):
+        assert "650k" in experiments.get_experiment(name).description, name
+        assert int(experiments.get_experiment(name).train.steps) == 750000

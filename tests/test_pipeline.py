@@ -614,3 +614,32 @@ def test_mirrored_strategy_over_two_logical_cpus(dataset):
     assert max(result["replica_batches"]) == 2  # global batch 4 split over 2 replicas
     assert result["train_shapes"] == [[2, 8, 8, 1], [2, 8, 8, 1]]
     assert result["image_shapes"] == [[2, SIZE, SIZE, 3], [2, SIZE, SIZE, 3]]
+
+
+def test_interleave_all_files_reads_every_shard_before_any_second_record(tmp_path):
+    # Issue 19 §10: at batch 1 a 1,000-sentence buffer over 16 shards at a time draws from a
+    # narrow stretch of the split; `interleave_all_files` reads every shard at once.
+    corpus = Corpus()
+    rng = np.random.default_rng(0)
+    shards = []
+    for k in range(18):  # 18 shards of two one-sentence images: 1000 + k, then 2000 + k
+        shards.append([
+            image_record(corpus, image_id, corpus.add_image(image_id, 20, 24, [(image_id, 1)], rng))
+            for image_id in (1000 + k, 2000 + k)
+        ])
+    write_split(tmp_path, "train", shards)
+    write_vocabulary(tmp_path, corpus)
+
+    def first_images(**kwargs):
+        data = load_small(tmp_path, "train", batch_size=1, shuffle_buffer=1, seed=3, repeat=1,
+                          verify="none", **kwargs)
+        order = []
+        for batch in data:
+            sent_id = sent_id_from_word_ids(batch["word_ids"][0].numpy())
+            order.append(corpus.refs[corpus.sentence_ref[sent_id]].image_id)
+        return order[:18]
+
+    spread = first_images(interleave_all_files=True)
+    assert sorted(spread) == [1000 + k for k in range(18)]  # one record of every shard first
+    narrow = first_images()
+    assert any(image_id >= 2000 for image_id in narrow)  # 16 shards at a time: seconds first

@@ -241,7 +241,8 @@ def test_preprocess_image_is_resize_then_normalize():
     )
     expected = normalize_image(resize_and_pad(image, 48, "bicubic", "grey"), "caffe_bgr")
     np.testing.assert_array_equal(out.numpy(), expected.numpy())
-    np.testing.assert_array_equal(window.numpy(), numpy_letterbox(37, 91, 48))
+    # bicubic = MCN's letterbox: 37 * 48 / 91 = 19.5 floored (the rounded rule gives 20).
+    np.testing.assert_array_equal(window.numpy(), [14, 0, 19, 48])
 
 
 @pytest.mark.parametrize("shape", [(20, 30), (20, 30, 1), (20, 30, 4)])
@@ -334,3 +335,33 @@ def test_restore_batch_checks_shapes():
 def test_check_choice_names_argument():
     with pytest.raises(ValueError, match=r"`colour` must be one of 'red', 'blue'; received 3"):
         transforms.check_choice("colour", 3, ("red", "blue"))
+
+
+def test_bicubic_letterbox_is_mcns_floor_and_antialiased_downscale():
+    # Issue 19 §8: MCN's `letterbox_image` (PIL): new size int(iw * scale), Image.BICUBIC, which
+    # antialiases a downscale; `tf.image.resize(..., "bicubic")` alone does not.
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, size=(300, 200, 3), dtype=np.uint8)
+    # 200 * 64 / 300 = 42.67: rounded 43 (Hu / RMI), floored 42 (MCN).
+    window = transforms.letterbox_geometry(300, 200, 64, transforms.letterbox_rounding("bicubic"))
+    np.testing.assert_array_equal(window.numpy(), [0, 11, 64, 42])
+    assert transforms.letterbox_geometry(300, 200, 64).numpy()[3] == 43
+    canvas = transforms.resize_and_pad(image, 64, "bicubic", "grey").numpy()
+    inside = canvas[:, 11:53]
+    pil = np.asarray(Image.fromarray(image).resize((42, 64), Image.BICUBIC), np.float32)
+    unfiltered = tf.clip_by_value(tf.image.resize(tf.cast(image, tf.float32), (64, 42), "bicubic"), 0, 255)
+    # PIL and TF differ in their fixed-point / float kernels: a tolerance of a few grey levels,
+    # against the tens of levels the aliased (unfiltered) resize is off on random pixels.
+    assert np.abs(inside - pil).mean() < 2.0
+    assert np.abs(unfiltered.numpy() - pil).mean() > 10.0
+    assert (canvas[:, :11] == 128).all() and (canvas[:, 53:] == 128).all()
+    # the mask and the window of the preprocessor follow the image's geometry.
+    from refseg_tf.preprocessing import ReferringPreprocessor  # noqa: F401 (import check)
+
+    mask = np.ones((300, 200), np.uint8)
+    letterboxed = transforms.resize_and_pad_mask(mask, 64, "floor").numpy()[..., 0]
+    assert letterboxed.sum(axis=1)[0] == 42
+    _, prepared_window = transforms.preprocess_image(image, 64, resize_method="bicubic")
+    np.testing.assert_array_equal(prepared_window.numpy(), window.numpy())

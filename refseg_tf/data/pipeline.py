@@ -80,6 +80,7 @@ class _Schedule:
     parallel: int  # tf.data.AUTOTUNE or a positive count; 1 is fully sequential
     cycle_length: Optional[int]
     deterministic: bool
+    interleave_all_files: bool = False
 
 
 def choose_auto_shard_policy(num_shards: int, num_workers: int):
@@ -118,6 +119,7 @@ def load(
     label_mode: str = "binary",
     sentences: str = "sample",
     shuffle_buffer: int = 1000,
+    interleave_all_files: bool = False,
     seed: Optional[int] = None,
     repeat: Optional[int] = None,
     drop_remainder: Optional[bool] = None,
@@ -151,6 +153,12 @@ def load(
         label_mode: "binary", "soft", "any" or "point" (see `refseg_tf.labels.downsample_mask`).
         sentences: train mode only: "sample" one sentence per ref per epoch, or "all" of them.
         shuffle_buffer: train mode only: elements (sentences) in the shuffle buffer.
+        interleave_all_files: train mode only: read every shard at once, one record from each
+            in turn (the shard order is reshuffled each epoch, as always), so that the window
+            the shuffle buffer draws from spans the whole split instead of the first 16 shards'
+            current records. For the batch-1 rows (RMI, RRN, ASGN), whose authors' readers
+            permuted the whole set each epoch: a buffer covering the split would hold every
+            encoded image in memory (config key `data.interleave_all_files`).
         seed: makes train mode reproducible (file order, sampling, shuffling); None: random.
         repeat: train mode only: number of epochs; None repeats forever.
         drop_remainder: drop a final partial batch; None means True in train, False in eval.
@@ -212,6 +220,7 @@ def load(
         repeat=repeat,
         parallel=tf.data.AUTOTUNE if num_parallel_calls is None else num_parallel_calls,
         cycle_length=cycle_length,
+        interleave_all_files=bool(interleave_all_files) and training,
         deterministic=_default_deterministic(training, seed, deterministic),
     )
     preprocessing = _Preprocessing(
@@ -402,6 +411,15 @@ def _records_with_seeds(path, nonce):
 
 
 def _interleave(passes, num_files: int, schedule: _Schedule):
+    if schedule.interleave_all_files:
+        # Every (per-epoch shuffled) shard at once, a record from each in turn.
+        return passes.interleave(
+            _records_with_seeds,
+            cycle_length=num_files,
+            block_length=1,
+            num_parallel_calls=None if schedule.parallel == 1 else schedule.parallel,
+            deterministic=schedule.deterministic,
+        )
     if schedule.parallel == 1:
         return passes.interleave(_records_with_seeds, cycle_length=1, block_length=1)
     return passes.interleave(

@@ -8,7 +8,9 @@ Every function here is graph-safe (TensorFlow ops only), so the same code runs i
 Geometry ("letterbox"), as in the public code of Hu et al. 2016, RMI and RRN: an image of
 size (h, w) is scaled by `min(S / h, S / w)`, its new size is rounded, and it is centred on an
 S x S canvas (offsets rounded down). The window `(top, left, height, width)` of the image inside
-the square is what the inverse transform crops out again.
+the square is what the inverse transform crops out again. With the "bicubic" resize (MCN /
+LTS) the new size is floored (`int(iw * scale)` in MCN's `letterbox_image`) and a downscale is
+antialiased, as PIL's `Image.BICUBIC` is (`letterbox_rounding` ties the rounding to the method).
 """
 
 from typing import Sequence
@@ -40,12 +42,25 @@ def check_positive_int(name: str, value) -> None:
         raise ValueError(f"`{name}` must be a positive integer; received {value!r}.")
 
 
-def letterbox_geometry(height, width, size):
+# The new size of the letterbox per resize method: Hu / RMI / RRN round, MCN / LTS floor.
+LETTERBOX_ROUNDINGS = ("round", "floor")
+_ROUNDING_OF_METHOD = {"bilinear": "round", "bicubic": "floor"}
+
+
+def letterbox_rounding(method: str) -> str:
+    """The new-size rounding that goes with a resize method ("bicubic" = MCN's letterbox: floor)."""
+    check_choice("method", method, RESIZE_METHODS)
+    return _ROUNDING_OF_METHOD[method]
+
+
+def letterbox_geometry(height, width, size, rounding: str = "round"):
     """The window of an (height, width) image letterboxed into a size x size square.
 
     Args:
         height, width: original image size (Python ints or scalar integer tensors).
         size: side S of the square canvas.
+        rounding: "round" the new size (Hu, RMI, RRN) or "floor" it (MCN / LTS,
+            `letterbox_rounding("bicubic")`).
 
     Returns:
         int32 tensor [4] = (top, left, new_height, new_width): the resized image occupies rows
@@ -57,14 +72,18 @@ def letterbox_geometry(height, width, size):
 
     Reference: resize-and-pad of the public code of Hu et al. 2016 (ECCV), reused by RMI
     (Liu et al. 2017) and RRN (Li et al. 2018): scale = min(S/h, S/w), rounded new size,
-    offsets floor((S - new) / 2).
+    offsets floor((S - new) / 2). MCN (Luo et al. 2020) `letterbox_image`: int(iw * scale).
     """
+    check_choice("rounding", rounding, LETTERBOX_ROUNDINGS)
     # float64 so that the rounding matches numpy's on the authors' side.
     height = tf.cast(height, tf.float64)
     width = tf.cast(width, tf.float64)
     side = tf.cast(size, tf.float64)
     scale = tf.minimum(side / height, side / width)
-    new_size = tf.clip_by_value(tf.round(tf.stack([height, width]) * scale), 1.0, side)
+    scaled = tf.stack([height, width]) * scale
+    # floor: a tiny tolerance so that e.g. 416 / 640 * 640 is 416, not 415.999...
+    rounded = tf.round(scaled) if rounding == "round" else tf.floor(scaled + 1e-9)
+    new_size = tf.clip_by_value(rounded, 1.0, side)
     new_size = tf.cast(new_size, tf.int32)
     offsets = (tf.cast(size, tf.int32) - new_size) // 2
     return tf.concat([offsets, new_size], axis=0)
@@ -82,7 +101,8 @@ def resize_and_pad(image, size: int, method: str = "bilinear", pad_value: str = 
     Args:
         image: [h, w, C] image, any numeric dtype with pixel values in [0, 255].
         size: side S of the output.
-        method: "bilinear" (Hu, RMI, RRN) or "bicubic" (MCN/LTS; clipped to [0, 255]).
+        method: "bilinear" (Hu, RMI, RRN) or "bicubic" (MCN/LTS: as PIL's `Image.BICUBIC`,
+            antialiased when downscaling, the new size floored; clipped to [0, 255]).
         pad_value: "zero" (Hu, RMI, RRN) or "grey" (128, MCN/LTS) for the canvas outside the image.
 
     Returns:
@@ -102,8 +122,12 @@ def resize_and_pad(image, size: int, method: str = "bilinear", pad_value: str = 
     if image.shape.rank != 3:
         raise ValueError(f"An image must be [h, w, channels]; received shape {image.shape}.")
     shape = tf.shape(image)
-    window = letterbox_geometry(shape[0], shape[1], size)
-    resized = tf.image.resize(tf.cast(image, tf.float32), window[2:], method=method)
+    window = letterbox_geometry(shape[0], shape[1], size, letterbox_rounding(method))
+    # PIL's BICUBIC (MCN) widens its kernel when downscaling; tf.image.resize does so only with
+    # antialias=True (which never changes an upscale).
+    resized = tf.image.resize(
+        tf.cast(image, tf.float32), window[2:], method=method, antialias=method == "bicubic"
+    )
     if method == "bicubic":
         resized = tf.clip_by_value(resized, 0.0, 255.0)
     padded = _pad_to_square(resized, window, size, PAD_VALUES[pad_value])
@@ -120,7 +144,7 @@ def binarize_mask(mask):
     return tf.cast(tf.not_equal(mask, tf.zeros_like(mask)), tf.float32)
 
 
-def resize_and_pad_mask(mask, size: int):
+def resize_and_pad_mask(mask, size: int, rounding: str = "round"):
     """Letterboxes a mask like `resize_and_pad` does the image: binary float32 [S, S, 1].
 
     The mask is resized bilinearly and every pixel with a value > 0 is foreground, as the
@@ -129,6 +153,8 @@ def resize_and_pad_mask(mask, size: int):
     Args:
         mask: [h, w] or [h, w, 1] mask, non-zero = foreground.
         size: side S of the output.
+        rounding: the letterbox's new-size rounding, that of the image's resize method
+            (`letterbox_rounding`).
 
     Example:
         >>> m = resize_and_pad_mask(np.ones([10, 20], np.uint8), 8)
@@ -140,7 +166,7 @@ def resize_and_pad_mask(mask, size: int):
     check_positive_int("size", size)
     mask = binarize_mask(mask)
     shape = tf.shape(mask)
-    window = letterbox_geometry(shape[0], shape[1], size)
+    window = letterbox_geometry(shape[0], shape[1], size, rounding)
     resized = tf.image.resize(mask, window[2:], method="bilinear")
     resized = tf.cast(resized > 0.0, tf.float32)
     return tf.ensure_shape(_pad_to_square(resized, window, size, 0.0), [size, size, 1])
@@ -295,7 +321,7 @@ def preprocess_image(
     rgb = _as_rgb(image)
     resized = resize_and_pad(rgb, image_size, resize_method, pad_value)
     shape = tf.shape(rgb)
-    window = letterbox_geometry(shape[0], shape[1], image_size)
+    window = letterbox_geometry(shape[0], shape[1], image_size, letterbox_rounding(resize_method))
     return normalize_image(resized, normalization), window
 
 
@@ -325,7 +351,8 @@ def crop_window_and_resize(map3d, window, original_size, method: str = "bilinear
     return tf.image.resize(cropped, tf.cast(original_size, tf.int32), method=method)
 
 
-def restore_to_original(score_map, original_size, image_size: int, method: str = "bilinear"):
+def restore_to_original(score_map, original_size, image_size: int, method: str = "bilinear",
+                        rounding: str = "round"):
     """Maps a square score map back onto the original image: inverse of the letterbox.
 
     Args:
@@ -335,6 +362,7 @@ def restore_to_original(score_map, original_size, image_size: int, method: str =
         original_size: (height, width) of the original image (ints or an int tensor [2]).
         image_size: side S of the network input the map belongs to.
         method: resize method of the final step ("bilinear" for scores, "nearest" for labels).
+        rounding: the letterbox's new-size rounding (`letterbox_rounding` of the input's resize).
 
     Returns:
         float32 [height, width] (or [height, width, 1], following the input's rank).
@@ -351,7 +379,7 @@ def restore_to_original(score_map, original_size, image_size: int, method: str =
     map3d, was_2d = _as_map3d(score_map)
     map3d = _to_image_size(map3d, image_size)
     original_size = tf.cast(original_size, tf.int32)
-    window = letterbox_geometry(original_size[0], original_size[1], image_size)
+    window = letterbox_geometry(original_size[0], original_size[1], image_size, rounding)
     restored = crop_window_and_resize(map3d, window, original_size, method)
     return restored[..., 0] if was_2d else restored
 

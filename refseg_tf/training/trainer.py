@@ -303,6 +303,7 @@ def training_dataset(config, batch_size, step=0):
         batch_size=batch_size,
         sentences=config.data.sentences,
         shuffle_buffer=int(config.data.shuffle_buffer),
+        interleave_all_files=bool(config.data.get("interleave_all_files", False)),
         seed=int(config.train.seed) + int(step),
         as_supervised=True,
         **config_lib.preprocessing_kwargs(config),

@@ -42,6 +42,19 @@ ASGN_RESULTS = {
     ("d_rmi_de_se_at", "unc+"): {"val": 38.41, "testA": 39.79, "testB": 35.97},
     ("d_rmi_de_se_at", "gref"): {"val": 41.36},
     ("d_rmi_de_se_at", "referit"): {"test": 60.31},
+    # ASGN's own baselines (Table I; the R+LSTM UNC row is also Table II's and III's first row).
+    ("r_lstm_none", "unc"): {"val": 39.29, "testA": 39.80, "testB": 39.15},
+    ("r_lstm_none", "unc+"): {"val": 26.87, "testA": 27.52, "testB": 25.28},
+    ("r_lstm_none", "gref"): {"val": 28.06},
+    ("r_lstm_none", "referit"): {"test": 54.04},
+    ("d_lstm_none", "unc"): {"val": 43.32, "testA": 43.71, "testB": 43.25},
+    ("d_lstm_none", "unc+"): {"val": 28.61, "testA": 29.03, "testB": 28.14},
+    ("d_lstm_none", "gref"): {"val": 32.86},
+    ("d_lstm_none", "referit"): {"test": 56.78},
+    ("d_rmi_none", "unc"): {"val": 44.51, "testA": 44.83, "testB": 44.74},
+    ("d_rmi_none", "unc+"): {"val": 30.18, "testA": 31.02, "testB": 30.05},
+    ("d_rmi_none", "gref"): {"val": 34.27},
+    ("d_rmi_none", "referit"): {"test": 57.39},
     # Table II (UNC, R+LSTM module combinations without / with AT).
     ("r_lstm_se", "unc"): {"val": 40.14, "testA": 40.69, "testB": 39.86},
     ("r_lstm_se_at", "unc"): {"val": 42.42, "testA": 43.70, "testB": 42.13},
@@ -51,6 +64,8 @@ ASGN_RESULTS = {
 }
 # Table II prec@0.5/0.6/0.7/0.8/0.9 (%), UNC, by modules -> split -> values.
 ASGN_TABLE2_PRECISION = {
+    "none": {"val": (31.99, 19.37, 8.72, 2.23, 0.08), "testA": (31.13, 19.00, 8.66, 2.14, 0.05),
+             "testB": (33.58, 20.96, 9.91, 2.37, 0.16)},
     "at": {"val": (34.75, 20.35, 8.45, 2.10, 0.09), "testA": (34.52, 21.00, 9.23, 2.02, 0.04),
            "testB": (34.39, 22.04, 10.30, 2.47, 0.10)},
     "se": {"val": (34.88, 22.11, 10.55, 3.21, 0.11), "testA": (34.82, 21.95, 9.79, 3.02, 0.05),
@@ -85,9 +100,19 @@ ASGN_LAMBDA_RESULTS = {
     1.0: {"val": 42.35, "testA": 43.37, "testB": 41.97},
 }
 ASGN_GENERATORS = {"snle": "SNLE", "r_lstm": "R+LSTM", "d_lstm": "D+LSTM", "d_rmi": "D+RMI"}
-ASGN_MODULES = ("at", "se", "se_at", "de", "de_at", "de_se", "de_se_at")
+# "none": the generator alone on CE (ASGN's own baselines, Table I / II / III first rows).
+ASGN_MODULES = ("none", "at", "se", "se_at", "de", "de_at", "de_se", "de_se_at")
 # Keys of a base config's `model` section that stay at the ASGN level (the rest go to the base).
 _ASGN_MODEL_KEYS = ("name", "vocabulary_size", "size", "backbone", "loss", "optimizer", "threshold")
+
+
+# SNLE rows (issue 19 §2): Hu's code averages the CE over the 512 x 512 pixels, so with
+# λ = 0.1, λ·CE (about 0.02 at initialisation) would sit far below L_adv (>= log 2 = 0.69)
+# and invert the balance ASGN §IV.C / IV.E require ("the pixel-wise cross entropy loss is much
+# larger than the adversarial loss"). These rows sum the CE over the pixels (as the RMI code's
+# R/D rows do over their 40 x 40 grid) and multiply Hu's weight decay by the same pixel count,
+# so Hu's CE : decay balance is kept (the generator's decay is then scaled with λ by `ASGN`).
+SNLE_CE_REDUCTION = "sum"
 
 
 def _asgn_base_config(generator, dataset):
@@ -98,6 +123,9 @@ def _asgn_base_config(generator, dataset):
         config.train.optimizer.name = "adam"
         config.train.optimizer.learning_rate = 2.5e-4
         config.train.optimizer.schedule = "constant"
+        config.model.loss.reduction = SNLE_CE_REDUCTION
+        pixels = int(config.data.image_size) ** 2  # Hu's high-resolution loss grid: the input
+        config.train.weight_decay = float(config.train.weight_decay) * pixels
         return config
     if generator == "d_rmi":
         return rmi("d_rmi", dataset)
@@ -117,8 +145,10 @@ def _move_model_keys_to_base(config):
 def _asgn_modules(config, modules, detail_layers):
     if modules not in ASGN_MODULES:
         raise ValueError(f"`modules` must be one of {ASGN_MODULES}; received {modules!r}.")
-    parts = modules.split("_")
+    parts = [] if modules == "none" else modules.split("_")
     config.model.detail_features = tuple(detail_layers) if "de" in parts else ()
+    # DE maps L2-normalised as the features they join (REC, issue 19 §3; `DetailEnhancement`).
+    config.model.detail_normalize = "de" in parts
     config.model.semantic_embedding = "se" in parts
     config.model.adversarial_training = "at" in parts
 
@@ -131,7 +161,7 @@ def asgn(generator="r_lstm", dataset="unc", modules="de_se_at", de_layers=None,
         generator: "snle" (Hu's LSTM-CNN, high resolution), "r_lstm", "d_lstm", "d_rmi".
         dataset: "unc", "unc+", "gref", "referit".
         modules: "+"-free names of `ASGN_MODULES` ("at", "de_se_at", Table II's "se", "de",
-            "de_se", "se_at", "de_at").
+            "de_se", "se_at", "de_at"; "none": the generator alone on CE, ASGN's baseline rows).
         de_layers: a key of `ASGN_DE_LAYER_SETS` (Table III); default conv3+4+5 (VGG:
             conv3_3/conv4_3/conv5_3).
         cross_entropy_weight: λ (Table VI: 0.01, 0.1, 1).
@@ -158,15 +188,22 @@ def asgn(generator="r_lstm", dataset="unc", modules="de_se_at", de_layers=None,
         layers = ASGN_DE_LAYER_SETS[de_layers][0]
     _asgn_modules(config, modules, layers)
     config.model.cross_entropy_weight = float(cross_entropy_weight)
-    row = f"{ASGN_GENERATORS[generator]}+" + "+".join(part.upper() for part in modules.split("_"))
-    config.description = f"ASGN (Qiu et al.) {row} on {base_name}, {dataset}"
+    row = ASGN_GENERATORS[generator] + "".join(
+        "+" + part.upper() for part in ([] if modules == "none" else modules.split("_"))
+    )
+    config.description = _asgn_description(
+        config, row, base_name, dataset, generator, modules, de_layers, layers
+    )
     config.paper = ml_collections.ConfigDict()
     config.paper.source = "ASGN Table I"
     results = ASGN_RESULTS.get((f"{generator}_{modules}", dataset), {})
-    if generator == "r_lstm" and dataset == "unc":
-        config.paper.source = "ASGN Tables I-II"
+    table2 = (generator, dataset, de_layers, float(cross_entropy_weight)) == ("r_lstm", "unc", None, 0.1)
+    if table2 and modules in ASGN_TABLE2_PRECISION:
+        config.paper.source = "ASGN Tables I-III" if modules == "none" else "ASGN Tables I-II"
+        if modules not in ("none", "at", "de_se_at"):
+            config.paper.source = "ASGN Table II"
         config.paper.precision = ml_collections.ConfigDict(
-            {split: tuple(v) for split, v in ASGN_TABLE2_PRECISION.get(modules, {}).items()}
+            {split: tuple(v) for split, v in ASGN_TABLE2_PRECISION[modules].items()}
         )
     if de_layers is not None:
         config.paper.source = "ASGN Table III"
@@ -177,6 +214,42 @@ def asgn(generator="r_lstm", dataset="unc", modules="de_se_at", de_layers=None,
         results = results if (generator, modules, dataset) == ("r_lstm", "de_se_at", "unc") else {}
     config.paper.overall_iou = ml_collections.ConfigDict(results)
     return config
+
+
+def _asgn_description(config, row, base_name, dataset, generator, modules, de_layers, layers):
+    """The row and what it does where the paper is silent (issue 19 §5)."""
+    parts = [] if modules == "none" else modules.split("_")
+    text = f"ASGN (Qiu et al.) {row} on {base_name}, {dataset}"
+    if modules == "none":
+        text += " (ASGN's own baseline: the generator alone on CE, no DE, SE or AT)"
+    if "de" in parts:
+        name = "conv3+conv4+conv5" if de_layers is None else de_layers.replace("_", "+")
+        text += (
+            f"; DE layers {name}"
+            + ("" if "+".join(layers) == name else f" ({'+'.join(layers)})")
+            + ", each 1x1 conv map L2-normalised over its channels as the features it joins "
+            "(REC, paper silent)"
+        )
+    if "at" in parts:
+        text += (
+            f"; lambda = {float(config.model.cross_entropy_weight):g}; D's fake and real masks on "
+            "the CE labels' pixel grid, D's image part x 1/128, the generator's weight decay "
+            "scaled with lambda (REC, paper silent)"
+        )
+    else:
+        text += "; CE alone (no discriminator)"
+    if generator == "snle":
+        text += (
+            f"; CE summed over the {config.data.image_size}x{config.data.image_size} pixels and "
+            "Hu's weight decay multiplied by that pixel count, so that lambda x CE >> L_adv "
+            "(Hu's code averages; ASGN §IV.C/E)"
+        )
+    if config.data.get("interleave_all_files"):
+        text += (
+            "; batch 1: every training shard read at once (the authors' readers permuted the "
+            "whole set each epoch)"
+        )
+    return text
 
 
 # Synthetic-data choices of the tiny ASGN (the paper is silent on this data; the paper-table
@@ -252,6 +325,13 @@ for (_generator, _modules), _dataset in [
         f"asgn_{_generator}_{_modules}_{DATASET_SUFFIXES[_dataset]}",
         generator=_generator, dataset=_dataset, modules=_modules,
     )(asgn)
+# ASGN's own baselines (Table I; R+LSTM UNC is also the first row of Tables II and III).
+for _generator in ("r_lstm", "d_lstm", "d_rmi"):
+    for _dataset in ("referit", "unc", "unc+", "gref"):
+        register_experiment(
+            f"asgn_{_generator}_{DATASET_SUFFIXES[_dataset]}",
+            generator=_generator, dataset=_dataset, modules="none",
+        )(asgn)
 for _modules in ("se", "se_at", "de", "de_at", "de_se"):
     register_experiment(
         f"asgn_r_lstm_{_modules}_unc", generator="r_lstm", dataset="unc", modules=_modules

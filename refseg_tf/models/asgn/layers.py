@@ -23,11 +23,19 @@ class DetailEnhancement(keras.layers.Layer):
     the 128 channels and the ReLU are REC choices (the RRN lateral convention; 3 x 128 stays
     below the 1000-channel visual feature), both constructor arguments.
 
+    With `normalize=True` each resized map is L2-normalised over its channels (per position),
+    as the visual and text features it is concatenated with in the fusion are: a ReLU 1x1
+    convolution of raw C3-C5 is O(1) per channel, the normalised features it joins about
+    0.03, so unnormalised DE channels outweigh what they join, which the paper's channel
+    reduction is meant to avoid (ASGN §III.B.1; the normalisation itself is REC, paper silent).
+
     Args:
         feature_names: backbone feature names, e.g. `("C3", "C4", "C5")` (conv3+4+5, the best
             set of ASGN Table III); `"C1"`/`"C2"` give conv1/conv2 on ResNet.
         channels: output channels of each 1x1 convolution (REC 128).
         activation: activation of the convolutions (REC "relu").
+        normalize: L2-normalise each map over its channels (the ASGN presets and paper
+            configs: True; the layer's default False keeps models saved before the option).
 
     Call args:
         features: the backbone's dict of features.
@@ -46,7 +54,9 @@ class DetailEnhancement(keras.layers.Layer):
         Qiu et al., ASGN, Sec. III.B.1 (detail enhancement), Fig. 2, Table III (layer sets).
     """
 
-    def __init__(self, feature_names, channels=DETAIL_CHANNELS, activation="relu", **kwargs):
+    def __init__(
+        self, feature_names, channels=DETAIL_CHANNELS, activation="relu", normalize=False, **kwargs
+    ):
         super().__init__(**kwargs)
         feature_names = tuple(str(name) for name in feature_names)
         if not feature_names:
@@ -57,6 +67,8 @@ class DetailEnhancement(keras.layers.Layer):
         self.feature_names = feature_names
         self.channels = channels
         self.activation = activation
+        self.normalize = bool(normalize)
+        self.norm = L2Normalize(name="detail_l2") if self.normalize else None
         self.projections = [
             keras.layers.Conv2D(channels, 1, activation=activation, name=f"detail_{name}")
             for name in feature_names
@@ -74,6 +86,8 @@ class DetailEnhancement(keras.layers.Layer):
                     f"available: {sorted(features)}."
                 )
             resized = resize_bilinear(projection(features[name]), size)
+            if self.norm is not None:
+                resized = self.norm(resized)
             maps.append(ops.cast(resized, self.compute_dtype))
         return ops.concatenate(maps, axis=-1)
 
@@ -83,6 +97,7 @@ class DetailEnhancement(keras.layers.Layer):
             feature_names=list(self.feature_names),
             channels=self.channels,
             activation=self.activation,
+            normalize=self.normalize,
         )
         return config
 
@@ -196,8 +211,9 @@ class Discriminator(keras.Model):
         negative_slope: LeakyReLU slope (REC 0.2).
 
     Call args:
-        inputs: `[B, S, S, 4]`: the normalised image (3 channels) and a mask in [0, 1] (ground
-            truth for a real pair, the upsampled predicted probability for a fake one).
+        inputs: `[B, S, S, 4]`: the image (3 channels, rescaled by ASGN's
+            `discriminator_image_scale` to about [-1, 1]) and a mask in [0, 1] (ground truth
+            for a real pair, the upsampled predicted probability for a fake one).
         training: Python bool.
 
     Returns:

@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from refseg_tf.labels import downsample_mask, label_grid
 from refseg_tf.layers.spatial import resize_bilinear
 from refseg_tf.models.asgn.layers import (
     DETAIL_CHANNELS,
@@ -26,6 +27,10 @@ GENERATOR_ADVERSARIAL_LOSSES = ("non_saturating", "saturating")
 REAL_MASK_ENCODINGS = ("binary", "scaling")
 # Luc et al. 2016: tau = 0.9 for the "scaling" encoding.
 SCALING_TAU = 0.9
+# The image part of the discriminator's input is multiplied by this (REC; paper silent): the
+# backbones' normalised images (caffe BGR / VGG RGB minus the mean) span about +-128, the mask
+# [0, 1]; 1/128 brings the image to about [-1, 1] so neither part dominates D's first layer.
+DISCRIMINATOR_IMAGE_SCALE = 1.0 / 128.0
 
 
 @keras.saving.register_keras_serializable(package="refseg_tf")
@@ -51,6 +56,9 @@ class ASGNGenerator(ReferringSegmenter):
             `("C3", "C4", "C5")` on ResNet; VGG: `("conv3", "conv4", "conv5")` (REC, SPEC 3.9-7).
         detail_channels: channels of each DE 1x1 convolution (REC 128; paper silent).
         detail_activation: their activation (REC "relu"; paper silent).
+        detail_normalize: L2-normalise each DE map over its channels, as the features it is
+            concatenated with (REC; the ASGN presets and paper configs set True, the
+            constructor's False keeps models saved before the option; `DetailEnhancement`).
         semantic_embedding: add the SE head.
         semantic_kernel_size: kernel of the SE convolution (REC 1; paper silent).
         loss_config, optimizer_config: see `ReferringSegmenter` (default: the base's).
@@ -73,6 +81,7 @@ class ASGNGenerator(ReferringSegmenter):
         detail_features=(),
         detail_channels=DETAIL_CHANNELS,
         detail_activation="relu",
+        detail_normalize=False,
         semantic_embedding=False,
         semantic_kernel_size=1,
         threshold=None,
@@ -109,6 +118,7 @@ class ASGNGenerator(ReferringSegmenter):
         self.detail_features = detail_features
         self.detail_channels = int(detail_channels)
         self.detail_activation = detail_activation
+        self.detail_normalize = bool(detail_normalize)
         self.semantic_embedding = semantic_embedding
         self.semantic_kernel_size = int(semantic_kernel_size)
 
@@ -116,7 +126,11 @@ class ASGNGenerator(ReferringSegmenter):
         self.detail = None
         if detail_features:
             self.detail = DetailEnhancement(
-                detail_features, self.detail_channels, detail_activation, name="detail"
+                detail_features,
+                self.detail_channels,
+                detail_activation,
+                normalize=self.detail_normalize,
+                name="detail",
             )
         self.semantic = None
         if semantic_embedding:
@@ -164,6 +178,7 @@ class ASGNGenerator(ReferringSegmenter):
             detail_features=list(self.detail_features),
             detail_channels=self.detail_channels,
             detail_activation=self.detail_activation,
+            detail_normalize=self.detail_normalize,
             semantic_embedding=self.semantic_embedding,
             semantic_kernel_size=self.semantic_kernel_size,
         )
@@ -190,16 +205,27 @@ class ASGN(ReferringSegmenter):
 
     Training (`train_step`, the model owns it; ASGN §III.D Eq. 5-7, §IV.C): for each batch
     1. the generator predicts logits `F(x)` at its grid (one forward pass, reused);
-    2. **D step**: `L_D = BCE(D(x ⊕ M), 1) + BCE(D(x ⊕ sg(P)), 0)` with `P` = sigmoid(F(x))
-       bilinearly upsampled to the image size and `sg` = stop-gradient (the generator gets no
-       gradient from it); Adam step on the discriminator. `M` is the ground truth
-       (`real_mask_encoding="binary"`, the paper) or Luc et al.'s "scaling" encoding of it
-       (`max(tau, P)` on the object, `min(1 - tau, P)` elsewhere, with `sg(P)`);
-    3. **G step**: `L_G = L_adv + λ L_CE`, `L_adv = BCE(D(x ⊕ P), 1)` through the *updated*
-       discriminator (non-saturating, REC; "saturating" = `-BCE(D(x ⊕ P), 0)`), `L_CE` the
-       base's cross entropy at its grid (R/D+LSTM, D+RMI: BCE summed over the 40x40 grid as the
-       authors' base code, so "CE much larger than L_adv" holds with λ = 0.1); step on the
-       generator's variables only.
+    2. **D step**: `L_D = BCE(D(s x ⊕ M), 1) + BCE(D(s x ⊕ sg(P)), 0)` with `P` =
+       sigmoid(F(x)) bilinearly upsampled to the image size, `s` = `discriminator_image_scale`
+       and `sg` = stop-gradient (the generator gets no gradient from it); Adam step on the
+       discriminator. `M` is the ground truth as the CE sees it (`real_mask_encoding="binary"`,
+       the paper) or Luc et al.'s "scaling" encoding of it (`max(tau, P)` on the object,
+       `min(1 - tau, P)` elsewhere, with `sg(P)`). Real and fake masks share one pixel grid,
+       the one of the CE's labels and of scoring (`refseg_tf.labels.label_grid`): with a loss
+       at the logit grid, `M` is the row's label (`downsample_mask` with its `label_mode`)
+       and `M` and `P` are both upsampled on that label mode's grid (TF1 corners for "point",
+       half-pixel for the block modes); with a loss at image resolution `M` is the mask and
+       `P` is upsampled on the loss's `upsampling` grid. A prediction equal to its label then
+       gives a fake mask equal to the real one (no sub-cell shift for D to learn instead of
+       shape);
+    3. **G step**: `L_G = L_adv + λ (L_CE + R_G)`, `L_adv = BCE(D(s x ⊕ P), 1)` through the
+       *updated* discriminator (non-saturating, REC; "saturating" = `-BCE(D(s x ⊕ P), 0)`),
+       `L_CE` the base's cross entropy at its grid (R/D+LSTM, D+RMI: BCE summed over the 40x40
+       grid as the authors' base code, so "CE much larger than L_adv" holds with λ = 0.1;
+       SNLE rows sum over the 512x512 grid, see `refseg_tf.training.experiments.asgn`), `R_G`
+       the generator's weight decay, scaled with λ so that the base recipe's balance of data
+       term and decay is kept (the paper is silent; unscaled, decay would weigh 1/λ times more
+       against the CE than in the base recipe); step on the generator's variables only.
     Loss trackers `d_loss`, `g_adv`, `g_ce` (and `loss` = L_G). With
     `adversarial_training=False` the step is plain CE training of the generator (Table II's rows
     without "+AT"; no discriminator step).
@@ -219,12 +245,14 @@ class ASGN(ReferringSegmenter):
             "d_rmi" (any preset of an LSTMCNN / RMI model).
         base_size: "paper" or "tiny" for the base preset.
         base_kwargs: extra keyword arguments of the base preset.
-        detail_features, detail_channels, detail_activation, semantic_embedding,
-            semantic_kernel_size: see `ASGNGenerator` (DE / SE).
+        detail_features, detail_channels, detail_activation, detail_normalize,
+            semantic_embedding, semantic_kernel_size: see `ASGNGenerator` (DE / SE).
         discriminator: a `Discriminator` (or serialised dict); None builds one from
             `discriminator_filters`, `discriminator_kernel_size`.
         discriminator_filters: REC `(64, 128, 256, 512, 512)` (+ the dense layer = six layers).
         discriminator_kernel_size: REC 4.
+        discriminator_image_scale: factor of the image part of D's input (REC 1/128: the
+            normalised image spans about +-128, the mask [0, 1]).
         cross_entropy_weight: λ of Eq. 7 (0.1; Table VI also 0.01 and 1).
         generator_adversarial_loss: one of `GENERATOR_ADVERSARIAL_LOSSES` (REC non-saturating).
         adversarial_training: False trains the generator on CE alone (no "+AT").
@@ -269,11 +297,13 @@ class ASGN(ReferringSegmenter):
         detail_features=(),
         detail_channels=DETAIL_CHANNELS,
         detail_activation="relu",
+        detail_normalize=False,
         semantic_embedding=False,
         semantic_kernel_size=1,
         discriminator=None,
         discriminator_filters=DISCRIMINATOR_FILTERS,
         discriminator_kernel_size=4,
+        discriminator_image_scale=DISCRIMINATOR_IMAGE_SCALE,
         cross_entropy_weight=CROSS_ENTROPY_WEIGHT,
         generator_adversarial_loss="non_saturating",
         adversarial_training=True,
@@ -297,6 +327,12 @@ class ASGN(ReferringSegmenter):
                 f"`generator_adversarial_loss` must be one of {GENERATOR_ADVERSARIAL_LOSSES}; "
                 f"received {generator_adversarial_loss!r}."
             )
+        discriminator_image_scale = float(discriminator_image_scale)
+        if discriminator_image_scale <= 0:
+            raise ValueError(
+                "`discriminator_image_scale` must be positive; received "
+                f"{discriminator_image_scale}."
+            )
         cross_entropy_weight = float(cross_entropy_weight)
         if cross_entropy_weight <= 0:
             raise ValueError(
@@ -314,6 +350,7 @@ class ASGN(ReferringSegmenter):
                 detail_features=detail_features,
                 detail_channels=detail_channels,
                 detail_activation=detail_activation,
+                detail_normalize=detail_normalize,
                 semantic_embedding=semantic_embedding,
                 semantic_kernel_size=semantic_kernel_size,
             )
@@ -339,6 +376,7 @@ class ASGN(ReferringSegmenter):
         )
         self.base_preset = base_preset
         self.cross_entropy_weight = cross_entropy_weight
+        self.discriminator_image_scale = discriminator_image_scale
         self.generator_adversarial_loss = generator_adversarial_loss
         self.adversarial_training = bool(adversarial_training)
         self.real_mask_encoding = real_mask_encoding
@@ -476,16 +514,68 @@ class ASGN(ReferringSegmenter):
 
     # --- Adversarial losses -----------------------------------------------------------------
 
-    def upsampled_prediction(self, logits, image):
-        """`P`: sigmoid(logits) bilinearly upsampled to the image size (differentiable)."""
+    def _cross_entropy_grid(self):
+        """`(resolution, label_mode, upsampling)` of the CE the generator is trained with."""
+        loss = self._cross_entropy
+        keys = ("resolution", "label_mode", "upsampling")
+        if loss is not None and all(hasattr(loss, key) for key in keys):
+            return tuple(getattr(loss, key) for key in keys)
+        config = self.loss_config
+        return (
+            config.get("resolution", "logits"),
+            config.get("label_mode", "binary"),
+            config.get("upsampling", "tf1"),
+        )
+
+    def _mask_grid(self, logits, image):
+        """`(label_mode or None, half_pixel_centers)`: how masks are put on the label grid.
+
+        `label_mode` is None when the CE compares with the mask itself (loss at image
+        resolution, or logits already at the image size).
+        """
+        resolution, label_mode, upsampling = self._cross_entropy_grid()
+        if resolution == "image" or tuple(logits.shape[1:3]) == tuple(image.shape[1:3]):
+            return None, upsampling == "half_pixel"
+        return label_mode, label_grid(label_mode) == "half_pixel"
+
+    @staticmethod
+    def _image_size(image):
         size = tuple(image.shape[1:3])
         if any(value is None for value in size):
             size = tuple(ops.shape(image)[1:3])
-        return resize_bilinear(ops.sigmoid(ops.cast(logits, "float32")), size)
+        return size
+
+    def upsampled_prediction(self, logits, image):
+        """`P`: sigmoid(logits) bilinearly upsampled to the image size on the labels' grid."""
+        _, half_pixel = self._mask_grid(logits, image)
+        probability = ops.sigmoid(ops.cast(logits, "float32"))
+        return resize_bilinear(probability, self._image_size(image), half_pixel_centers=half_pixel)
+
+    def ground_truth_mask(self, mask, logits, image):
+        """The ground truth as the CE sees it, at the image size on the labels' grid.
+
+        With a loss at the logit grid: the row's label (`refseg_tf.labels.downsample_mask` of
+        the mask with the CE's `label_mode`) upsampled as `upsampled_prediction` upsamples the
+        prediction; otherwise the mask itself. A prediction equal to the label gives
+        `upsampled_prediction(...) == ground_truth_mask(...)`.
+        """
+        mask = ops.cast(mask, "float32")
+        if len(mask.shape) == 3:
+            mask = ops.expand_dims(mask, -1)
+        label_mode, half_pixel = self._mask_grid(logits, image)
+        if label_mode is None:
+            return mask
+        label = downsample_mask(mask, tuple(logits.shape[1:3]), label_mode)
+        return resize_bilinear(label, self._image_size(image), half_pixel_centers=half_pixel)
+
+    def discriminator_input(self, image, mask):
+        """D's input `[B, S, S, 4]`: the image times `discriminator_image_scale` ⊕ the mask."""
+        image = ops.cast(image, "float32") * self.discriminator_image_scale
+        return ops.concatenate([image, ops.cast(mask, "float32")], -1)
 
     def discriminate(self, image, mask, training=None):
-        """D's logits `[B, 1]` for the pairs image ⊕ mask."""
-        pair = ops.concatenate([ops.cast(image, "float32"), ops.cast(mask, "float32")], -1)
+        """D's logits `[B, 1]` for the pairs image ⊕ mask (the image rescaled)."""
+        pair = self.discriminator_input(image, mask)
         return ops.cast(self.discriminator(pair, training=training), "float32")
 
     def real_mask(self, mask, prediction):
@@ -499,7 +589,8 @@ class ASGN(ReferringSegmenter):
     def discriminator_loss(self, image, mask, logits, training=None):
         """Per-replica mean `BCE(D(x ⊕ M), 1) + BCE(D(x ⊕ sg(P)), 0)` (P detached)."""
         prediction = ops.stop_gradient(self.upsampled_prediction(logits, image))
-        real = self.discriminate(image, self.real_mask(mask, prediction), training=training)
+        truth = self.ground_truth_mask(mask, logits, image)
+        real = self.discriminate(image, self.real_mask(truth, prediction), training=training)
         fake = self.discriminate(image, prediction, training=training)
         # BCE with logits: label 1 -> softplus(-z), label 0 -> softplus(z).
         return ops.mean(ops.softplus(-real)) + ops.mean(ops.softplus(fake))
@@ -523,6 +614,7 @@ class ASGN(ReferringSegmenter):
             discriminator=keras.saving.serialize_keras_object(self.discriminator),
             base_preset=self.base_preset,
             cross_entropy_weight=self.cross_entropy_weight,
+            discriminator_image_scale=self.discriminator_image_scale,
             generator_adversarial_loss=self.generator_adversarial_loss,
             adversarial_training=self.adversarial_training,
             real_mask_encoding=self.real_mask_encoding,

@@ -29,7 +29,10 @@ def _preset(generator):
         name=f"asgn_{generator}",
         model_class=ASGN,
         backbone=backbone,
-        kwargs=dict(base_preset=base, detail_features=detail, semantic_embedding=True),
+        kwargs=dict(
+            base_preset=base, detail_features=detail, detail_normalize=True,
+            semantic_embedding=True,
+        ),
         tiny_kwargs=_TINY,
         reference=(
             f"Qiu et al. (ASGN), Sec. III and IV.C, Table I ({base} generator +DE+SE+AT; "

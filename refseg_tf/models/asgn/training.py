@@ -40,7 +40,7 @@ def discriminator_update(model, image, mask, logits, replicas):
 
 
 def asgn_train_step(model, data):
-    """One ASGN step: D update on `sg(P)`, then G update on `L_adv + λ L_CE` (or CE alone).
+    """One ASGN step: D update on `sg(P)`, then G update on `L_adv + λ (L_CE + R_G)` (or CE alone).
 
     Returns the metrics dict of `fit` (`loss`, `d_loss`, `g_adv`, `g_ce` and the compiled
     metrics).
@@ -58,7 +58,9 @@ def asgn_train_step(model, data):
             with tape.stop_recording():
                 d_loss = discriminator_update(model, image, y, logits, replicas)
             g_adv = model.generator_adversarial_term(image, logits, training=True)
-            total = g_adv / replicas + model.cross_entropy_weight * cross_entropy + regularization
+            # λ scales the generator's weight decay with its CE (the base recipe's balance).
+            weight = model.cross_entropy_weight
+            total = g_adv / replicas + weight * (cross_entropy + regularization)
         else:
             d_loss = tf.constant(0.0)
             g_adv = tf.constant(0.0)

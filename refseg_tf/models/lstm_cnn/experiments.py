@@ -11,6 +11,7 @@ front `<pad>` steps (`model.mask_text_padding=False`), the RMI LSTMs skip them.
 import ml_collections
 
 from refseg_tf.experiment import (
+    RMI_SNAPSHOT_NOTE,
     DATASET_SUFFIXES,
     DEEPLAB_WEIGHTS,
     RMI_DECAY_STEPS,
@@ -25,6 +26,7 @@ from refseg_tf.experiment import (
     set_paper,
     synthetic,
     synthetic_backbone,
+    whole_split_shuffle,
 )
 from refseg_tf.models.lstm_cnn.model import HU_HIGH_RES_LOSS, HU_LOW_RES_LOSS
 from refseg_tf.models.recipes import IMAGE_RESOLUTION_BCE, RMI_BASELINE_LOSS
@@ -44,6 +46,25 @@ PAPER_RESULTS = {
     ("d_lstm", "unc+"): {"val": 28.42, "testA": 28.57, "testB": 27.70},
     ("d_lstm", "referit"): {"test": 56.83},
     ("d_lstm_ours", "unc"): {"val": 46.49},  # RRN Table 1 row 2
+}
+# RMI Table 1's R+LSTM+DCRF / D+LSTM+DCRF rows: the baselines evaluated with --dense_crf.
+RMI_BASELINE_DCRF_RESULTS = {
+    ("r_lstm", "gref"): {"val": 28.94},
+    ("r_lstm", "unc"): {"val": 39.88, "testA": 40.44, "testB": 40.07},
+    ("r_lstm", "unc+"): {"val": 26.29, "testA": 27.03, "testB": 24.44},
+    ("r_lstm", "referit"): {"test": 55.90},
+    ("d_lstm", "gref"): {"val": 33.11},
+    ("d_lstm", "unc"): {"val": 43.97, "testA": 44.25, "testB": 44.07},
+    ("d_lstm", "unc+"): {"val": 28.07, "testA": 28.29, "testB": 27.44},
+    ("d_lstm", "referit"): {"test": 58.20},
+}
+# RMI Tables 2-5: overall IoU of R+LSTM by expression length (the R+RMI rows are in
+# `refseg_tf.models.rmi.experiments.RMI_BY_LENGTH`; "test set" in the paper).
+R_LSTM_BY_LENGTH = {
+    "gref": {"1-5": 32.29, "6-7": 28.27, "8-10": 27.33, "11-20": 26.61},
+    "unc": {"1-2": 43.66, "3": 40.60, "4-5": 33.98, "6-20": 24.91},
+    "unc+": {"1-2": 34.40, "3": 24.04, "4-5": 19.31, "6-20": 12.30},
+    "referit": {"1": 67.64, "2": 52.26, "3-4": 44.87, "5-20": 33.81},
 }
 
 # Hu's low-resolution row: the block-centred grid of its labels and of its bilinear upsampling.
@@ -142,6 +163,7 @@ def rmi_baseline(model="r_lstm", dataset="unc"):
             "summed as in the RRN code)"
         )
     authors_data(config)
+    whole_split_shuffle(config)
     config.model.name = model
     config.model.mask_text_padding = True  # the code skips <pad> steps (tf.cond on id 0)
     set_loss(config, IMAGE_RESOLUTION_BCE if model == "d_lstm_ours" else RMI_BASELINE_LOSS)
@@ -152,6 +174,17 @@ def rmi_baseline(model="r_lstm", dataset="unc"):
     authors_adam(config, RMI_DECAY_STEPS, RMI_TRAIN_STEPS)
     source = "RRN Table 1" if model == "d_lstm_ours" else "RMI Table 1"
     set_paper(config, source, PAPER_RESULTS.get((model, dataset), {}))
+    if model != "d_lstm_ours":
+        config.description += (
+            f"; the Table 1 {names[model]}+DCRF row is this model evaluated with --dense_crf; "
+            + RMI_SNAPSHOT_NOTE
+        )
+        config.paper.overall_iou_dense_crf = ml_collections.ConfigDict(
+            RMI_BASELINE_DCRF_RESULTS[(model, dataset)]
+        )
+    if model == "r_lstm":
+        config.paper.source = "RMI Tables 1-5"
+        config.paper.overall_iou_by_length = ml_collections.ConfigDict(R_LSTM_BY_LENGTH[dataset])
     return config
 
 

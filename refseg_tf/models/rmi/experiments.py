@@ -11,12 +11,14 @@ from refseg_tf.experiment import (
     DATASET_SUFFIXES,
     DEEPLAB_WEIGHTS,
     RMI_DECAY_STEPS,
+    RMI_SNAPSHOT_NOTE,
     RMI_TRAIN_STEPS,
     authors_adam,
     authors_data,
     base_config,
     register_experiment,
     set_dataset,
+    whole_split_shuffle,
     set_loss,
     synthetic,
 )
@@ -68,12 +70,14 @@ def rmi(model="r_rmi", dataset="unc"):
     set_dataset(config, dataset)
     config.description = (
         f"{RMI_MODELS[model]} (Liu et al. 2017), {dataset}; the Table 1 "
-        f"{RMI_MODELS[model]}+DCRF row is this model evaluated with --dense_crf"
+        f"{RMI_MODELS[model]}+DCRF row is this model evaluated with --dense_crf; "
+        + RMI_SNAPSHOT_NOTE
     )
     config.model.name = model
     set_loss(config, RMI_BASELINE_LOSS)
     authors_data(config)
     authors_adam(config, RMI_DECAY_STEPS, RMI_TRAIN_STEPS)
+    whole_split_shuffle(config)
     if model == "r_rmi":
         config.train.backbone_weights = "imagenet"
         config.train.trainable_backbone_layers = ("fc1000",)  # fc1000 trained, rest frozen

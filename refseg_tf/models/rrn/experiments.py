@@ -16,6 +16,7 @@ from refseg_tf.experiment import (
     register_experiment,
     register_synthetic_recipe,
     set_dataset,
+    whole_split_shuffle,
     set_loss,
     set_paper,
     synthetic,
@@ -70,6 +71,7 @@ def rrn(dataset="unc", table1_row=12, authors_cell=False):
     config = base_config()
     set_dataset(config, dataset)
     authors_data(config)
+    whole_split_shuffle(config)
     config.model.name = "rrn"
     config.model.table1_row = int(table1_row)
     set_loss(config, RRN_LOSS)
