@@ -14,6 +14,7 @@ import sys
 import numpy as np
 import pytest
 from PIL import Image
+from tests.helpers import strict_json
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPLITS = ("train", "val", "testA", "testB")
@@ -34,14 +35,6 @@ def _explain(result):
 def _last_line(text):
     lines = [line for line in text.strip().splitlines() if line.strip()]
     return lines[-1] if lines else ""
-
-
-def _strict_json(path):
-    def reject(token):
-        raise ValueError(f"{path} contains the non-JSON token {token}")
-
-    with open(path, encoding="utf-8") as f:
-        return json.loads(f.read(), parse_constant=reject)
 
 
 # --------------------------------------------------------------------------- data via the CLIs
@@ -106,7 +99,7 @@ def test_convert_cli(tfrecords, raw):
         assert f"{split}-00000-of-00002.tfrecord" in names, names
         assert f"{split}-00001-of-00002.tfrecord" in names, names
     assert "vocab.txt" in names
-    metadata = _strict_json(os.path.join(out, "metadata.json"))
+    metadata = strict_json(os.path.join(out, "metadata.json"))
     assert sum(metadata["splits"][split]["images"] for split in SPLITS) == 40
     assert metadata["options"]["data_root"] == raw_dir
     with open(os.path.join(out, "vocab.txt"), encoding="utf-8") as f:
@@ -380,7 +373,7 @@ def test_train_cli(trained_cli, tfrecords):
     for name in ("config.json", "vocab.txt", "model.keras", "logs"):
         assert os.path.exists(os.path.join(model_dir, name)), name
     assert os.path.isfile(os.path.join(model_dir, "checkpoints", "ckpt-3.index"))
-    config = _strict_json(os.path.join(model_dir, "config.json"))
+    config = strict_json(os.path.join(model_dir, "config.json"))
     assert config["data"]["dir"] == data_dir
     assert config["train"]["steps"] == 3 and config["train"]["batch_size"] == 4
     assert config["eval"]["batch_size"] == 8
@@ -398,7 +391,7 @@ def test_evaluate_cli(trained_cli, raw):
     model_dir, _, _ = trained_cli
     result = run_cli("evaluate", f"--model_dir={model_dir}", "--split=val")
     assert result.returncode == 0, _explain(result)
-    document = _strict_json(os.path.join(model_dir, "eval_val.json"))
+    document = strict_json(os.path.join(model_dir, "eval_val.json"))
     scores = document["scores"]
     for key in ("overall_iou", "mean_iou", "precision@0.5"):
         assert 0.0 <= scores[key] <= 1.0
@@ -445,9 +438,9 @@ def test_demo(tmp_path):
         "pictures/predict_first_val_overlay.jpg",
     ):
         assert os.path.isfile(os.path.join(out, relative)), relative
-    document = _strict_json(os.path.join(out, "models", "rrn", "eval_val.json"))
+    document = strict_json(os.path.join(out, "models", "rrn", "eval_val.json"))
     assert 0.0 <= document["scores"]["overall_iou"] <= 1.0
-    config = _strict_json(os.path.join(out, "models", "rrn", "config.json"))
+    config = strict_json(os.path.join(out, "models", "rrn", "config.json"))
     assert config["train"]["steps"] == 4
     with Image.open(os.path.join(out, "pictures", "predict_first_val.png")) as mask:
         assert mask.mode == "L" and max(mask.size) == 48

@@ -20,6 +20,7 @@ import tensorflow as tf
 from PIL import Image
 
 from refseg_tf.models import RRN_VARIANTS, list_presets
+from tests.helpers import encode_image
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_PRESETS = ("rrn",)
@@ -159,12 +160,6 @@ def default_exported(tmp_path_factory):
     return _shared_export(tmp_path_factory, DEFAULT_PRESETS[0])
 
 
-def _encode(array, image_format, mode=None):
-    buffer = io.BytesIO()
-    Image.fromarray(array, mode).save(buffer, format=image_format, **({"quality": 90} if image_format == "JPEG" else {}))
-    return buffer.getvalue()
-
-
 def _smooth_image(height, width, channels, seed):
     """A picture-like image (smooth gradients plus shapes), not noise."""
     rng = np.random.default_rng(seed)
@@ -177,11 +172,11 @@ def _smooth_image(height, width, channels, seed):
 
 # (name, encoded bytes); odd sizes, grey and RGBA included.
 IMAGES = {
-    "rgb.jpg": _encode(_smooth_image(37, 53, 3, 0), "JPEG"),
-    "grey.jpg": _encode(_smooth_image(61, 29, 1, 1)[..., 0], "JPEG"),
-    "rgba.png": _encode(_smooth_image(45, 45, 4, 2), "PNG"),
-    "grey.png": _encode(_smooth_image(23, 71, 1, 3)[..., 0], "PNG"),
-    "rgb.png": _encode(_smooth_image(97, 33, 3, 4), "PNG"),
+    "rgb.jpg": encode_image(_smooth_image(37, 53, 3, 0), "JPEG"),
+    "grey.jpg": encode_image(_smooth_image(61, 29, 1, 1)[..., 0], "JPEG"),
+    "rgba.png": encode_image(_smooth_image(45, 45, 4, 2), "PNG"),
+    "grey.png": encode_image(_smooth_image(23, 71, 1, 3)[..., 0], "PNG"),
+    "rgb.png": encode_image(_smooth_image(97, 33, 3, 4), "PNG"),
 }
 
 
@@ -424,8 +419,8 @@ def _with_header_size(data, offset, width, height, byteorder, length):
 
 def test_gif_and_bmp_are_served_and_their_headers_checked(default_exported):
     exported = default_exported
-    gif = _encode(_smooth_image(27, 35, 3, 5), "GIF")
-    bmp = _encode(_smooth_image(31, 22, 3, 6), "BMP")
+    gif = encode_image(_smooth_image(27, 35, 3, 5), "GIF")
+    bmp = encode_image(_smooth_image(31, 22, 3, 6), "BMP")
     outputs = _serve(exported, [gif, bmp], SENTENCES[:2])
     _assert_matches_predictor(exported, outputs, 0, gif, SENTENCES[0])
     _assert_matches_predictor(exported, outputs, 1, bmp, SENTENCES[1])
@@ -443,8 +438,8 @@ def test_pixel_limit_is_configurable(default_exported):
     module = ServingModule(
         default_exported.predictor, os.path.join(default_exported.model_dir, "vocab.txt"), max_pixels=1500
     )
-    small = _encode(_smooth_image(30, 40, 3, 0), "PNG")  # 1200 pixels
-    large = _encode(_smooth_image(40, 40, 3, 0), "JPEG")  # 1600 pixels
+    small = encode_image(_smooth_image(30, 40, 3, 0), "PNG")  # 1200 pixels
+    large = encode_image(_smooth_image(40, 40, 3, 0), "JPEG")  # 1600 pixels
     assert module.serve(tf.constant([small]), tf.constant(["x"]))["mask"].shape == (1, 30, 40)
     with pytest.raises(tf.errors.InvalidArgumentError, match="more than the limit of 1500"):
         module.serve(tf.constant([large]), tf.constant(["x"]))

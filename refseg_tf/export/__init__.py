@@ -19,10 +19,12 @@ from refseg_tf.export.serving import (
     DEFAULT_MAX_PIXELS,
     IMAGE_FORMATS,
     SERVING_SIGNATURE,
+    STORED_STATE,
     TENSOR_SIGNATURE,
     ServingModule,
     decode_image_bytes,
     score_for_serving,
+    stored_state_size,
 )
 from refseg_tf.export.tflite import QUANTIZATIONS, TFLiteSegmenter, convert_to_tflite
 
@@ -35,6 +37,7 @@ __all__ = [
     "QUANTIZATIONS",
     "SAVED_MODEL_DIR",
     "SERVING_SIGNATURE",
+    "STORED_STATE",
     "SavedModelPredictor",
     "ServingModule",
     "TENSOR_SIGNATURE",
@@ -46,4 +49,5 @@ __all__ = [
     "export_model",
     "image_bytes_for_serving",
     "score_for_serving",
+    "stored_state_size",
 ]
