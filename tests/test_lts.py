@@ -617,6 +617,7 @@ def test_predictor_refuses_an_empty_expression_before_the_model():
     assert calls == []
 
 
+@pytest.mark.slow  # about 20 s (issue 20); LTS trains by default in test_models' preset checks
 def test_synthetic_lts_trains_by_epochs_and_reports_localization_accuracy(tmp_path):
     """refseg-train on `experiments.synthetic_lts` (epochs from metadata.json), refseg-evaluate."""
     from refseg_tf.data.converters.refer import ReferReader

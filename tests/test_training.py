@@ -29,7 +29,7 @@ from refseg_tf.training import callbacks as callbacks_lib
 from refseg_tf.training import config as config_lib
 from refseg_tf.training import experiments, optimizers, trainer
 from refseg_tf.training.distribute import get_strategy
-from tests.helpers import strict_json
+from tests.helpers import FLOAT_NOISE, strict_json
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 UNC_BUCKET_LABELS = ["1-2", "3", "4-5", "6-20"]
@@ -849,8 +849,10 @@ def test_predictor_of_a_text_blind_model_ignores_the_sentence(trained):
     blind_config.data.blind_expression = "shape"
     blind = Predictor(model, blind_config, vocabulary)
     first, second = blind.predict(image, ["the red circle", "small blue square on the left"])
-    np.testing.assert_array_equal(first, second)
-    np.testing.assert_allclose(first, reading.predict(image, "shape"), atol=1e-5)
+    # Not bit for bit: the two rows of one batch may sum in another order under oneDNN (6e-8
+    # apart on 47 of 2,240 pixels was seen on a loaded machine, issue 21); FLOAT_NOISE is 1e-5.
+    np.testing.assert_allclose(first, second, atol=FLOAT_NOISE)
+    np.testing.assert_allclose(first, reading.predict(image, "shape"), atol=FLOAT_NOISE)
     assert np.abs(first - reading.predict(image, "the red circle")).max() > 1e-4
 
 
