@@ -20,7 +20,7 @@ import tensorflow as tf
 from PIL import Image
 
 from refseg_tf.models import RRN_VARIANTS, list_presets
-from tests.helpers import FLOAT_NOISE, assert_mask_near, encode_image
+from tests.helpers import FLOAT_NOISE, assert_mask_near, encode_image, preset_params
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_PRESETS = ("rrn",)
@@ -227,6 +227,61 @@ def _assert_same_serving(outputs, expected, threshold):
 
 def _serve(exported, images, expressions):
     return exported.serve(image_bytes=tf.constant(images), expression=tf.constant(expressions))
+
+
+# ------------------------------------------------------------------------------ stored once
+
+
+def _stored_values(prefix):
+    """Values in a checkpoint / SavedModel `variables/variables` (the object graph excluded)."""
+    return {
+        name: int(np.prod(shape))
+        for name, shape in tf.train.list_variables(prefix)
+        if name != "_CHECKPOINTABLE_OBJECT_GRAPH"
+    }
+
+
+def _inference_model(model):
+    return model.inference_model() if hasattr(model, "inference_model") else model
+
+
+def _expected_values(model):
+    """What the export stores: the inference network's parameters plus its documented
+    non-weight state (`refseg_tf.export.STORED_STATE`: random-seed generator states)."""
+    from refseg_tf.export import stored_state_size
+
+    model = _inference_model(model)
+    return model.count_params() + stored_state_size(model)
+
+
+def test_saved_model_stores_each_weight_once(exported):
+    """Issue 21: every weight was stored twice (`model/...` and `model_variables/...`)."""
+    stored = _stored_values(os.path.join(exported.saved_model_dir, "variables", "variables"))
+    assert sum(stored.values()) == _expected_values(exported.predictor.model)
+    assert not [name for name in stored if not name.startswith("model_variables/")]
+
+
+@pytest.mark.parametrize("preset", preset_params())
+def test_serving_module_of_every_preset_stores_each_weight_once(preset, tmp_path):
+    """The object graph `tf.saved_model.save` stores, written as a checkpoint (no tracing):
+    for every preset, the inference network's parameter count plus the documented state."""
+    from refseg_tf.export import ServingModule
+    from refseg_tf.inference import Predictor
+    from refseg_tf.text import Vocabulary
+    from refseg_tf.training import trainer
+
+    config = _tiny_config(preset, {})
+    vocabulary = Vocabulary.build(SENTENCES)
+    config.model.vocabulary_size = len(vocabulary)
+    vocabulary_path = str(tmp_path / "vocab.txt")
+    vocabulary.save(vocabulary_path)
+    model = trainer.build_model(config)
+    module = ServingModule(Predictor(model, config, vocabulary), vocabulary_path)
+    prefix = tf.train.Checkpoint(root=module).write(str(tmp_path / "module"))
+    stored = _stored_values(prefix)
+    assert sum(stored.values()) == _expected_values(model), preset
+    if _inference_model(model) is not model:  # ASGN: its discriminator is not exported
+        assert sum(stored.values()) < sum(int(np.prod(v.shape)) for v in model.weights)
 
 
 # ------------------------------------------------------------------------------ parity
