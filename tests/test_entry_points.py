@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import pytest
 from PIL import Image
-from tests.helpers import assert_mask_near, strict_json
+from tests.helpers import assert_mask_near, strict_json, subprocess_env
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPLITS = ("train", "val", "testA", "testB")
@@ -448,3 +448,57 @@ def test_demo(tmp_path):
     with Image.open(os.path.join(out, "pictures", "predict_first_val.png")) as mask:
         assert mask.mode == "L" and max(mask.size) == 48
     assert "Done in" in result.stdout
+
+
+# --------------------------------------------------------------------------- the user's terminal
+
+# What a command printed into the user's terminal before issue 21 (refseg-demo, TF 2.21 on CPU).
+_NOISE = (
+    "absl::InitializeLog", "port.cc", "cudart_stub.cc", "cpu_feature_guard.cc", "cuInit",
+    "cuda_platform.cc", "resize_bilinear", "deprecated", "buffer_size", "oneDNN",
+)
+
+
+def test_predict_command_prints_no_tensorflow_noise(untrained_model_dir, images, tmp_path):
+    """A user's terminal (no TF_CPP_MIN_LOG_LEVEL set): stderr holds none of TensorFlow's
+    start-up lines nor the deprecation warning of the resize the scoring rule runs."""
+    path, _ = images["rgb.png"]
+    env = subprocess_env()
+    del env["TF_CPP_MIN_LOG_LEVEL"]
+    result = subprocess.run(
+        [sys.executable, "-m", "refseg_tf.predict", f"--model_dir={untrained_model_dir}",
+         f"--image={path}", "--expression=the red circle", f"--output={tmp_path / 'mask.png'}"],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, _explain(result)
+    noisy = [line for line in result.stderr.splitlines() if any(n in line for n in _NOISE)]
+    assert not noisy, _explain(result)
+    assert os.path.exists(tmp_path / "mask.png")
+
+
+def test_startup_noise_filter_drops_tensorflow_lines_and_keeps_the_rest():
+    from refseg_tf.cli import _verbosity, is_startup_noise, quiet_tensorflow_startup
+
+    noise = [
+        b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+        b"I0000 00:00:1796629936.519327   10429 port.cc:153] oneDNN custom operations are on.",
+        b"I0000 00:00:1796629936.519654   10429 cudart_stub.cc:31] Could not find cuda drivers",
+        b"E0000 00:00:1796629944.952113   10429 cuda_platform.cc:52] failed call to cuInit: x",
+        b"I0000 00:00:1796629949.343448   10691 tf_record_dataset_op.cc:390] TFRecordDataset "
+        b"`buffer_size` is unspecified, default to 262144",
+        b"To enable the following instructions: AVX2 FMA, in other operations, rebuild "
+        b"TensorFlow with the appropriate compiler flags.",
+    ]
+    kept = [
+        b"refseg-predict: error: /tmp/x.png: No such file",
+        b"E0000 00:00:1796629944.952113   10429 op_kernel.cc:1830] OP_REQUIRES failed: real",
+        b"Traceback (most recent call last):",
+        b"",
+    ]
+    assert all(is_startup_noise(line) for line in noise)
+    assert not any(is_startup_noise(line) for line in kept)
+    assert _verbosity(["--verbosity=1"]) == 1 and _verbosity(["-v", "2"]) == 2
+    assert _verbosity(["--model_dir=x"]) == 0
+    # Imported (not run as a command), or asked for by --verbosity: stderr is left alone.
+    assert not quiet_tensorflow_startup("refseg_tf.predict", ["pytest"])
+    assert not quiet_tensorflow_startup("__main__", ["refseg-demo", "--verbosity=1"])
