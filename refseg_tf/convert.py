@@ -20,6 +20,10 @@ A re-run with the same arguments keeps the finished shards, so an interrupted co
 resumed. See datasets/README.md for the sources of each dataset and the expected counts.
 """
 
+from refseg_tf.cli import quiet_tensorflow_startup
+
+quiet_tensorflow_startup(__name__)  # a command: before TensorFlow is imported (issue 21)
+
 import importlib
 import sys
 

@@ -11,6 +11,10 @@
    writes one prediction the way `refseg-predict` does (`OUT/pictures/predict_*.png/jpg`).
 """
 
+from refseg_tf.cli import quiet_tensorflow_startup
+
+quiet_tensorflow_startup(__name__)  # a command: before TensorFlow is imported (issue 21)
+
 import os
 import sys
 import time

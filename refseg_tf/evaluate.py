@@ -8,6 +8,10 @@ writes it to `MODEL_DIR/eval_<split>.json`. Masks come from the model directory'
 the table and in the JSON's `metadata.scoring_rule`.
 """
 
+from refseg_tf.cli import quiet_tensorflow_startup
+
+quiet_tensorflow_startup(__name__)  # a command: before TensorFlow is imported (issue 21)
+
 from absl import app, flags
 
 from refseg_tf.cli import user_errors_as_messages

@@ -7,6 +7,10 @@ Writes `OUT/saved_model/<version>/` (TF Serving's model base path is `OUT/saved_
 `OUT/model.tflite` and the contract `OUT/export.json`; see `export/README.md`.
 """
 
+from refseg_tf.cli import quiet_tensorflow_startup
+
+quiet_tensorflow_startup(__name__)  # a command: before TensorFlow is imported (issue 21)
+
 from absl import app, flags
 
 from refseg_tf.cli import user_errors_as_messages

@@ -12,6 +12,10 @@ global_step; counted) or named in the error; on an error nothing is written to -
 Formats: `refseg_tf.interop.list_formats()`; `--config.<key>=value` overrides the row's config.
 """
 
+from refseg_tf.cli import quiet_tensorflow_startup
+
+quiet_tensorflow_startup(__name__)  # a command: before TensorFlow is imported (issue 21)
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 

@@ -11,6 +11,10 @@ The mask follows the model directory's scoring rule (`eval.scoring_rule`, see
 `refseg-export`, alone (no model code), writing the same files.
 """
 
+from refseg_tf.cli import quiet_tensorflow_startup
+
+quiet_tensorflow_startup(__name__)  # a command: before TensorFlow is imported (issue 21)
+
 import io
 import os
 

@@ -104,8 +104,11 @@ def upsample_logits_tf(logits, image_size: int):
     logits = tf.cast(tf.convert_to_tensor(logits), tf.float32)
     if logits.shape.rank == 3:
         logits = logits[..., tf.newaxis]
-    return tf.compat.v1.image.resize_bilinear(
-        logits, [int(image_size), int(image_size)], align_corners=False, half_pixel_centers=False
+    # The kernel of TF1 `tf.compat.v1.image.resize_bilinear`, called directly: the same
+    # arithmetic without that wrapper's deprecation warning in the user's terminal (issue 21).
+    return tf.raw_ops.ResizeBilinear(
+        images=logits, size=[int(image_size), int(image_size)], align_corners=False,
+        half_pixel_centers=False,
     )
 
 

@@ -8,6 +8,10 @@ The page (`refseg_tf.webdemo`) shows the mask over the image, a download of the 
 to 127.0.0.1 (this machine only) unless `--host` says otherwise; it has no authentication.
 """
 
+from refseg_tf.cli import quiet_tensorflow_startup
+
+quiet_tensorflow_startup(__name__)  # a command: before TensorFlow is imported (issue 21)
+
 from absl import app, flags, logging
 
 from refseg_tf.cli import user_errors_as_messages

@@ -16,6 +16,10 @@ entry points never clashes over flag names.
 
 from __future__ import annotations
 
+from refseg_tf.cli import quiet_tensorflow_startup
+
+quiet_tensorflow_startup(__name__)  # a command: before TensorFlow is imported (issue 21)
+
 import sys
 import time
 

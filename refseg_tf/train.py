@@ -9,6 +9,10 @@ before anything is written, and a damaged newest checkpoint falls back to the pr
 Flags are defined when `run()` starts, so importing several entry points never clashes.
 """
 
+from refseg_tf.cli import quiet_tensorflow_startup
+
+quiet_tensorflow_startup(__name__)  # a command: before TensorFlow is imported (issue 21)
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 

@@ -12,6 +12,7 @@ from PIL import Image
 from refseg_tf.data import schema
 from refseg_tf.data.converters import referit
 from refseg_tf.data.converters.report import ConversionError, ConversionReport
+from tests.helpers import materialize_all
 
 IMAGE_SIZES = {"7": (40, 48), "12": (32, 36), "30": (36, 40)}  # name -> (height, width)
 
@@ -66,14 +67,6 @@ def _reader(layout):
     return referit.ReferItReader(layout.data, layout.images, layout.masks)
 
 
-def _materialize_all(reader, plan, report):
-    records = {}
-    for split, items in plan.items():
-        report.set_split(split)
-        records[split] = [reader.materialize(item, report) for item in items]
-    return records
-
-
 def test_plan_splits_ids_and_order(layout):
     report = ConversionReport()
     plan = _reader(layout).plan(report)
@@ -92,7 +85,7 @@ def test_plan_splits_ids_and_order(layout):
 def test_records_masks_are_segimg_zero(layout):
     reader = _reader(layout)
     report = ConversionReport()
-    records = _materialize_all(reader, reader.plan(report), report)
+    records = materialize_all(reader, reader.plan(report), report)
     record = records["trainval"][0]
     assert (record.image_id, record.height, record.width) == (7, 40, 48)
     assert record.image_format == "jpeg"
@@ -156,7 +149,7 @@ def test_missing_mat_file_is_a_counted_ref_skip(layout):
     (layout.masks / "7_2.mat").unlink()
     reader = _reader(layout)
     report = ConversionReport()
-    records = _materialize_all(reader, reader.plan(report), report)
+    records = materialize_all(reader, reader.plan(report), report)
     assert [ref.ref_id for ref in records["trainval"][0].refs] == [7001]
     assert report.skipped("trainval") == {"ref": {"missing mask file": 1}}
     assert "7_2.mat" in report.examples("trainval")[0]["where"]
@@ -166,7 +159,7 @@ def test_mat_without_segimg_t_is_skipped(layout):
     scipy.io.savemat(layout.masks / "7_2.mat", {"other": np.zeros((40, 48))})
     reader = _reader(layout)
     report = ConversionReport()
-    _materialize_all(reader, reader.plan(report), report)
+    materialize_all(reader, reader.plan(report), report)
     assert report.skipped("trainval") == {"ref": {"no segimg_t": 1}}
 
 
@@ -174,7 +167,7 @@ def test_corrupt_mat_is_skipped(layout):
     (layout.masks / "7_2.mat").write_bytes(b"not a matlab file at all" * 10)
     reader = _reader(layout)
     report = ConversionReport()
-    _materialize_all(reader, reader.plan(report), report)
+    materialize_all(reader, reader.plan(report), report)
     assert report.skipped("trainval") == {"ref": {"unreadable mask file": 1}}
 
 
@@ -182,7 +175,7 @@ def test_mask_shape_mismatch_names_both_shapes(layout):
     scipy.io.savemat(layout.masks / "7_2.mat", {"segimg_t": np.zeros((20, 24), np.uint8)})
     reader = _reader(layout)
     report = ConversionReport()
-    records = _materialize_all(reader, reader.plan(report), report)
+    records = materialize_all(reader, reader.plan(report), report)
     assert len(records["trainval"][0].refs) == 1
     assert report.skipped("trainval") == {"ref": {"mask shape mismatch": 1}}
     where = report.examples("trainval")[0]["where"]
@@ -193,7 +186,7 @@ def test_image_without_any_usable_region_is_skipped(layout):
     (layout.masks / "30_1.mat").unlink()
     reader = _reader(layout)
     report = ConversionReport()
-    records = _materialize_all(reader, reader.plan(report), report)
+    records = materialize_all(reader, reader.plan(report), report)
     assert records["test"] == [None]
     assert report.skipped("test") == {"image": {"no refs left": 1}, "ref": {"missing mask file": 1}}
 
@@ -202,7 +195,7 @@ def test_missing_image_is_skipped_by_the_image_loader(layout):
     (layout.images / "12.jpg").unlink()
     reader = _reader(layout)
     report = ConversionReport()
-    records = _materialize_all(reader, reader.plan(report), report)
+    records = materialize_all(reader, reader.plan(report), report)
     assert records["trainval"][1] is None
     assert report.skipped("trainval") == {"image": {"missing file": 1}}
 

@@ -19,6 +19,7 @@ from PIL import Image
 from refseg_tf.data import schema
 from refseg_tf.data.converters import tfds_refcoco
 from refseg_tf.data.converters.report import ConversionError, ConversionReport
+from tests.helpers import materialize_all
 
 tfds = pytest.importorskip("tensorflow_datasets")
 
@@ -154,11 +155,7 @@ def _reader(prepared, **kwargs):
 
 def _materialize_all(reader, report):
     plan = reader.plan(report)
-    records = {}
-    for split, items in plan.items():
-        report.set_split(split)
-        records[split] = [reader.materialize(item, report) for item in items]
-    return plan, records
+    return plan, materialize_all(reader, plan, report)
 
 
 def _tfds_masks(builder):

@@ -22,6 +22,7 @@ from refseg_tf.preprocessing import ReferringPreprocessor
 from refseg_tf.text import Vocabulary, split_words
 from refseg_tf.training import evaluation
 from refseg_tf.training.config import base_config
+from tests.helpers import encode_image
 
 SIZE = 32
 GRID = 8
@@ -36,12 +37,6 @@ IMAGES = [
     (80, 61, "png", [1, 4]),
 ]
 WORDS = ["man", "left", "red", "dog", "small", "on", "the", "right", "car", "big", "tree"]
-
-
-def _encode(image, image_format):
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format=image_format.upper())
-    return buffer.getvalue()
 
 
 def _sentence(rng):
@@ -65,7 +60,7 @@ def _records(rng):
             sent_id += count
             refs.append(schema.RefRecord(100 * image_id + index, mask.astype(np.uint8), sentences))
         records.append(schema.ImageRecord(
-            image_id, f"images/{image_id}.{image_format}", _encode(image, image_format),
+            image_id, f"images/{image_id}.{image_format}", encode_image(image, image_format),
             image_format, height, width, refs,
         ))
     return records

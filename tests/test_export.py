@@ -20,6 +20,7 @@ import tensorflow as tf
 from PIL import Image
 
 from refseg_tf.models import RRN_VARIANTS, list_presets
+from tests.helpers import FLOAT_NOISE, assert_mask_near, encode_image, preset_params
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_PRESETS = ("rrn",)
@@ -159,12 +160,6 @@ def default_exported(tmp_path_factory):
     return _shared_export(tmp_path_factory, DEFAULT_PRESETS[0])
 
 
-def _encode(array, image_format, mode=None):
-    buffer = io.BytesIO()
-    Image.fromarray(array, mode).save(buffer, format=image_format, **({"quality": 90} if image_format == "JPEG" else {}))
-    return buffer.getvalue()
-
-
 def _smooth_image(height, width, channels, seed):
     """A picture-like image (smooth gradients plus shapes), not noise."""
     rng = np.random.default_rng(seed)
@@ -177,11 +172,11 @@ def _smooth_image(height, width, channels, seed):
 
 # (name, encoded bytes); odd sizes, grey and RGBA included.
 IMAGES = {
-    "rgb.jpg": _encode(_smooth_image(37, 53, 3, 0), "JPEG"),
-    "grey.jpg": _encode(_smooth_image(61, 29, 1, 1)[..., 0], "JPEG"),
-    "rgba.png": _encode(_smooth_image(45, 45, 4, 2), "PNG"),
-    "grey.png": _encode(_smooth_image(23, 71, 1, 3)[..., 0], "PNG"),
-    "rgb.png": _encode(_smooth_image(97, 33, 3, 4), "PNG"),
+    "rgb.jpg": encode_image(_smooth_image(37, 53, 3, 0), "JPEG"),
+    "grey.jpg": encode_image(_smooth_image(61, 29, 1, 1)[..., 0], "JPEG"),
+    "rgba.png": encode_image(_smooth_image(45, 45, 4, 2), "PNG"),
+    "grey.png": encode_image(_smooth_image(23, 71, 1, 3)[..., 0], "PNG"),
+    "rgb.png": encode_image(_smooth_image(97, 33, 3, 4), "PNG"),
 }
 
 
@@ -218,8 +213,75 @@ def _assert_matches_predictor(exported, outputs, index, image_bytes, expression)
     assert set(np.unique(mask)) <= {0, 1}
 
 
+def _assert_same_serving(outputs, expected, threshold):
+    """Two calls of `serving_default` on the same request give the same answer, up to float noise.
+
+    Not bit for bit (two forward passes, see `tests.helpers.FLOAT_NOISE`): the probabilities
+    agree to FLOAT_NOISE, and the masks away from the threshold (`tests.helpers.assert_mask_near`).
+    """
+    np.testing.assert_array_equal(outputs["image_size"].numpy(), expected["image_size"].numpy())
+    probability = expected["probability"].numpy()
+    np.testing.assert_allclose(outputs["probability"].numpy(), probability, atol=FLOAT_NOISE)
+    assert_mask_near(outputs["mask"].numpy(), expected["mask"].numpy(), probability, threshold)
+
+
 def _serve(exported, images, expressions):
     return exported.serve(image_bytes=tf.constant(images), expression=tf.constant(expressions))
+
+
+# ------------------------------------------------------------------------------ stored once
+
+
+def _stored_values(prefix):
+    """Values in a checkpoint / SavedModel `variables/variables` (the object graph excluded)."""
+    return {
+        name: int(np.prod(shape))
+        for name, shape in tf.train.list_variables(prefix)
+        if name != "_CHECKPOINTABLE_OBJECT_GRAPH"
+    }
+
+
+def _inference_model(model):
+    return model.inference_model()
+
+
+def _expected_values(model):
+    """What the export stores: the inference network's parameters plus its documented
+    non-weight state (`refseg_tf.export.STORED_STATE`: random-seed generator states)."""
+    from refseg_tf.export import stored_state_size
+
+    model = _inference_model(model)
+    return model.count_params() + stored_state_size(model)
+
+
+def test_saved_model_stores_each_weight_once(exported):
+    """Issue 21: every weight was stored twice (`model/...` and `model_variables/...`)."""
+    stored = _stored_values(os.path.join(exported.saved_model_dir, "variables", "variables"))
+    assert sum(stored.values()) == _expected_values(exported.predictor.model)
+    assert not [name for name in stored if not name.startswith("model_variables/")]
+
+
+@pytest.mark.parametrize("preset", preset_params())
+def test_serving_module_of_every_preset_stores_each_weight_once(preset, tmp_path):
+    """The object graph `tf.saved_model.save` stores, written as a checkpoint (no tracing):
+    for every preset, the inference network's parameter count plus the documented state."""
+    from refseg_tf.export import ServingModule
+    from refseg_tf.inference import Predictor
+    from refseg_tf.text import Vocabulary
+    from refseg_tf.training import trainer
+
+    config = _tiny_config(preset, {})
+    vocabulary = Vocabulary.build(SENTENCES)
+    config.model.vocabulary_size = len(vocabulary)
+    vocabulary_path = str(tmp_path / "vocab.txt")
+    vocabulary.save(vocabulary_path)
+    model = trainer.build_model(config)
+    module = ServingModule(Predictor(model, config, vocabulary), vocabulary_path)
+    prefix = tf.train.Checkpoint(root=module).write(str(tmp_path / "module"))
+    stored = _stored_values(prefix)
+    assert sum(stored.values()) == _expected_values(model), preset
+    if _inference_model(model) is not model:  # ASGN: its discriminator is not exported
+        assert sum(stored.values()) < sum(int(np.prod(v.shape)) for v in model.weights)
 
 
 # ------------------------------------------------------------------------------ parity
@@ -321,8 +383,7 @@ def test_predict_request_of_tensorflow_serving_api(default_exported):
     inputs = {name: tf.make_ndarray(proto) for name, proto in request.inputs.items()}
     assert sorted(inputs) == ["expression", "image_bytes"]
     outputs = exported.serve(**{name: tf.constant(value) for name, value in inputs.items()})
-    for name in ("mask", "probability", "image_size"):
-        np.testing.assert_array_equal(outputs[name].numpy(), expected[name].numpy())
+    _assert_same_serving(outputs, expected, exported.predictor.threshold)
     response = predict_pb2.PredictResponse()
     for name, value in outputs.items():
         response.outputs[name].CopyFrom(tf.make_tensor_proto(value.numpy()))
@@ -410,8 +471,7 @@ def test_bad_payload_names_the_input_and_the_model_still_serves(default_exported
             image_bytes=tf.constant(images, tf.string), expression=tf.constant(expressions, tf.string)
         )
     again = _serve(exported, [IMAGES["rgba.png"]], SENTENCES[:1])
-    np.testing.assert_array_equal(again["mask"].numpy(), good["mask"].numpy())
-    np.testing.assert_array_equal(again["probability"].numpy(), good["probability"].numpy())
+    _assert_same_serving(again, good, exported.predictor.threshold)
 
 
 def _with_header_size(data, offset, width, height, byteorder, length):
@@ -424,8 +484,8 @@ def _with_header_size(data, offset, width, height, byteorder, length):
 
 def test_gif_and_bmp_are_served_and_their_headers_checked(default_exported):
     exported = default_exported
-    gif = _encode(_smooth_image(27, 35, 3, 5), "GIF")
-    bmp = _encode(_smooth_image(31, 22, 3, 6), "BMP")
+    gif = encode_image(_smooth_image(27, 35, 3, 5), "GIF")
+    bmp = encode_image(_smooth_image(31, 22, 3, 6), "BMP")
     outputs = _serve(exported, [gif, bmp], SENTENCES[:2])
     _assert_matches_predictor(exported, outputs, 0, gif, SENTENCES[0])
     _assert_matches_predictor(exported, outputs, 1, bmp, SENTENCES[1])
@@ -443,8 +503,8 @@ def test_pixel_limit_is_configurable(default_exported):
     module = ServingModule(
         default_exported.predictor, os.path.join(default_exported.model_dir, "vocab.txt"), max_pixels=1500
     )
-    small = _encode(_smooth_image(30, 40, 3, 0), "PNG")  # 1200 pixels
-    large = _encode(_smooth_image(40, 40, 3, 0), "JPEG")  # 1600 pixels
+    small = encode_image(_smooth_image(30, 40, 3, 0), "PNG")  # 1200 pixels
+    large = encode_image(_smooth_image(40, 40, 3, 0), "JPEG")  # 1600 pixels
     assert module.serve(tf.constant([small]), tf.constant(["x"]))["mask"].shape == (1, 30, 40)
     with pytest.raises(tf.errors.InvalidArgumentError, match="more than the limit of 1500"):
         module.serve(tf.constant([large]), tf.constant(["x"]))

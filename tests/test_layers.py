@@ -2,6 +2,8 @@
 batching, training, saving. Every layer also runs `tests.test_case.run_layer_test`
 (`test_layer_passes_the_common_layer_checks`)."""
 
+import functools
+
 import numpy as np
 import pytest
 import keras
@@ -29,6 +31,7 @@ from refseg_tf.losses import (
 )
 from refseg_tf.models.rrn import ConvLSTMStep, RecurrentRefinement, SampleLayerNormalization
 from tests.test_case import VOCAB, run_layer_test, save_and_reload, to_numpy
+from tests.helpers import random_array
 
 
 # --------------------------------------------------------------------------- spatial helpers
@@ -520,11 +523,8 @@ def test_loss_gradient_pushes_logits_towards_the_mask():
 # --------------------------------------------------------------------------- common layer checks
 
 
-def _random(*shape, seed=12):
-    return np.random.default_rng(seed + sum(shape)).normal(size=shape).astype(np.float32)
-
-
 _IDS = np.array([_front_pad(s, 5) for s in SENTENCES[:3]], "int32")
+_random = functools.partial(random_array, seed=12)  # this file's seeds
 _MAPS = [_random(2, 4, 4, 4, seed=s) for s in (1, 2)]
 # (id, layer class, constructor kwargs, positional call arguments, expected output shape)
 LAYER_CASES = [

@@ -1,6 +1,7 @@
 """Tests of the LTS family (refseg_tf.models.lts), the Darknet neck and its loaders, the
 localisation accuracy and the LTS configs."""
 
+import functools
 import json
 import struct
 
@@ -41,6 +42,7 @@ from tests.test_case import (
     segmenter_masks as _masks,
     to_numpy,
 )
+from tests.helpers import random_array
 
 
 def _tiny_lts(name="lts", **overrides):
@@ -139,14 +141,11 @@ def test_aspp_deconvolution_starts_bilinear():
     np.testing.assert_array_equal(to_numpy(head.deconv.kernel), bilinear_kernel(4, 1))
 
 
-def _random(*shape, seed=0):
-    return np.random.default_rng(seed + sum(shape)).normal(size=shape).astype("float32")
-
-
 _IDS = np.array([[5, 6, 7, 0], [4, 0, 0, 0], [3, 11, 0, 0]], "int32")
 _WORD_MASK = _IDS != 0
 # (id, class, constructor kwargs, call args, call kwargs, float16 output?, float32 sublayers)
 LTS_LAYER_CASES = [
+_random = functools.partial(random_array, seed=0)  # this file's seeds
     ("conv_bn_leaky", ConvBNLeaky, dict(filters=4, kernel_size=3), (_random(2, 4, 4, 3),), {},
      "float16", ()),
     ("gru_encoder", GRUTextEncoder, dict(vocabulary_size=VOCAB, embedding_dim=4, units=3),
@@ -618,6 +617,7 @@ def test_predictor_refuses_an_empty_expression_before_the_model():
     assert calls == []
 
 
+@pytest.mark.slow  # about 20 s (issue 20); LTS trains by default in test_models' preset checks
 def test_synthetic_lts_trains_by_epochs_and_reports_localization_accuracy(tmp_path):
     """refseg-train on `experiments.synthetic_lts` (epochs from metadata.json), refseg-evaluate."""
     from refseg_tf.data.converters.refer import ReferReader

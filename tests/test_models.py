@@ -2,8 +2,8 @@
 
 Every registered preset (`refseg_tf.models.list_presets()`) runs the common checks of
 `tests.test_case` (`run_segmenter_test`, `run_preset_test`, mixed precision): a new model family
-joins by being registered. The first preset of each model class runs by default, the others
-with `-m slow`."""
+joins by being registered. One preset per model family and per backbone runs by default
+(`tests.helpers.default_presets`), the others with `-m slow`."""
 
 import ml_collections
 import numpy as np
@@ -45,6 +45,7 @@ from tests.test_case import (
     to_numpy,
     word_ids,
 )
+from tests.helpers import preset_params
 
 
 def _frozen(backbone):
@@ -75,25 +76,8 @@ def rrn(resnet):
 # --------------------------------------------------------------------------- every preset
 
 
-def _first_preset_of_each_family():
-    """One preset per model class (the first registered name): the fast default cases."""
-    first = {}
-    for name in list_presets():
-        first.setdefault(get_preset(name).model_class, name)
-    return set(first.values())
-
-
-_FAST_PRESETS = _first_preset_of_each_family()
-
-
-def _fast_first(names):
-    return [
-        pytest.param(name, marks=[] if name in _FAST_PRESETS else [pytest.mark.slow])
-        for name in names
-    ]
-
-
-@pytest.mark.parametrize("name", _fast_first(list_presets()))
+# One preset per family and per backbone by default (tests.helpers.default_presets).
+@pytest.mark.parametrize("name", preset_params())
 def test_preset_passes_the_common_segmenter_checks(name, tmp_path):
     """Shape, stride, float32 logits, batching over mixed lengths, paddings, fit, `.keras`."""
     model, reloaded = run_segmenter_test(
@@ -105,7 +89,7 @@ def test_preset_passes_the_common_segmenter_checks(name, tmp_path):
     assert isinstance(reloaded.loss, type(model.default_loss()))
 
 
-@pytest.mark.parametrize("name", list_presets())
+@pytest.mark.parametrize("name", preset_params())
 def test_every_registered_preset_builds_at_tiny_size(name):
     run_preset_test(name)
 

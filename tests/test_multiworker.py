@@ -144,6 +144,7 @@ def _weights(model):
     return [np.array(v.numpy()) for v in model.weights]
 
 
+@pytest.mark.slow  # about 45 s: two TensorFlow processes twice (issue 20)
 def test_two_workers_match_one_and_resume_after_a_kill(data_dir, tmp_path):
     model_dir = str(tmp_path / "two_workers")
     processes, logs = _start_workers(data_dir, model_dir, 1000, str(tmp_path), "first")
@@ -229,7 +230,9 @@ def _compiled(preset):
     return model
 
 
-@pytest.mark.parametrize("preset", ["lstm_cnn", "asgn_r_lstm"])
+@pytest.mark.parametrize(
+    "preset", ["lstm_cnn", pytest.param("asgn_r_lstm", marks=pytest.mark.slow)]  # ~17 s
+)
 def test_loop_equals_fit_on_the_default_strategy(preset):
     strategy = tf.distribute.get_strategy()
     by_fit = _compiled(preset)

@@ -29,6 +29,7 @@ from refseg_tf.training import callbacks as callbacks_lib
 from refseg_tf.training import config as config_lib
 from refseg_tf.training import experiments, optimizers, trainer
 from refseg_tf.training.distribute import get_strategy
+from tests.helpers import FLOAT_NOISE, strict_json
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 UNC_BUCKET_LABELS = ["1-2", "3", "4-5", "6-20"]
@@ -48,16 +49,6 @@ def _lr_at(schedule, step):
     if isinstance(schedule, float):
         return schedule
     return float(schedule(tf.constant(step, tf.int64)))
-
-
-def _strict_json(path):
-    """Parses JSON, failing on NaN / Infinity tokens (not valid JSON)."""
-
-    def reject(token):
-        raise ValueError(f"{path} contains the non-JSON token {token}")
-
-    with open(path, encoding="utf-8") as f:
-        return json.loads(f.read(), parse_constant=reject)
 
 
 def _checkpoint_numbers(model_dir):
@@ -516,7 +507,7 @@ def test_train_writes_a_complete_model_dir(trained, data):
         vocabulary = f.read()
     with open(os.path.join(model_dir, "vocab.txt"), encoding="utf-8") as f:
         assert f.read() == vocabulary
-    saved = _strict_json(os.path.join(model_dir, "config.json"))
+    saved = strict_json(os.path.join(model_dir, "config.json"))
     assert saved["model"]["vocabulary_size"] == len(vocabulary.splitlines())
     assert saved["model"]["stage"] == "low"
     assert saved["train"]["steps"] == 3
@@ -637,7 +628,7 @@ def test_evaluate_model_dir_writes_valid_scores(trained, data):
     _, summary = data
     report, table = evaluate_model_dir(model_dir, split="val")
     path = os.path.join(model_dir, "eval_val.json")
-    document = _strict_json(path)
+    document = strict_json(path)
     scores = document["scores"]
     assert scores["count"] == summary["splits"]["val"]["sentences"]  # every sentence once
     for key in ("overall_iou", "mean_iou", "precision@0.5", "precision@0.9"):
@@ -656,7 +647,7 @@ def test_evaluation_with_empty_length_buckets_is_still_json(trained):
 
     _, _, model_dir = trained
     evaluate_model_dir(model_dir, split="testA", batch_size=2, max_batches=1)
-    document = _strict_json(os.path.join(model_dir, "eval_testA.json"))
+    document = strict_json(os.path.join(model_dir, "eval_testA.json"))
     assert document["scores"]["count"] == 2
     counts = [bucket["count"] for bucket in document["by_length"].values()]
     assert sum(counts) == 2 and counts.count(0) >= 2
@@ -861,8 +852,10 @@ def test_predictor_of_a_text_blind_model_ignores_the_sentence(trained):
     blind_config.data.blind_expression = "shape"
     blind = Predictor(model, blind_config, vocabulary)
     first, second = blind.predict(image, ["the red circle", "small blue square on the left"])
-    np.testing.assert_array_equal(first, second)
-    np.testing.assert_allclose(first, reading.predict(image, "shape"), atol=1e-5)
+    # Not bit for bit: the two rows of one batch may sum in another order under oneDNN (6e-8
+    # apart on 47 of 2,240 pixels was seen on a loaded machine, issue 21); FLOAT_NOISE is 1e-5.
+    np.testing.assert_allclose(first, second, atol=FLOAT_NOISE)
+    np.testing.assert_allclose(first, reading.predict(image, "shape"), atol=FLOAT_NOISE)
     assert np.abs(first - reading.predict(image, "the red circle")).max() > 1e-4
 
 

@@ -42,6 +42,7 @@ from refseg_tf.data.shards import (  # noqa: F401  (re-exported: the names calle
     verify_split,
 )
 
+TFRECORD_BUFFER_BYTES = 256 * 1024  # TFRecordDataset's read buffer per shard
 MODES = ("train", "eval")
 SENTENCE_MODES = ("sample", "all")
 TEXT_PADDINGS = ("front", "back")
@@ -406,7 +407,8 @@ def _random_nonce(seed: int):
 
 
 def _records_with_seeds(path, nonce):
-    indexed = tf.data.TFRecordDataset(path).enumerate()
+    # buffer_size given (TF's default, 256 KiB): unspecified, TF logs an info line per file.
+    indexed = tf.data.TFRecordDataset(path, buffer_size=TFRECORD_BUFFER_BYTES).enumerate()
     return indexed.map(lambda index, record: (record, tf.stack([nonce, index])))
 
 

@@ -19,11 +19,13 @@ from refseg_tf.export.serving import (
     DEFAULT_MAX_PIXELS,
     IMAGE_FORMATS,
     SERVING_SIGNATURE,
+    STORED_STATE,
     TENSOR_SIGNATURE,
     THRESHOLD_SIGNATURE,
     ServingModule,
     decode_image_bytes,
     score_for_serving,
+    stored_state_size,
 )
 from refseg_tf.export.tflite import QUANTIZATIONS, TFLiteSegmenter, convert_to_tflite
 
@@ -36,6 +38,7 @@ __all__ = [
     "QUANTIZATIONS",
     "SAVED_MODEL_DIR",
     "SERVING_SIGNATURE",
+    "STORED_STATE",
     "SavedModelPredictor",
     "ServingModule",
     "TENSOR_SIGNATURE",
@@ -48,4 +51,5 @@ __all__ = [
     "export_model",
     "image_bytes_for_serving",
     "score_for_serving",
+    "stored_state_size",
 ]

@@ -22,6 +22,7 @@ Bad payloads fail the request with an `InvalidArgumentError` naming the input an
 (e.g. "image_bytes[2] is empty"); the loaded model stays usable for the next request.
 """
 
+import numpy as np
 import tensorflow as tf
 
 
@@ -208,6 +209,31 @@ def _batch_checks(image_bytes, expression):
     return [same_length, not_empty, no_empty_expression]
 
 
+# What a SavedModel's `variables/variables` stores besides the model's weights (its
+# `count_params()`): the state of Keras random-seed generators (`SeedGenerator`, 2 int values
+# each; Dropout layers hold one), captured by the graph even at inference. Nothing else: no
+# optimizer slots, no step counter; the tokeniser's lookup table is built from the vocabulary
+# asset when the SavedModel loads.
+STORED_STATE = ("seed_generator_state",)
+
+
+def stored_state_size(model) -> int:
+    """Values of `model.variables` that are not weights (`STORED_STATE`), as the export stores."""
+    weights = {id(variable) for variable in model.weights}
+    extra = [variable for variable in model.variables if id(variable) not in weights]
+    unknown = [v.path for v in extra if not v.path.endswith(STORED_STATE)]
+    if unknown:
+        raise ValueError(f"Undocumented non-weight variables in the exported model: {unknown}.")
+    return sum(int(np.prod(variable.shape)) for variable in extra)
+
+
+class _Untracked:
+    """A reference `tf.Module` does not track (the SavedModel does not store what it holds)."""
+
+    def __init__(self, value):
+        self.value = value
+
+
 class ServingModule(tf.Module):
     """A trained model with its preprocessing, tokeniser and scoring, as SavedModel signatures.
 
@@ -237,15 +263,20 @@ class ServingModule(tf.Module):
         # A model trained with auxiliary networks (ASGN's discriminator, issue 12) exports only
         # the network inference runs, `inference_model()`.
         model = predictor.model
-        self.model = model.inference_model()
+        model = model.inference_model()
+        # The Keras model is held out of the object graph (`_Untracked`): tracked as well, each
+        # weight was stored twice in `variables/variables`, once as the Keras variable under
+        # `model/...` and once as its tf.Variable under `model_variables/...` (issue 21).
+        self._model = _Untracked(model)
         self.preprocessor = predictor.preprocessor
         # The underlying tf.Variables, tracked directly (as keras.export.ExportArchive does):
         # through the Keras model alone some (e.g. BatchNorm moving statistics) are missing
         # from the SavedModel's variable list and the TF1 loader of TF Serving and
         # saved_model_cli fails with "Could not find variable ...".
         # `variables`, not `weights`: it includes the random-seed state of Dropout layers (LTS's
-        # transformer), which the graph captures even at inference.
-        self.model_variables = [variable.value for variable in self.model.variables]
+        # transformer), which the graph captures even at inference. So the SavedModel stores
+        # `model.count_params()` values plus `stored_state_size(model)` (`STORED_STATE`).
+        self.model_variables = [variable.value for variable in model.variables]
         self.tokenizer = self.preprocessor.tokenizer
         self.vocabulary_file = tf.saved_model.Asset(vocabulary_path)
         self.image_size = int(self.preprocessor.image_size)
@@ -289,6 +320,11 @@ class ServingModule(tf.Module):
         path = os.path.join(self._vocabulary_directory.name, VOCABULARY_FILENAME)
         vocabulary.save(path)
         return path
+
+    @property
+    def model(self):
+        """The Keras model the signatures run (`inference_model()` of the trained model)."""
+        return self._model.value
 
     def signatures(self) -> dict:
         """The `signatures` argument of `tf.saved_model.save`."""
