@@ -4,4 +4,4 @@ from refseg_tf.training import experiments
 
 
 def get_config():
-    return experiments.asgn(generator="r_lstm", dataset="gref", modules="at")
+    return experiments.get_experiment("asgn_r_lstm_at_gref")

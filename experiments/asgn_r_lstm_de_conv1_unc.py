@@ -4,4 +4,4 @@ from refseg_tf.training import experiments
 
 
 def get_config():
-    return experiments.asgn(generator="r_lstm", dataset="unc", modules="de", de_layers="conv1")
+    return experiments.get_experiment("asgn_r_lstm_de_conv1_unc")

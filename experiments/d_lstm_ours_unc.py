@@ -4,4 +4,4 @@ from refseg_tf.training import experiments
 
 
 def get_config():
-    return experiments.rmi_baseline(model="d_lstm_ours", dataset="unc")
+    return experiments.get_experiment("d_lstm_ours_unc")

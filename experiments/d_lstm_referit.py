@@ -4,4 +4,4 @@ from refseg_tf.training import experiments
 
 
 def get_config():
-    return experiments.rmi_baseline(model="d_lstm", dataset="referit")
+    return experiments.get_experiment("d_lstm_referit")

@@ -4,4 +4,4 @@ from refseg_tf.training import experiments
 
 
 def get_config():
-    return experiments.rmi(model="d_rmi", dataset="unc")
+    return experiments.get_experiment("d_rmi_unc")

@@ -4,4 +4,4 @@ from refseg_tf.training import experiments
 
 
 def get_config():
-    return experiments.hu_lstm_cnn(dataset="gref", stage="low")
+    return experiments.get_experiment("lstm_cnn_low_gref")

@@ -4,4 +4,4 @@ from refseg_tf.training import experiments
 
 
 def get_config():
-    return experiments.lts(dataset="refcocoplus")
+    return experiments.get_experiment("lts_refcocoplus")

@@ -4,4 +4,4 @@ from refseg_tf.training import experiments
 
 
 def get_config():
-    return experiments.lts(dataset="refcoco", table2_row=7)
+    return experiments.get_experiment("lts_table2_row7_refcoco")

@@ -4,4 +4,4 @@ from refseg_tf.training import experiments
 
 
 def get_config():
-    return experiments.lts(dataset="refcoco", table5_row="n1")
+    return experiments.get_experiment("lts_table5_n1_refcoco")

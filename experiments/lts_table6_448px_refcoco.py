@@ -4,4 +4,4 @@ from refseg_tf.training import experiments
 
 
 def get_config():
-    return experiments.lts(dataset="refcoco", table6_size=448)
+    return experiments.get_experiment("lts_table6_448px_refcoco")

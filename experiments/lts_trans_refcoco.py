@@ -4,4 +4,4 @@ from refseg_tf.training import experiments
 
 
 def get_config():
-    return experiments.lts(dataset="refcoco", localization="transformer")
+    return experiments.get_experiment("lts_trans_refcoco")

@@ -4,4 +4,4 @@ from refseg_tf.training import experiments
 
 
 def get_config():
-    return experiments.lts(dataset="refcocoplus", localization="transformer")
+    return experiments.get_experiment("lts_trans_refcocoplus")

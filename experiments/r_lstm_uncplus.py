@@ -4,4 +4,4 @@ from refseg_tf.training import experiments
 
 
 def get_config():
-    return experiments.rmi_baseline(model="r_lstm", dataset="unc+")
+    return experiments.get_experiment("r_lstm_uncplus")

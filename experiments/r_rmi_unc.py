@@ -4,4 +4,4 @@ from refseg_tf.training import experiments
 
 
 def get_config():
-    return experiments.rmi(model="r_rmi", dataset="unc")
+    return experiments.get_experiment("r_rmi_unc")

@@ -9,4 +9,4 @@ from refseg_tf.training import experiments
 
 
 def get_config():
-    return experiments.rrn(dataset="gref", table1_row=12, authors_cell=True)
+    return experiments.get_experiment("rrn_gref_authors")

@@ -4,4 +4,4 @@ from refseg_tf.training import experiments
 
 
 def get_config():
-    return experiments.rrn(dataset="referit", table1_row=12)
+    return experiments.get_experiment("rrn_referit")

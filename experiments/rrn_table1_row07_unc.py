@@ -4,4 +4,4 @@ from refseg_tf.training import experiments
 
 
 def get_config():
-    return experiments.rrn(dataset="unc", table1_row=7)
+    return experiments.get_experiment("rrn_table1_row07_unc")

@@ -25,10 +25,12 @@ import tensorflow as tf
 
 from refseg_tf import scoring
 from refseg_tf.data import transforms
+from refseg_tf.filenames import (  # noqa: F401  (re-exported)
+    CONFIG_FILENAME,
+    PREPROCESSOR_FILENAME,
+    VOCABULARY_FILENAME,
+)
 
-PREPROCESSOR_FILENAME = "preprocessor.json"
-VOCABULARY_FILENAME = "vocab.txt"
-CONFIG_FILENAME = "config.json"  # the training config of a model directory (`refseg-train`)
 TEXT_PADDINGS = ("front", "back")
 # The keys of `get_config` that come from `config.data` of a training config.
 DATA_KEYS = (

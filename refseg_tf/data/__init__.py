@@ -8,10 +8,10 @@ it. The synthetic sets are `refseg_tf.synthetic_data`.
 import importlib
 
 _EXPORTS = {
-    "available_splits": "pipeline",
+    "available_splits": "shards",
     "choose_auto_shard_policy": "pipeline",
     "detect_worker_count": "pipeline",
-    "find_shards": "pipeline",
+    "find_shards": "shards",
     "load": "pipeline",
     "denormalize_image": "transforms",
     "downsample_label": "transforms",

@@ -31,11 +31,12 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from refseg_tf.filenames import METADATA_FILENAME, VOCABULARY_FILENAME  # noqa: F401  (re-exported)
+
 SCHEMA_VERSION = 1
 SHARD_PATTERN = "{split}-{index:05d}-of-{count:05d}.tfrecord"
 SHARD_GLOB = "{split}-*-of-*.tfrecord"
-VOCAB_FILENAME = "vocab.txt"
-METADATA_FILENAME = "metadata.json"
+VOCAB_FILENAME = VOCABULARY_FILENAME
 
 
 @dataclasses.dataclass

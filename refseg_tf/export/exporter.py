@@ -30,13 +30,14 @@ from refseg_tf.export.serving import (
 )
 from refseg_tf.export.tflite import QUANTIZATIONS, TFLiteSegmenter, convert_to_tflite
 from refseg_tf.files import atomic_write_bytes, atomic_write_json
+from refseg_tf.filenames import VOCABULARY_FILENAME
 
 FORMATS = ("saved_model", "tflite")
 EXPORT_CONTRACT = "export.json"
 EXPORT_CONTRACT_VERSION = 1
 SAVED_MODEL_DIR = "saved_model"
 TFLITE_FILENAME = "model.tflite"
-VOCABULARY_ASSET = "vocab.txt"
+VOCABULARY_ASSET = VOCABULARY_FILENAME
 
 
 def _check_formats(formats) -> tuple:

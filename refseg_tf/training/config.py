@@ -20,7 +20,9 @@ import os
 
 import ml_collections
 
+from refseg_tf.experiment import base_config  # noqa: F401  (the defaults; defined there)
 from refseg_tf.files import atomic_write_text
+from refseg_tf.filenames import CONFIG_FILENAME  # noqa: F401  (re-exported)
 
 REQUIRED_KEYS = (
     "data.dir",
@@ -50,91 +52,6 @@ PREPROCESSING_KEYS = (
 WEIGHT_MEANING_PREFIXES = ("model.",) + tuple(
     f"data.{key}" for key in PREPROCESSING_KEYS + ("tokenizer", "blind_expression")
 )
-CONFIG_FILENAME = "config.json"
-
-
-def base_config() -> ml_collections.ConfigDict:
-    """The defaults every experiment starts from (RMI/RRN-style training at 320 px)."""
-    config = ml_collections.ConfigDict()
-    config.description = ""
-
-    config.data = ml_collections.ConfigDict()
-    config.data.dir = ""
-    config.data.dataset = "synthetic"
-    config.data.split_train = "train"
-    config.data.split_eval = "val"
-    config.data.image_size = 320
-    config.data.max_length = 20
-    config.data.text_padding = "front"
-    config.data.resize_method = "bilinear"
-    config.data.pad_value = "zero"
-    config.data.normalization = "caffe_bgr"
-    config.data.sentences = "sample"
-    # "refseg" (the library's tokeniser) or "authors" (Hu/RMI/RRN's `re.split(r'(\W+)')`).
-    config.data.tokenizer = "refseg"
-    config.data.shuffle_buffer = 1000
-    # The text-blind control: every expression replaced by this one word ("" = off).
-    config.data.blind_expression = ""
-
-    config.model = ml_collections.ConfigDict()
-    config.model.name = "d_lstm"
-    config.model.backbone = ml_collections.ConfigDict(
-        {"name": "resnet101_os8", "kwargs": ml_collections.ConfigDict()}
-    )
-    config.model.size = "paper"
-    config.model.vocabulary_size = 0
-    config.model.threshold = 0.5  # probability threshold of the predicted mask
-
-    config.train = ml_collections.ConfigDict()
-    config.train.steps = 1000
-    config.train.batch_size = 1
-    config.train.optimizer = ml_collections.ConfigDict()
-    config.train.optimizer.name = "adam"
-    config.train.optimizer.learning_rate = 2.5e-4
-    config.train.optimizer.momentum = 0.9
-    config.train.optimizer.epsilon = 1e-7  # Adam; Keras's default (TF1's, in RMI/RRN rows: 1e-8)
-    config.train.optimizer.schedule = "polynomial"
-    config.train.optimizer.decay_steps = 0  # the decay horizon; 0: train.steps
-    config.train.optimizer.decay_rate = 0.1  # staircase
-    config.train.optimizer.end_learning_rate = 1e-5  # polynomial
-    config.train.optimizer.power = 0.9  # polynomial
-    config.train.optimizer.boundaries = ()  # piecewise, in steps
-    config.train.optimizer.bias_lr_multiplier = 2.0
-    config.train.optimizer.clipnorm = 0.0
-    config.train.weight_decay = 5e-4
-    # Which kernels are decayed: "conv_kernels" (RMI/RRN code: convolutions only, never the
-    # LSTM, ConvLSTM or embedding) or "matrices" (Hu's code: every weight matrix, LSTM included).
-    config.train.weight_decay_scope = "conv_kernels"
-    config.train.backbone_weights = ""  # "" | "imagenet" | a DeepLab .npz/.h5 or darknet .weights file
-    config.train.freeze_backbone = True
-    config.train.trainable_backbone_layers = ()  # layer-name prefixes kept trainable when frozen
-    config.train.freeze_batchnorm = True
-    config.train.init_from = ""  # a model_dir or checkpoint to start from (e.g. Hu's low-res stage)
-    config.train.checkpoint_every = 500
-    config.train.keep_checkpoints = 3
-    config.train.log_images_every = 1  # in checkpoint intervals; 0 disables pictures
-    config.train.mixed_precision = "float32"
-    config.train.jit_compile = "auto"
-    config.train.distribution = "auto"
-    # "auto": the custom loop (`training.loop`) under MultiWorkerMirroredStrategy with several
-    # workers, Keras `fit` otherwise; "fit" | "loop" force one.
-    config.train.engine = "auto"
-    # How a multi-worker job splits the data: "auto" (by shard file when every worker gets one,
-    # else by batch) | "data" (every worker reads everything and keeps its part of each global
-    # batch: the batches of one worker, at the cost of reading all).
-    config.train.input_sharding = "auto"
-    # With stdout not a terminal (a log file): a progress line every N steps besides the line
-    # per epoch (0 = per epoch only). A terminal shows the progress bar.
-    config.train.log_every_steps = 0
-    config.train.seed = 0
-
-    config.eval = ml_collections.ConfigDict()
-    config.eval.batch_size = 8
-    config.eval.dense_crf = False
-    config.eval.threshold = -1.0  # < 0: the model's own threshold
-    # refseg_tf.scoring.SCORING_RULES: "upsample_logits" (Hu/RMI/RRN code) | "resize_probability"
-    config.eval.scoring_rule = "upsample_logits"
-    return config
 
 
 def get_by_path(config, dotted: str):

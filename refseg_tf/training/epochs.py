@@ -13,7 +13,7 @@ import json
 import math
 import os
 
-METADATA_FILENAME = "metadata.json"
+from refseg_tf.filenames import METADATA_FILENAME
 
 
 def epoch_size(config) -> int:

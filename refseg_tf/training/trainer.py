@@ -36,9 +36,9 @@ from refseg_tf.training import loop as loop_lib
 from refseg_tf.training.checkpointing import training_checkpoint_items
 from refseg_tf.training.distribute import get_strategy
 from refseg_tf.training.optimizers import apply_weight_decay, build_optimizer
+from refseg_tf.filenames import MODEL_FILENAME, VOCABULARY_FILENAME
 
-MODEL_FILENAME = "model.keras"
-VOCAB_FILENAME = "vocab.txt"
+VOCAB_FILENAME = VOCABULARY_FILENAME
 
 
 def _data_file(config, name):

@@ -10,6 +10,7 @@ from refseg_tf.models.asgn.model import (
     ASGNGenerator,
 )
 from refseg_tf.models.asgn.presets import ASGN_PRESETS, GENERATORS
+from refseg_tf.models.asgn import experiments  # noqa: F401  (registers its experiments)
 
 __all__ = [
     "ASGN",

@@ -2,7 +2,7 @@
 
 `asgn_snle` (Hu et al.'s LSTM-CNN, VGG-16 fc8), `asgn_r_lstm`, `asgn_d_lstm` (RMI's baselines)
 and `asgn_d_rmi`; the "+AT" rows set `detail_features=()` and `semantic_embedding=False`, the
-rows without AT `adversarial_training=False` (see `refseg_tf.training.experiments.asgn`).
+rows without AT `adversarial_training=False` (see `refseg_tf.models.asgn.experiments.asgn`).
 """
 
 from refseg_tf.models.asgn.model import ASGN

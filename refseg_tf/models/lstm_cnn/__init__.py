@@ -10,6 +10,7 @@ from refseg_tf.models.lstm_cnn.model import (
     UPSAMPLING_MODES,
 )
 from refseg_tf.models.lstm_cnn.presets import LSTM_CNN_PRESETS
+from refseg_tf.models.lstm_cnn import experiments  # noqa: F401  (registers its experiments)
 
 __all__ = [
     "HU_HIGH_RES_LOSS",

@@ -18,6 +18,7 @@ from refseg_tf.models.lts.model import (
     PixelBCELoss,
 )
 from refseg_tf.models.lts.presets import LTS_PRESETS
+from refseg_tf.models.lts import experiments  # noqa: F401  (registers its experiments)
 
 __all__ = [
     "ASPPSegmentation",

@@ -19,6 +19,7 @@ from refseg_tf.models.rrn.model import (
     TABLE1_ROWS,
 )
 from refseg_tf.models.rrn.presets import RRN_PRESETS
+from refseg_tf.models.rrn import experiments  # noqa: F401  (registers its experiments)
 
 __all__ = [
     "ConvLSTMStep",
