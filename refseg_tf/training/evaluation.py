@@ -105,9 +105,10 @@ def _shard_stamp(data_dir, split) -> tuple:
     """(path, size, mtime) of the split's shards and of metadata.json: what identifies a
     conversion's files (checked by `verify_split` on every call)."""
     from refseg_tf.data import find_shards
+    from refseg_tf.filenames import METADATA_FILENAME
 
     paths = find_shards(data_dir, split)
-    metadata = os.path.join(os.fspath(data_dir), "metadata.json")
+    metadata = os.path.join(os.fspath(data_dir), METADATA_FILENAME)
     stamp = []
     for path in [*paths, metadata]:
         try:
