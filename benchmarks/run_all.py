@@ -481,6 +481,21 @@ def figure_forward(work, settings) -> Figure:
         if bound:
             bounds.append(bound)
         keras.backend.clear_session()
+    if settings.xla:
+        probe = xla_convolution_probe()
+        raw["xla_probe"] = [(label, ratio) for label, ratio, _ in probe]
+        bounds.append(
+            "XLA slower than the graph runtime (d_lstm, rrn, d_rmi, asgn_d_lstm): the same "
+            "convolutions alone, XLA seconds over graph seconds at batch 1 in this process: "
+            + "; ".join(f"{label} {ratio:.2f} ({1e3 * sec[True]:.1f} vs {1e3 * sec[False]:.1f} ms)"
+                        for label, ratio, sec in probe)
+            + ". The graph runtime runs convolutions as oneDNN kernels (`_MklNativeConv2D` in "
+            "the op-level timings above, 77-97% of the kernel time); a probe ratio above 1 "
+            "means XLA's CPU convolution itself is slower than that kernel on these shapes, so "
+            "a forward made of them is slower under XLA whatever the model code (convolutions "
+            "are 100% of the FLOPs). Recorded, not fixed: the evaluation's and the export's "
+            "forward run without XLA."
+        )
     figure = Figure(2, "forward: profiler FLOPs per second over the best fp32 matmul FLOP/s",
                     ">= 0.8", rows, bound=" ".join(bounds))
     figure.notes.append(
@@ -496,6 +511,31 @@ def figure_forward(work, settings) -> Figure:
     )
     figure.raw = raw
     return figure
+
+
+XLA_PROBES = (  # (label, spatial side, input channels, output channels, kernel, dilation)
+    ("ResNet stage 4 at output stride 8: 3x3, dilation 2, 256 ch at 40x40", 40, 256, 256, 3, 2),
+    ("the same without dilation", 40, 256, 256, 3, 1),
+    ("ResNet bottleneck 1x1, 1024 -> 256 at 40x40", 40, 1024, 256, 1, 1),
+    ("VGG-16 conv5 at 512 px: 3x3, 512 ch at 32x32", 32, 512, 512, 3, 1),
+)
+
+
+def xla_convolution_probe(repeats=5) -> list:
+    """(label, XLA seconds / graph seconds) of single convolutions + ReLU at batch 1."""
+    results = []
+    rng = np.random.default_rng(0)
+    for label, side, cin, cout, kernel, dilation in XLA_PROBES:
+        x = tf.constant(rng.normal(size=(1, side, side, cin)).astype(np.float32))
+        w = tf.constant(rng.normal(size=(kernel, kernel, cin, cout)).astype(np.float32))
+        seconds = {}
+        for jit in (False, True):
+            function = tf.function(
+                lambda x: tf.nn.relu(tf.nn.conv2d(x, w, 1, "SAME", dilations=dilation)),
+                jit_compile=jit)
+            seconds[jit] = median_seconds(lambda: function(x).numpy(), repeats, 2)
+        results.append((label, seconds[True] / seconds[False], seconds))
+    return results
 
 
 def _forward_preset(name, settings, peak, rows, raw):
