@@ -201,6 +201,7 @@ def convert_refer(data_root, output_dir, num_workers, num_shards=None, usage=Non
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         child_cpu = (after.ru_utime + after.ru_stime) - (children.ru_utime + children.ru_stime)
         usage["cores_busy"] = (time.process_time() - cpu + child_cpu) / seconds
+        usage["main_cpu_seconds"] = time.process_time() - cpu
     return seconds
 
 
@@ -324,7 +325,7 @@ def figure_pipeline(work, settings) -> Figure:
             f"not separate the two)."
         )
     figure = Figure(1, "input pipeline: `refseg_tf.data.load` (train) over a bare parallel "
-                    "pipeline", ">= 0.9", rows, bound=" ".join(bounds))
+                    "pipeline", ">= 0.95", rows, bound=" ".join(bounds))
     figure.notes.append(
         f"{summary['num_images']} synthetic images (`refseg_tf.synthetic_data`, long side 640, "
         f"JPEG by Pillow), {len(images)} train examples (one per ref), converted by "
@@ -920,17 +921,18 @@ def figure_export(work, settings) -> Figure:
 def figure_conversion(work, settings) -> Figure:
     data_root = os.path.join(work, "convert_refer")
     summary = synthetic_refer(data_root, settings.convert_images, image_size=640, seed=2)
-    seconds, busy = {}, {}
+    seconds, busy, main_cpu = {}, {}, {}
     for workers in (1, 2, 1, 2):  # interleaved, best of two each
         output = os.path.join(work, f"convert_{workers}_{len(seconds)}_{time.monotonic_ns()}")
         usage = {}
         value = convert_refer(data_root, output, num_workers=workers, usage=usage)
         if value < seconds.get(workers, float("inf")):
             seconds[workers], busy[workers] = value, usage["cores_busy"]
+            main_cpu[workers] = usage["main_cpu_seconds"]
     rates = {workers: summary["num_images"] / value for workers, value in seconds.items()}
     ratio = rates[2] / rates[1]
     bound = ""
-    if ratio < 1.6:
+    if ratio < 1.8:
         _, in_process, _ = timed(lambda: convert_refer(
             data_root, os.path.join(work, f"convert_0_{time.monotonic_ns()}"), num_workers=0))
         serial_part = 2 * seconds[2] - seconds[1]  # t(n) = serial + parallel / n, n = 1, 2
@@ -940,7 +942,11 @@ def figure_conversion(work, settings) -> Figure:
             f"process: one worker process costs {seconds[1] - in_process:+.2f} s). CPU seconds "
             f"of the converter and its workers per wall second: {busy[1]:.2f} with 1 worker, "
             f"{busy[2]:.2f} with 2 (of {os.cpu_count()} cores; the rest of the machine's load "
-            f"was other jobs). "
+            f"was other jobs). The main process itself used {main_cpu[2]:.2f} CPU s of the "
+            f"{seconds[2]:.2f} s with 2 workers (planning: reading the refer files; then per "
+            f"image only unpickling the worker's encoded record, writing it and merging its "
+            f"report; the vocabulary, check sums and metadata at the end), so the workers' "
+            f"{busy[2] * seconds[2] - main_cpu[2]:.2f} CPU s are the per-image work. "
         )
         if seconds[2] >= seconds[1]:
             bound = measured + (
@@ -958,7 +964,7 @@ def figure_conversion(work, settings) -> Figure:
                 f"check-sums the shards, and on 2 cores it shares them with the workers."
             )
     figure = Figure(7, "conversion: `refseg-convert` images/s with 2 workers over 1 worker",
-                    ">= 1.6 (set here: 2 is ideal on 2 cores)",
+                    ">= 1.8 (issue 22; 2 is ideal on 2 cores)",
                     [("2 workers / 1 worker", ratio,
                       f"{rates[1]:.1f} -> {rates[2]:.1f} images/s")], bound=bound)
     figure.notes.append(
@@ -966,7 +972,8 @@ def figure_conversion(work, settings) -> Figure:
         f"`refseg-convert --format=refer --num_workers=N` run in this process (its entry "
         f"point's function); best of 2 interleaved runs each."
     )
-    figure.raw = {"seconds": seconds, "cores_busy": busy, "images": summary["num_images"]}
+    figure.raw = {"seconds": seconds, "cores_busy": busy, "main_cpu_seconds": main_cpu,
+                  "images": summary["num_images"]}
     return figure
 
 
