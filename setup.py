@@ -17,6 +17,7 @@ CONSOLE_SCRIPTS = [
     "refseg-demo=refseg_tf.demo:run",
     "refseg-export=refseg_tf.export_model:run",
     "refseg-serve=refseg_tf.serve:run",
+    "refseg-import=refseg_tf.import_weights:run",
 ]
 # notebooks/quickstart.ipynb in Jupyter, and its test (nbclient runs it in an ipykernel).
 NOTEBOOK = ["nbformat>=5.9", "nbclient>=0.10", "ipykernel>=6.29"]

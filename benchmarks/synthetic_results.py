@@ -28,17 +28,12 @@ from refseg_tf.training import experiments
 
 # Every registered synthetic experiment, `synthetic_<model>`.
 MODELS = tuple(name[len("synthetic_"):] for name in experiments.list_experiments(synthetic=True))
-PAPER_ROWS = {  # the papers' headline row for each model (overall IoU, %)
-    "lstm_cnn": "48.03 (ReferIt test, high-res; Hu Table 1)",
-    "r_lstm": "38.74 (UNC val; RMI Table 1)",
-    "d_lstm": "43.27 (UNC val; RMI Table 1)",
-    "d_lstm_ours": "46.49 (UNC val; RRN Table 1 row 2)",
-    "rrn": "54.26 (UNC val; RRN Table 1 row 12)",
-    "rmi": "39.74 (UNC val; RMI Table 1, R+RMI)",
-    "lts": "65.43 mean IoU (RefCOCO val; LTS Table 1)",
-    "asgn": "48.04 (UNC val; ASGN Table I, D+LSTM+DE+SE+AT)",
-    "asgn_no_at": "- (ASGN Table II has R+LSTM+DE+SE: 44.92 UNC val)",
-}
+
+
+def paper_row(model):
+    """The papers' headline row for `model` (its registered `paper_row`, read from the registry)."""
+    return experiments.paper_row_summary(f"synthetic_{model}")
+
 
 flags.DEFINE_string("output_dir", "runs/synthetic_results", "Where data, models and the table go.")
 flags.DEFINE_list("models", list(MODELS), "Models to train.")
@@ -98,7 +93,7 @@ def table(results):
             f"| {model} | {runs['text']['steps']} | {100 * text['overall_iou']:.2f} | "
             f"{100 * text['mean_iou']:.2f} | {100 * text['precision@0.5']:.2f} | "
             f"{100 * blind['overall_iou']:.2f} | "
-            f"{100 * (text['overall_iou'] - blind['overall_iou']):+.2f} | {PAPER_ROWS.get(model, '-')} |"
+            f"{100 * (text['overall_iou'] - blind['overall_iou']):+.2f} | {paper_row(model)} |"
         )
     return "\n".join(lines)
 

@@ -41,6 +41,32 @@ import ml_collections
 
 from refseg_tf.losses.segmentation import DEFAULT_LOSS_UPSAMPLING
 
+__all__ = [
+    "DATASETS",
+    "DATASET_SUFFIXES",
+    "DEEPLAB_WEIGHTS",
+    "EXPERIMENTS",
+    "Experiment",
+    "RMI_DECAY_STEPS",
+    "RMI_TRAIN_STEPS",
+    "SYNTHETIC_BACKBONES",
+    "SYNTHETIC_RECIPES",
+    "TF1_ADAM_EPSILON",
+    "authors_adam",
+    "authors_data",
+    "base_config",
+    "get_experiment",
+    "list_experiments",
+    "paper_row_summary",
+    "register_experiment",
+    "register_synthetic_recipe",
+    "set_dataset",
+    "set_loss",
+    "set_paper",
+    "synthetic",
+    "synthetic_backbone",
+]
+
 # --------------------------------------------------------------------------- the base config
 
 
@@ -143,12 +169,16 @@ class Experiment:
         builder: a function returning an `ml_collections.ConfigDict`.
         kwargs: the builder's keyword arguments.
         synthetic: trains on the bundled synthetic data (the demo and the benchmark run it).
+        paper_row: for a synthetic experiment, the registered paper-row experiment it is the
+            tiny version of ("" = none): `benchmarks/synthetic_results.py` prints its numbers
+            beside the synthetic ones.
     """
 
     name: str
     builder: Callable[..., Any]
     kwargs: Mapping[str, Any]
     synthetic: bool
+    paper_row: str = ""
 
     def config(self):
         return self.builder(**dict(self.kwargs))
@@ -157,21 +187,21 @@ class Experiment:
 EXPERIMENTS = {}
 
 
-def register_experiment(name, *, synthetic=False, **kwargs):
+def register_experiment(name, *, synthetic=False, paper_row="", **kwargs):
     """Decorator: registers the decorated builder, called with `kwargs`, as experiment `name`.
 
     Stackable (one builder, several experiments); returns the builder unchanged, so a table
     of rows registers as `register_experiment(name, **row)(builder)`.
 
     Example:
-        >>> @register_experiment("synthetic_rrn", synthetic=True, model="rrn")
-        ... def synthetic(model="rrn", **model_overrides): ...
+        >>> @register_experiment("synthetic_rmi", synthetic=True, paper_row="r_rmi_unc")
+        ... def synthetic_rmi(model="r_rmi"): ...
     """
 
     def register(builder):
         if name in EXPERIMENTS:
             raise ValueError(f"`name` must be a new experiment name; received {name!r}.")
-        EXPERIMENTS[name] = Experiment(name, builder, dict(kwargs), bool(synthetic))
+        EXPERIMENTS[name] = Experiment(name, builder, dict(kwargs), bool(synthetic), str(paper_row))
         return builder
 
     return register
@@ -197,6 +227,22 @@ def get_experiment(name):
             f"received {name!r}."
         )
     return EXPERIMENTS[name].config()
+
+
+def paper_row_summary(name):
+    """The headline number of the paper row synthetic experiment `name` stands for, as text
+    ("54.26 overall IoU (refcoco val; RRN Table 2; rrn_unc)"), or "-" without one."""
+    row = EXPERIMENTS[name].paper_row if name in EXPERIMENTS else ""
+    if not row:
+        return "-"
+    config = get_experiment(row)
+    metric = config.paper.get("metric", "overall_iou")
+    split = config.data.split_eval
+    value = config.paper[metric][split]
+    return (
+        f"{value:.2f} {metric.replace('_', ' ').replace('iou', 'IoU')} "
+        f"({config.data.dataset} {split}; {config.paper.source}; {row})"
+    )
 
 
 # --------------------------------------------------------------------------- shared recipe helpers

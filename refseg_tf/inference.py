@@ -71,7 +71,7 @@ class Predictor:
     @classmethod
     def from_model_dir(cls, model_dir: str, checkpoint: str = "auto"):
         from refseg_tf.preprocessing import ReferringPreprocessor
-        from refseg_tf.training.trainer import load_trained_model
+        from refseg_tf.training.model_dir import load_trained_model
 
         model, config = load_trained_model(model_dir, checkpoint=checkpoint)
         return cls(model, config, preprocessor=ReferringPreprocessor.from_model_dir(model_dir))
@@ -126,3 +126,37 @@ class Predictor:
         logits = self.model(inputs, training=False)
         logits = tf.cast(logits, tf.float32).numpy()
         return logits, window.numpy(), np.asarray(image).shape[:2], single
+
+
+def explain_to_file(predictor, image, expression, path):
+    """Draws the per-step response maps of `predictor.model.explain` over the image.
+
+    RMI: the mLSTM state after each word (RMI Sec. 4.4, Fig. 6), one panel per word, labelled
+    with the vocabulary word read at that step (`<unk>` for an unknown word). RRN: the state
+    after each refinement step, labelled with its pyramid level. Maps are restored to the
+    image's own size with the inverse letterbox.
+
+    Returns:
+        The path written.
+    """
+    from refseg_tf.data.transforms import restore_to_original
+    from refseg_tf.visualize import save_step_maps
+
+    model = predictor.model
+    if not model.has_explanation:
+        raise ValueError(
+            f"--explain needs a model with per-step maps (RMI, RRN, LTS); {type(model).__name__} "
+            "has none."
+        )
+    inputs, _ = predictor.model_inputs(image, expression)  # the model's preprocessor
+    explanation = model.explain(inputs, words=predictor.tokenizer.vocabulary.words)
+    maps = np.asarray(explanation["maps"])[0]
+    steps = [i for i, label in enumerate(explanation["labels"][0]) if label is not None]
+    labels = [f"{n + 1}. {explanation['labels'][0][i]}" for n, i in enumerate(steps)]
+    height, width = image.shape[:2]
+    restored = [
+        np.asarray(restore_to_original(maps[i][..., None], (height, width), predictor.image_size))
+        .reshape(height, width)
+        for i in steps
+    ]
+    return save_step_maps(path, image, np.stack(restored), labels, title=expression)

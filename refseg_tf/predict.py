@@ -18,6 +18,7 @@ import numpy as np
 from absl import app, flags
 
 from refseg_tf.cli import user_errors_as_messages
+from refseg_tf.inference import explain_to_file  # noqa: F401  (re-exported: refseg-predict --explain)
 
 
 def define_flags():
@@ -30,7 +31,8 @@ def define_flags():
         flags.DEFINE_float(
             "threshold", None,
             "Probability threshold (default: the model's); applied by the model dir's "
-            "eval.scoring_rule (refseg_tf.scoring).",
+            "eval.scoring_rule (refseg_tf.scoring), with --saved_model too (its "
+            "serving_threshold signature).",
         )
         flags.DEFINE_string("probabilities", None, "Optional .npy path for the probability map.")
         flags.DEFINE_string("checkpoint", "auto", "'auto', 'final', 'latest' or a checkpoint path.")
@@ -83,46 +85,6 @@ def default_explain_path(output: str) -> str:
     return stem + "_explain.jpg"
 
 
-def explain_to_file(predictor, image, expression, path):
-    """Draws the per-step response maps of `predictor.model.explain` over the image.
-
-    RMI: the mLSTM state after each word (RMI Sec. 4.4, Fig. 6), one panel per word, labelled
-    with the vocabulary word read at that step (`<unk>` for an unknown word). RRN: the state
-    after each refinement step, labelled with its pyramid level. Maps are restored to the
-    image's own size with the inverse letterbox.
-
-    Returns:
-        The path written.
-    """
-    from refseg_tf.data.transforms import restore_to_original
-    from refseg_tf.visualize import save_step_maps
-
-    model = predictor.model
-    if not hasattr(model, "explain"):
-        raise ValueError(
-            f"--explain needs a model with per-step maps (RMI, RRN); {type(model).__name__} "
-            "has none."
-        )
-    inputs, _ = predictor.model_inputs(image, expression)  # the model's preprocessor
-    word_ids = inputs["word_ids"]
-    explanation = model.explain(inputs)
-    maps = np.asarray(explanation["maps"])[0]
-    if "is_word" in explanation:
-        steps = np.flatnonzero(np.asarray(explanation["is_word"])[0])
-        words = predictor.tokenizer.vocabulary.words
-        labels = [f"{n + 1}. {words[int(i)]}" for n, i in enumerate(np.asarray(word_ids)[0, steps])]
-    else:
-        steps = np.arange(maps.shape[0])
-        labels = [f"{n + 1}. {label}" for n, label in enumerate(explanation["labels"])]
-    height, width = image.shape[:2]
-    restored = [
-        np.asarray(restore_to_original(maps[i][..., None], (height, width), predictor.image_size))
-        .reshape(height, width)
-        for i in steps
-    ]
-    return save_step_maps(path, image, np.stack(restored), labels, title=expression)
-
-
 def predict_with_saved_model_to_files(saved_model, image_path, expression, output, overlay=None,
                                      threshold=None, probabilities_path=None):
     """`predict_to_files` with an exported SavedModel (`refseg_tf.export.SavedModelPredictor`)."""
@@ -131,9 +93,7 @@ def predict_with_saved_model_to_files(saved_model, image_path, expression, outpu
     from refseg_tf.visualize import save_overlay
 
     image_bytes = image_bytes_for_serving(image_path)
-    probability, mask = SavedModelPredictor(saved_model).predict(image_bytes, expression)
-    if threshold is not None:
-        mask = probability >= threshold
+    probability, mask = SavedModelPredictor(saved_model).predict(image_bytes, expression, threshold)
     write_mask_png(output, mask)
     overlay = overlay or default_overlay_path(output)
     save_overlay(overlay, read_image(image_path), mask, caption=expression)

@@ -45,6 +45,19 @@ DATA_KEYS = (
 )
 
 
+def resolve_threshold(config):
+    """The probability threshold of a training config: `eval.threshold` when >= 0, else the
+    model's `model.threshold`; None when the config has neither (a config of another tool)."""
+    evaluation = config.get("eval", {}) or {}
+    threshold = float(evaluation.get("threshold", -1.0))
+    if threshold >= 0:
+        return scoring.check_threshold(threshold)
+    model = config.get("model", {}) or {}
+    if model.get("threshold") is not None:
+        return scoring.check_threshold(model["threshold"])
+    return None
+
+
 def _check_bool_free_int(name: str, value) -> int:
     transforms.check_positive_int(name, value)
     return int(value)
@@ -65,8 +78,9 @@ class ReferringPreprocessor(tf.Module):
         tokenizer: "refseg" or "authors" (`refseg_tf.text.split_words`).
         blind_expression: "" or the sentence a text-blind control model reads for every input.
         scoring_rule: one of `refseg_tf.scoring.SCORING_RULES` (config `eval.scoring_rule`).
-        threshold: the probability threshold, or None for the model's own (`model.threshold`,
-            config `eval.threshold` < 0).
+        threshold: the probability threshold; None leaves it to the model (`threshold_for`).
+            Built from a training config (`from_config`), it is resolved there: `eval.threshold`,
+            or when that is < 0 the model's `model.threshold` (LTS: 0.25).
 
     Call args (`model_inputs`):
         image: one [h, w, 3] uint8 RGB image (grey and RGBA converted).
@@ -163,9 +177,8 @@ class ReferringPreprocessor(tf.Module):
         evaluation = config.get("eval", {}) or {}
         defaults = {"tokenizer": "refseg", "blind_expression": ""}
         values = {key: data[key] if key in data else defaults[key] for key in DATA_KEYS}
-        threshold = float(evaluation.get("threshold", -1.0))
         values["scoring_rule"] = evaluation.get("scoring_rule", scoring.DEFAULT_SCORING_RULE)
-        values["threshold"] = threshold if threshold >= 0 else None
+        values["threshold"] = resolve_threshold(config)
         return values
 
     def get_config(self) -> dict:
@@ -272,10 +285,20 @@ class ReferringPreprocessor(tf.Module):
 
     # ------------------------------------------------------------------ inverse and scoring
     def threshold_for(self, model=None) -> float:
-        """The probability threshold: this preprocessor's, else the model's, else 0.5."""
+        """The probability threshold: this preprocessor's, else `model.threshold`.
+
+        Raises:
+            ValueError: neither is known (no silent 0.5: LTS scores at 0.25).
+        """
         if self.threshold is not None:
             return self.threshold
-        return float(getattr(model, "threshold", 0.5))
+        if model is None:
+            raise ValueError(
+                "This preprocessor has no threshold (threshold=None): pass the model "
+                "(`threshold_for(model)`) or a `threshold`, or build it from the training "
+                "config (`ReferringPreprocessor.from_config`), which resolves it."
+            )
+        return scoring.check_threshold(model.threshold)
 
     def restore(self, score_map, original_size, method: str = "bilinear"):
         """Inverse letterbox of a square map [s, s(, 1)] -> [h, w(, 1)] (graph-safe)."""

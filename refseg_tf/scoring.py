@@ -236,6 +236,23 @@ def probability_map_tf(logits, original_size, image_size: int, rule=DEFAULT_SCOR
     return crop_window_and_resize(probability, window, original_size)[..., 0]
 
 
+def _threshold_and_cut(threshold):
+    """(probability threshold, logit cut): `logit_threshold` for a number; the same rule in
+    graph form for a float32 tensor (the export's `serving_threshold` input)."""
+    import tensorflow as tf
+
+    if not tf.is_tensor(threshold):
+        threshold = check_threshold(threshold)
+        return threshold, logit_threshold(threshold)
+    threshold = tf.cast(threshold, tf.float32)
+    checked = tf.debugging.assert_less_equal(
+        tf.abs(threshold - 0.5), 0.5, message="`threshold` must lie in [0, 1]"
+    )
+    with tf.control_dependencies([checked]):
+        logit = tf.math.log(threshold) - tf.math.log1p(-threshold)
+        return threshold, tf.where(tf.equal(threshold, 0.5), tf.constant(1e-9, tf.float32), logit)
+
+
 def score_mask_tf(logits, original_size, image_size: int, rule=DEFAULT_SCORING_RULE,
                   threshold=0.5, image_window=None):
     """THE scoring rule in graph form, one example: logits [g, g, 1] -> bool mask [h, w].
@@ -249,11 +266,11 @@ def score_mask_tf(logits, original_size, image_size: int, rule=DEFAULT_SCORING_R
     import tensorflow as tf
 
     check_scoring_rule(rule)
-    threshold = check_threshold(threshold)
+    threshold, cut = _threshold_and_cut(threshold)
     if rule == "upsample_logits":
         logits = _as_square_map(logits, "logits")
         upsampled = upsample_logits_tf(logits[tf.newaxis], image_size)[0]
-        binary = tf.cast(upsampled >= logit_threshold(threshold), tf.float32)
+        binary = tf.cast(upsampled >= cut, tf.float32)
         return restore_binary_mask_tf(binary, original_size, rule)
     probability = probability_map_tf(logits, original_size, image_size, rule, image_window)
     return probability >= threshold

@@ -1,11 +1,19 @@
 """experiments/*.py: every config loads, validates, matches its paper and builds.
 
+The experiments are the registry's (`refseg_tf.training.experiments.list_experiments()`): each
+family registers its rows from `refseg_tf/models/<family>/experiments.py`, and every file of
+experiments/ is the registered experiment of its stem (`test_files_and_registry_agree`). The
+per-experiment checks are grouped: one test per check kind runs it over every registered
+experiment it concerns and names each failing one in a single assertion message.
+
 Paper numbers and hyper-parameters are checked against /work/shared/papers/DIGEST.md and the
-papers' tables (Hu et al. 2016 Table 1, RMI Table 1, RRN Tables 1 and 2). Model sections are
-checked against the presets without building paper-scale models; a few configs are built at
+papers' tables (Hu et al. 2016 Table 1, RMI Table 1, RRN Tables 1 and 2); `PAPER_IOU` is that
+independent copy (a new paper row adds its numbers there). Model sections are checked against
+the presets without building paper-scale models; a few configs are built at
 `model.size="tiny"`, and all of them in a slow test.
 """
 
+import ast
 import glob
 import importlib.util
 import inspect
@@ -14,22 +22,22 @@ import os
 import numpy as np
 import pytest
 
-from refseg_tf.models import list_presets
+from refseg_tf.models import get_preset, list_presets
 from refseg_tf.training import config as config_lib
 from refseg_tf.training import experiments
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPERIMENT_DIR = os.path.join(REPO_ROOT, "experiments")
 EXPERIMENT_FILES = sorted(glob.glob(os.path.join(EXPERIMENT_DIR, "*.py")))
-NAMES = [os.path.splitext(os.path.basename(path))[0] for path in EXPERIMENT_FILES]
+FILE_NAMES = [os.path.splitext(os.path.basename(path))[0] for path in EXPERIMENT_FILES]
+# Every registered experiment (each is `experiments/<name>.py`: test_files_and_registry_agree).
+NAMES = experiments.list_experiments()
 MODELS = tuple(list_presets())  # every registered preset
-# The registered synthetic experiments (experiments/synthetic_<name>.py), by <name>, and their
-# model.name where it differs from <name>.
+# The registered synthetic experiments (experiments/synthetic_<name>.py), by <name>.
 SYNTHETIC = tuple(
     name[len("synthetic_"):] for name in experiments.list_experiments(synthetic=True)
 )
-SYNTHETIC_MODEL = {"rmi": "r_rmi", "asgn": "asgn_d_lstm", "asgn_no_at": "asgn_d_lstm"}
-PAPER_NAMES = [name for name in NAMES if not name.startswith("synthetic_")]
+PAPER_NAMES = experiments.list_experiments(synthetic=False)
 
 # Overall IoU (%) the papers report, by experiment file.
 _RRN_TABLE1 = {  # RRN Table 1, UNC val: (variant, pyramid, overall IoU)
@@ -191,16 +199,128 @@ def build_tiny(config, image_size=64, vocabulary_size=30):
     return model, logits
 
 
-# --------------------------------------------------------------------------- every file
+# --------------------------------------------------------------------------- grouped checks
+#
+# Each check kind is one test that runs over every registered experiment it concerns and
+# reports every failing experiment in one assertion message (one test per kind rather than one
+# per experiment: the same checks, a fraction of the test count and collection time).
+
+
+def _check_all(check, names, **kwargs):
+    """Runs `check(name, config, **kwargs)` on the config of each of `names`' files; fails once
+    naming every experiment that failed and why."""
+    assert names, f"{check.__name__}: no experiment to check"
+    failures = []
+    for name in names:
+        try:
+            check(name, load_experiment(name), **kwargs)
+        except Exception as error:  # noqa: BLE001  (collected: the message names each one)
+            # The first lines of the error (pytest's rewritten assertion may dump a config).
+            lines = [line[:200] for line in str(error).splitlines()[:2]]
+            failures.append(f"{name}: {type(error).__name__}: " + " / ".join(lines))
+    assert not failures, (
+        f"{len(failures)} of {len(names)} experiments fail {check.__name__}:\n"
+        + "\n".join(failures)
+    )
+
+
+def _names_where(predicate, names=None):
+    """The registered experiments (or `names`) whose config satisfies `predicate(config)`."""
+    return [name for name in (NAMES if names is None else names)
+            if predicate(experiments.get_experiment(name))]
+
+
+def _family(module_name):
+    return module_name.split(".")[2] if module_name.startswith("refseg_tf.models.") else None
+
+
+def _registering_family(name):
+    """The family package whose `experiments.py` registered `name` (for the shared synthetic
+    builder: the family of the preset's synthetic recipe)."""
+    from refseg_tf.experiment import SYNTHETIC_RECIPES
+
+    experiment = experiments.EXPERIMENTS[name]
+    module = experiment.builder.__module__
+    if _family(module) is None:
+        module = SYNTHETIC_RECIPES[experiment.kwargs["model"]].__module__
+    return _family(module)
+
+
+def test_a_grouped_check_names_every_failing_experiment():
+    def check_short_training(name, config):
+        assert config.train.steps <= 1500, f"{config.train.steps} steps"
+
+    with pytest.raises(AssertionError) as info:
+        _check_all(check_short_training, ["rrn_unc", "synthetic_rrn", "lts_refcoco"])
+    message = str(info.value)
+    assert "2 of 3 experiments fail check_short_training" in message
+    assert "rrn_unc: AssertionError: 700000 steps" in message
+    assert "lts_refcoco: AssertionError" in message and "synthetic_rrn:" not in message
 
 
 def test_the_experiment_set_is_complete():
     assert len(NAMES) >= 35
     for row in range(3, 16):
         assert f"rrn_table1_row{row:02d}_unc" in NAMES
-    for model in SYNTHETIC:
-        assert f"synthetic_{model}" in NAMES, f"experiments/synthetic_{model}.py is missing"
     assert set(PAPER_NAMES) == set(PAPER_IOU), set(PAPER_NAMES) ^ set(PAPER_IOU)
+
+
+def test_files_and_registry_agree():
+    """Every `experiments/<stem>.py` is the registered experiment `<stem>` and every registered
+    experiment has its file; each file's `get_config()` is the one-liner
+    `return experiments.get_experiment("<stem>")` under a docstring."""
+    assert sorted(FILE_NAMES) == NAMES, (
+        f"files without a registered experiment: {sorted(set(FILE_NAMES) - set(NAMES))}; "
+        f"registered experiments without a file: {sorted(set(NAMES) - set(FILE_NAMES))}"
+    )
+    failures = []
+    for path, stem in zip(EXPERIMENT_FILES, FILE_NAMES):
+        tree = ast.parse(open(path, encoding="utf-8").read())
+        functions = [node for node in tree.body if isinstance(node, ast.FunctionDef)]
+        body = functions[0].body if len(functions) == 1 else []
+        call = body[0].value if len(body) == 1 and isinstance(body[0], ast.Return) else None
+        if not ast.get_docstring(tree):
+            failures.append(f"{stem}: no docstring")
+        if not (
+            functions and functions[0].name == "get_config"
+            and isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)
+            and call.func.attr == "get_experiment" and len(call.args) == 1
+            and isinstance(call.args[0], ast.Constant) and call.args[0].value == stem
+        ):
+            failures.append(f"{stem}: get_config() is not `return experiments.get_experiment({stem!r})`")
+    assert not failures, "\n".join(failures)
+
+
+def test_each_family_registers_experiments_of_its_own_presets():
+    """A family's `experiments.py` registers rows of the presets its package defines."""
+    failures = []
+    for name in NAMES:
+        preset = get_preset(experiments.get_experiment(name).model.name)
+        if _family(preset.model_class.__module__) != _registering_family(name):
+            failures.append(
+                f"{name}: registered by {_registering_family(name)!r}, preset {preset.name!r} "
+                f"of {_family(preset.model_class.__module__)!r}"
+            )
+    assert not failures, "\n".join(failures)
+
+
+def test_the_models_register_their_experiments_without_importing_training():
+    """The layering: refseg_tf.experiment <- models/<family>/experiments.py <- training."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, refseg_tf.models, refseg_tf.experiment as e; "
+        "print(sorted(m for m in sys.modules if m.startswith('refseg_tf.training'))); "
+        "print(len(e.EXPERIMENTS))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT,
+        env=dict(os.environ, PYTHONPATH=REPO_ROOT), timeout=300, check=True,
+    )
+    loaded, count = result.stdout.strip().splitlines()[-2:]
+    assert loaded == "[]", loaded
+    assert int(count) == len(NAMES)  # every experiment is registered by the families alone
 
 
 def test_the_registry_holds_the_expected_synthetic_experiments():
@@ -209,56 +329,74 @@ def test_the_registry_holds_the_expected_synthetic_experiments():
         experiments.get_experiment("synthetic_unet")
     with pytest.raises(ValueError, match="new experiment name"):
         experiments.register_experiment("synthetic_rrn")(experiments.synthetic)
+    with pytest.raises(KeyError):
+        experiments.synthetic("unet")  # no synthetic recipe
+    for model in SYNTHETIC:  # each names the paper row it is the tiny version of, or none
+        row = experiments.EXPERIMENTS[f"synthetic_{model}"].paper_row
+        assert row == "" or row in PAPER_NAMES, (model, row)
+        summary = experiments.paper_row_summary(f"synthetic_{model}")
+        assert summary == "-" if not row else summary.endswith(f"; {row})"), summary
 
 
-@pytest.mark.parametrize("name", sorted(experiments.EXPERIMENTS))
-def test_every_registered_experiment_validates_and_has_its_file(name):
+def test_family_builders_stay_reachable_from_training_experiments():
+    """The names README, notebooks, benchmarks and tests use (`experiments.rrn`, ...)."""
+    from refseg_tf.models.rrn import experiments as rrn_experiments
+
+    assert experiments.rrn is rrn_experiments.rrn
+    for name in ("hu_lstm_cnn", "rmi_baseline", "rmi", "lts", "asgn", "synthetic",
+                 "synthetic_rmi", "synthetic_lts", "synthetic_asgn", "SYNTHETIC_BACKBONES"):
+        assert getattr(experiments, name) is not None
+    with pytest.raises(AttributeError, match="no attribute 'unet'"):
+        experiments.unet  # noqa: B018
+
+
+def _check_registered_config(name, config):
     """TF Model Garden style: every registered experiment builds a valid config for a
     registered preset, and `experiments/<name>.py` is that config."""
-    config = experiments.get_experiment(name)
-    config_lib.validate_config(config)
-    assert config.model.name in list_presets()
-    _model_kwargs(config)  # the preset accepts the model section
-    assert get_config_equal(load_experiment(name), config)
-    assert experiments.get_experiment(name) is not config  # a new config each call
+    registered = experiments.get_experiment(name)
+    config_lib.validate_config(registered)
+    assert registered.model.name in list_presets()
+    _model_kwargs(registered)  # the preset accepts the model section
+    assert config.to_dict() == registered.to_dict()
+    assert experiments.get_experiment(name) is not registered  # a new config each call
 
 
-def get_config_equal(first, second):
-    return first.to_dict() == second.to_dict()
+def test_every_registered_experiment_validates_and_is_its_file():
+    _check_all(_check_registered_config, NAMES)
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_config_loads_and_validates(name):
-    config = load_experiment(name)
+def _check_loads_and_validates(name, config):
     config_lib.validate_config(config)
     assert isinstance(config.data.dir, str) and config.data.dir
     assert isinstance(config.train.steps, int) and config.train.steps > 0
     assert isinstance(config.train.batch_size, int) and config.train.batch_size > 0
     assert config.model.name in MODELS
-    synthetic_model = SYNTHETIC_MODEL.get(name[len("synthetic_"):], config.model.name)
-    assert (name.startswith("synthetic_") and synthetic_model == config.model.name) or (
-        name.startswith(config.model.name)
-    )
+    assert name.startswith("synthetic_") or name.startswith(config.model.name)
     assert isinstance(config.paper.source, str) and config.paper.source
     assert config.description
     assert 0 < config.train.checkpoint_every
     assert config.data.max_length > 0 and config.data.image_size > 0
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_config_survives_config_json(name, tmp_path):
+def test_every_config_loads_and_validates():
+    _check_all(_check_loads_and_validates, NAMES)
+
+
+def _check_survives_config_json(name, config, directory):
     """What refseg-train writes (config.json) and refseg-evaluate reads back is the same."""
-    config = load_experiment(name)
-    config_lib.save_config(config, str(tmp_path))
-    assert config_lib.load_config(str(tmp_path)).to_dict() == config.to_dict()
+    path = os.path.join(directory, name)
+    os.makedirs(path)
+    config_lib.save_config(config, path)
+    assert config_lib.load_config(path).to_dict() == config.to_dict()
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_model_section_is_accepted_by_the_presets(name):
+def test_every_config_survives_config_json(tmp_path):
+    _check_all(_check_survives_config_json, NAMES, directory=str(tmp_path))
+
+
+def _check_model_section(name, config):
     from refseg_tf.backbones import BACKBONES
-    from refseg_tf.models import get_preset
 
-    config = load_experiment(name)
     preset = get_preset(config.model.name)
     assert config.model.backbone.name in BACKBONES
     assert set(config.model.backbone) <= {"name", "kwargs"}
@@ -270,9 +408,11 @@ def test_model_section_is_accepted_by_the_presets(name):
     assert int(config.model.vocabulary_size) == 0  # read from data.dir/vocab.txt at training
 
 
-@pytest.mark.parametrize("name", PAPER_NAMES)
-def test_paper_numbers(name):
-    config = load_experiment(name)
+def test_every_model_section_is_accepted_by_the_presets():
+    _check_all(_check_model_section, NAMES)
+
+
+def _check_paper_numbers(name, config):
     reported = {split: float(value) for split, value in config.paper.overall_iou.items()}
     assert reported == pytest.approx(PAPER_IOU[name], abs=1e-9)
     assert all(0 < value < 100 for value in reported.values())
@@ -280,14 +420,20 @@ def test_paper_numbers(name):
         assert config.data.split_eval in reported
 
 
-@pytest.mark.parametrize("name", PAPER_NAMES)
-def test_dataset_matches_the_file_name(name):
-    config = load_experiment(name)
+def test_paper_numbers():
+    _check_all(_check_paper_numbers, PAPER_NAMES)
+
+
+def _check_dataset_matches_the_file_name(name, config):
     dataset, split_train, split_eval = DATASET_SUFFIXES[_dataset_suffix(name)]
     assert (config.data.dataset, config.data.split_train, config.data.split_eval) == (
         dataset, split_train, split_eval,
     )
     assert config.data.dir.startswith("data/tfrecords/")
+
+
+def test_dataset_matches_the_file_name():
+    _check_all(_check_dataset_matches_the_file_name, PAPER_NAMES)
 
 
 def test_named_rows():
@@ -297,11 +443,10 @@ def test_named_rows():
     assert load_experiment("d_lstm_ours_unc").paper.overall_iou.val == 46.49
 
 
-@pytest.mark.parametrize("row", sorted(_RRN_TABLE1))
-def test_rrn_table1_rows(row):
-    config = load_experiment(f"rrn_table1_row{row:02d}_unc")
+def _check_rrn_table1_row(name, config):
+    row = int(config.model.table1_row)
+    assert name == f"rrn_table1_row{row:02d}_unc"
     variant, pyramid, iou = _RRN_TABLE1[row]
-    assert config.model.table1_row == row
     assert config.paper.overall_iou.val == iou
     assert "Table 1" in config.paper.source or row == 12
     kwargs = _model_kwargs(config)
@@ -309,13 +454,35 @@ def test_rrn_table1_rows(row):
     assert tuple(kwargs["pyramid"]) == pyramid
 
 
+def test_rrn_table1_rows():
+    names = [name for name in PAPER_NAMES if name.startswith("rrn_table1_row")]
+    assert sorted(int(name[len("rrn_table1_row"):][:2]) for name in names) == sorted(_RRN_TABLE1)
+    _check_all(_check_rrn_table1_row, names)
+
+
 # --------------------------------------------------------------------------- training recipes
 
 
-@pytest.mark.parametrize("name", [n for n in PAPER_NAMES if n.startswith("lstm_cnn_")])
-def test_hu_recipe(name):
+def _is_hu(config):
+    return config.model.name == "lstm_cnn"
+
+
+def _is_rmi_or_rrn_baseline(config):
+    return config.model.name in ("r_lstm", "d_lstm", "d_lstm_ours", "rrn")
+
+
+def _is_lts(config):
+    return config.model.name in ("lts", "lts_trans")
+
+
+def test_hu_recipe():
+    names = _names_where(_is_hu, PAPER_NAMES)
+    assert names == sorted(n for n in PAPER_NAMES if n.startswith("lstm_cnn_"))
+    _check_all(_check_hu_recipe, names)
+
+
+def _check_hu_recipe(name, config):
     """Hu et al. 2016 / DIGEST: SGD 0.01 momentum 0.9, x0.1 steps, batch 10, 512 px, VGG-16."""
-    config = load_experiment(name)
     stage = config.model.stage
     assert name.startswith(f"lstm_cnn_{stage}_")
     assert config.model.backbone.name == "vgg16_fcn"
@@ -348,12 +515,14 @@ def test_hu_recipe(name):
         assert os.path.basename(config.train.init_from.rstrip("/")) == low_name
 
 
-@pytest.mark.parametrize(
-    "name", [n for n in PAPER_NAMES if n.startswith(("r_lstm_", "d_lstm_", "rrn_"))]
-)
-def test_rmi_rrn_recipe(name):
+def test_rmi_rrn_recipe():
+    names = _names_where(_is_rmi_or_rrn_baseline, PAPER_NAMES)
+    assert names == sorted(n for n in PAPER_NAMES if n.startswith(("r_lstm_", "d_lstm_", "rrn_")))
+    _check_all(_check_rmi_rrn_recipe, names)
+
+
+def _check_rmi_rrn_recipe(name, config):
     """RMI / RRN (DIGEST): Adam 2.5e-4, poly 0.9 to 1e-5, batch 1, 320 px, frozen ResNet-101."""
-    config = load_experiment(name)
     assert config.model.name in ("r_lstm", "d_lstm", "d_lstm_ours", "rrn")
     assert config.model.backbone.name == "resnet101_os8"
     assert config.data.image_size == 320 and config.data.max_length == 20
@@ -392,10 +561,10 @@ def test_rmi_rrn_recipe(name):
         assert {key: config.model[key] for key in RRN_AUTHORS_CODE} == RRN_AUTHORS_CODE
 
 
-def _paper_scoring_rule(name):
+def _paper_scoring_rule(config):
     """The authors' scoring grid: Hu's low-resolution row and LTS (MCN) resize on the half-pixel
     grid; Hu high-res, RMI and RRN threshold TF1-upsampled logits (refseg_tf.scoring)."""
-    if name.startswith(("lstm_cnn_low_", "lts")):
+    if (_is_hu(config) and config.model.stage == "low") or _is_lts(config):
         return "resize_probability"
     return "upsample_logits"
 
@@ -413,48 +582,52 @@ def _training_grid(config):
     return "tf1" if loss.label_mode == "point" else "half_pixel"
 
 
-@pytest.mark.parametrize("name", PAPER_NAMES)
-def test_paper_rows_score_and_upsample_as_the_authors(name):
-    config = load_experiment(name)
-    assert config.eval.scoring_rule == _paper_scoring_rule(name)
+def test_paper_rows_score_and_upsample_as_the_authors():
+    _check_all(_check_scores_and_upsamples_as_the_authors, PAPER_NAMES)
+
+
+def _check_scores_and_upsamples_as_the_authors(name, config):
+    assert config.eval.scoring_rule == _paper_scoring_rule(config)
     if config.model.loss.resolution == "image":
         # referseg_rrn LSTM_model_convlstm_p543.py: the loss on TF1 resize_bilinear(score).
         assert config.model.loss.upsampling == "tf1"
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_labels_loss_and_scoring_share_one_pixel_grid(name):
-    config = load_experiment(name)
+def test_labels_loss_and_scoring_share_one_pixel_grid():
+    _check_all(_check_one_pixel_grid, NAMES)
+
+
+def _check_one_pixel_grid(name, config):
     grid = _training_grid(config)
     scoring_grid = "tf1" if config.eval.scoring_rule == "upsample_logits" else "half_pixel"
     assert grid in (None, scoring_grid), (name, grid, config.eval.scoring_rule)
 
 
-@pytest.mark.parametrize("name", [n for n in PAPER_NAMES if not n.startswith("lts")])
-def test_every_paper_row_reads_the_data_as_the_authors(name):
+def test_every_paper_row_reads_the_data_as_the_authors():
     """Every (ref, sentence) per epoch and the authors' regex tokeniser (Hu, RMI, RRN code).
 
     LTS rows follow MCN instead (an epoch is one pass over the refs): tests/test_lts.py.
     """
-    config = load_experiment(name)
+    _check_all(_check_reads_as_the_authors, _names_where(lambda c: not _is_lts(c), PAPER_NAMES))
+
+
+def _check_reads_as_the_authors(name, config):
     assert config.data.sentences == "all"
     assert config.data.tokenizer == "authors"
 
 
-@pytest.mark.parametrize("model", SYNTHETIC)
-def test_synthetic_configs(model):
-    config = load_experiment(f"synthetic_{model}")
-    assert config.model.name == SYNTHETIC_MODEL.get(model, model)
+def test_synthetic_configs():
+    _check_all(_check_synthetic_config, [f"synthetic_{model}" for model in SYNTHETIC])
+
+
+def _check_synthetic_config(name, config):
     assert config.model.size == "tiny"
     assert config.data.dataset == "synthetic"
-    assert config.data.image_size <= (256 if model == "lstm_cnn" else 128)  # 8 x 8 logit grids
+    assert config.data.image_size <= 256  # small logit grids (8 x 8: checked by the builds)
     assert config.train.steps <= 5000
     assert not config.train.backbone_weights  # trains from scratch, nothing to download
     assert dict(config.paper.overall_iou) == {}
-    expected_backbone = {"lstm_cnn": "vgg16_fcn", "lts": "darknet53_neck"}.get(
-        model, "resnet101_os8"
-    )
-    assert config.model.backbone.name == expected_backbone
+    assert config.model.backbone.name == get_preset(config.model.name).backbone
 
 
 # --------------------------------------------------------------------------- tiny builds

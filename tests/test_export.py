@@ -530,6 +530,39 @@ def test_predict_with_saved_model_writes_what_model_dir_writes(default_exported,
     assert os.path.isfile(overlay)
 
 
+def test_saved_model_threshold_goes_through_the_scoring_rule(default_exported, tmp_path):
+    """`refseg-predict --saved_model --threshold`: the model dir's scoring rule at that threshold
+    (`serving_threshold`), as `--model_dir --threshold`; before, it cut the probability map."""
+    from refseg_tf.export import THRESHOLD_SIGNATURE
+    from refseg_tf.predict import predict_to_files, predict_with_saved_model_to_files
+
+    assert default_exported.predictor.scoring_rule == "upsample_logits"
+    assert THRESHOLD_SIGNATURE in default_exported.loaded.signatures
+    path = str(tmp_path / "photo.png")
+    with open(path, "wb") as f:
+        f.write(IMAGES["rgba.png"])
+    served = {}
+    for threshold in (0.0, 0.48, 1.0):
+        keras_mask, _ = predict_to_files(
+            default_exported.model_dir, path, SENTENCES[0], str(tmp_path / "keras.png"),
+            threshold=threshold, predictor=default_exported.predictor,
+        )
+        served[threshold], _ = predict_with_saved_model_to_files(
+            default_exported.saved_model_dir, path, SENTENCES[0], str(tmp_path / "served.png"),
+            threshold=threshold,
+        )
+        # Float logits of two graphs: a pixel at the cut may differ in the last bits.
+        assert np.mean(served[threshold] == keras_mask) >= 0.999
+    assert served[0.0].all() and not served[1.0].any()
+
+
+def test_export_vocabulary_asset_is_the_preprocessors(default_exported):
+    from refseg_tf.text import Vocabulary
+
+    asset = os.path.join(default_exported.saved_model_dir, "assets", "vocab.txt")
+    assert Vocabulary.load(asset) == default_exported.predictor.preprocessor.vocabulary
+
+
 def test_image_bytes_for_serving_reencodes_rotated_and_other_formats(tmp_path):
     from refseg_tf.export import image_bytes_for_serving
     from refseg_tf.inference import read_image

@@ -231,7 +231,7 @@ def test_lts_explain_draws_heatmaps_and_mask():
     model = _tiny_lts(num_filters=2)
     explanation = model.explain(_back_padded(1))
     assert explanation["maps"].shape == (1, 3, IMAGE, IMAGE)
-    assert explanation["labels"] == ("heatmap 1", "heatmap 2", "mask")
+    assert explanation["labels"] == [("heatmap 1", "heatmap 2", "mask")]  # one tuple per example
     assert np.all((to_numpy(explanation["maps"]) >= 0) & (to_numpy(explanation["maps"]) <= 1))
 
 

@@ -340,10 +340,33 @@ def test_build_model_rejects_bad_configs():
         build_model(dict(base, name="rrn", stage="high"))
     with pytest.raises(ValueError, match="table1_row"):
         build_model(dict(base, name="rrn", table1_row=2))
-    assert list_presets() == [
-        "asgn_d_lstm", "asgn_d_rmi", "asgn_r_lstm", "asgn_snle",
-        "d_lstm", "d_lstm_ours", "d_rmi", "lstm_cnn", "lts", "lts_trans", "r_lstm", "r_rmi", "rrn"
-    ]
+
+
+def test_every_family_package_registers_its_presets_and_experiments():
+    """The preset list is the registry's: each family package under refseg_tf/models/ registers
+    presets of its own model class(es) on import, and each library preset has a registered
+    experiment (`refseg_tf/models/<family>/experiments.py`). Presets of test-only packages
+    (a throw-away family) are left out."""
+    import os
+
+    import refseg_tf.models as models_package
+    from refseg_tf.training import experiments
+
+    root = os.path.dirname(models_package.__file__)
+    families = sorted(
+        entry for entry in os.listdir(root) if os.path.isfile(os.path.join(root, entry, "__init__.py"))
+    )
+    assert list_presets() == sorted(list_presets())
+    by_family = {}
+    for name in list_presets():
+        module = get_preset(name).model_class.__module__
+        if module.startswith("refseg_tf."):
+            assert module.startswith("refseg_tf.models."), (name, module)
+            by_family.setdefault(module.split(".")[2], []).append(name)
+    assert sorted(by_family) == families, (sorted(by_family), families)
+    library_presets = {name for names in by_family.values() for name in names}
+    trained = {experiments.get_experiment(name).model.name for name in experiments.list_experiments()}
+    assert library_presets <= trained, sorted(library_presets - trained)
 
 
 def test_models_reject_bad_arguments(vgg, resnet, low_res):

@@ -99,11 +99,36 @@ def test_from_training_config_and_model_dir(tmp_path):
     # preprocessor.json, when present, is what the directory's preprocessing is.
     ReferringPreprocessor(_vocabulary(), **dict(SETTINGS, image_size=24)).save(str(tmp_path))
     assert ReferringPreprocessor.from_model_dir(str(tmp_path)).image_size == 24
-    # eval.threshold < 0: the model's own threshold.
+    # eval.threshold < 0: the model's own threshold, resolved from `model.threshold` when the
+    # preprocessor is built (no 0.5 fallback later).
     config.eval.threshold = -1.0
+    config.model.threshold = 0.25
     own = ReferringPreprocessor.from_config(config, _vocabulary())
-    assert own.threshold is None and own.threshold_for(None) == 0.5
-    assert own.threshold_for(type("Model", (), {"threshold": 0.3})()) == 0.3
+    assert own.threshold == 0.25 and own.threshold_for(None) == 0.25
+
+
+def test_lts_threshold_reaches_the_saved_preprocessor_and_its_scores(tmp_path):
+    """LTS scores at 0.25: the experiment's threshold survives preprocessor.json and `score`."""
+    from refseg_tf.training import experiments
+
+    config = experiments.lts("refcoco")
+    assert config.eval.threshold < 0 and config.model.threshold == 0.25
+    ReferringPreprocessor.from_config(config, _vocabulary()).save(str(tmp_path))
+    loaded = ReferringPreprocessor.load(str(tmp_path))
+    assert loaded.threshold == 0.25
+    # A logit between logit(0.25) and 0 is foreground at 0.25, background at 0.5.
+    size = loaded.image_size
+    logits = np.full((1, size // 8, size // 8, 1), -0.5, np.float32)  # p = 0.38
+    window, original = [[0, 0, size, size]], [[size, size]]
+    assert loaded.score(logits, window, original)[0].all()
+    assert not loaded.score(logits, window, original, threshold=0.5)[0].any()
+
+
+def test_a_preprocessor_without_a_threshold_refuses_to_guess_one():
+    preprocessor = ReferringPreprocessor(_vocabulary(), **dict(SETTINGS, threshold=None))
+    assert preprocessor.threshold_for(type("Model", (), {"threshold": 0.3})()) == 0.3
+    with pytest.raises(ValueError, match="no threshold"):
+        preprocessor.score(np.zeros((1, 5, 5, 1), np.float32), [[0, 0, 40, 40]], [[40, 40]])
 
 
 def test_text_blind_control_and_bad_settings(tmp_path):

@@ -228,6 +228,33 @@ def test_rmi_explain_gives_one_map_per_real_word_at_image_size(r_rmi):
     np.testing.assert_allclose(maps[:, -1], expected, atol=1e-5)
 
 
+
+def test_rmi_explain_labels_its_steps_with_the_words_read(r_rmi):
+    """RMI turns `is_word` into labels itself: the word at each real step, None at a pad."""
+    inputs = _inputs(3)
+    words = [f"w{i}" for i in range(VOCAB)]
+    explanation = r_rmi.explain(inputs, words=words)
+    ids = np.asarray(inputs["word_ids"])
+    for row, labels in zip(ids, explanation["labels"]):
+        assert labels == tuple(words[i] if i else None for i in row)
+    unnamed = r_rmi.explain(inputs)["labels"][1]  # one word: "word 1", the rest None
+    assert [label for label in unnamed if label is not None] == ["word 1"]
+
+
+def test_capabilities_have_refusing_defaults_on_the_base_class(resnet):
+    """Shared code asks the declared capabilities (no hasattr); the defaults refuse clearly."""
+    model = build_preset("d_lstm", VOCAB, size="tiny", backbone=resnet)
+    assert not model.has_heatmap and not model.has_explanation and not model.takes_word_vectors
+    assert model.has_detail_hook and model.inference_model() is model
+    with pytest.raises(ValueError, match="LSTMCNN has no per-step maps"):
+        model.explain(_inputs(1))
+    with pytest.raises(ValueError, match="LSTMCNN has no localisation heatmap"):
+        model.heatmap(_inputs(1))
+    with pytest.raises(ValueError, match=r"LSTMCNN takes no word vectors.*\(3, 4\)"):
+        model.load_word_vectors(np.zeros((3, 4)))
+    assert build_preset("r_rmi", VOCAB, size="tiny", backbone=resnet).has_explanation
+
+
 # --------------------------------------------------------------------------- presets, counts
 
 VOCAB_COCO = 12112
@@ -340,7 +367,7 @@ def test_rrn_explain_gives_the_state_after_each_refinement_step(resnet, case):
     inputs = _inputs(2)
     explanation = model.explain(inputs)
     labels = ("q",) * (case.get("initial_state") == "input") + ("C5", "C4", "C3")
-    assert tuple(explanation["labels"]) == labels
+    assert explanation["labels"] == [labels, labels]  # one tuple per example
     maps = to_numpy(explanation["maps"])
     assert maps.shape == (2, len(labels), IMAGE, IMAGE) and np.isfinite(maps).all()
     # The last map is the channel mean of the state the score convolution reads.

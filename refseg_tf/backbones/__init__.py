@@ -5,6 +5,9 @@ Every backbone maps a normalised image `[B, H, W, 3]` to a dict of named feature
 a few-channel variant of the same topology for tests.
 """
 
+import dataclasses
+from typing import Callable, Optional
+
 from refseg_tf.backbones.base import Backbone, set_trainable
 from refseg_tf.backbones.darknet import Darknet53
 from refseg_tf.backbones.resnet import ResNetOS8
@@ -82,38 +85,110 @@ def load_darknet_family_weights(backbone, path):
     return load_darknet_weights(backbone, path)
 
 
+@dataclasses.dataclass(frozen=True)
+class WeightSource:
+    """One entry of the weight dispatch table (`WEIGHT_SOURCES`; the first match wins).
+
+    Args:
+        name: a short name, for logs and errors.
+        matches: `matches(backbone, weights) -> bool`; cheap (type checks, a file's name or
+            its list of members), never loads the weights.
+        load: `load(backbone, weights)`: checks every shape, then assigns.
+        normalization: the input normalisation (`data.normalization`) the weights were
+            trained with when the file implies one (Hu's vgg_params.npz: "vgg_rgb"), else None.
+    """
+
+    name: str
+    matches: Callable
+    load: Callable
+    normalization: Optional[str] = None
+
+
+def _interop(function_name):
+    """A function of `refseg_tf.interop.backbone_files`, imported on first call: the authors'
+    file formats and their naming live in refseg_tf.interop alone (it imports only backbone
+    classes, so the table has no import cycle)."""
+
+    def call(*args):
+        from refseg_tf.interop import backbone_files
+
+        return getattr(backbone_files, function_name)(*args)
+
+    call.__name__ = function_name
+    return call
+
+
+def _is_imagenet(backbone, weights):
+    return weights == "imagenet" and isinstance(backbone, (VGG16FCN, ResNetOS8))
+
+
+def _is_hu_vgg_params(backbone, weights):
+    return isinstance(backbone, VGG16FCN) and _interop("is_hu_vgg_params")(weights)
+
+
+# Table of weight sources, most specific first. A new format adds one entry (before the
+# generic entry of its backbone type).
+WEIGHT_SOURCES = [
+    WeightSource("imagenet", _is_imagenet, lambda backbone, _: load_imagenet_weights(backbone)),
+    # Hu et al.'s text_objseg vgg_params.npz (processed_W / processed_B dicts).
+    WeightSource("hu_vgg_params", _is_hu_vgg_params, _interop("load_hu_vgg_params"), "vgg_rgb"),
+    WeightSource(
+        "deeplab_named_arrays",
+        lambda backbone, _: isinstance(backbone, ResNetOS8),
+        load_deeplab_resnet_weights,
+    ),
+    WeightSource(
+        "darknet", lambda backbone, _: isinstance(backbone, Darknet53), load_darknet_family_weights
+    ),
+    WeightSource(
+        "keras_vgg16_file",
+        lambda backbone, _: isinstance(backbone, VGG16FCN),
+        lambda backbone, weights: load_imagenet_weights(backbone, weights=weights),
+    ),
+]
+
+
+def weight_source(backbone, weights, argument="weights"):
+    """The `WEIGHT_SOURCES` entry that loads `weights` into `backbone`.
+
+    Raises:
+        ValueError: no entry matches (names `argument`, the value and the backbone).
+    """
+    if isinstance(backbone, Darknet53) and weights == "imagenet":
+        raise ValueError(
+            f"`{argument}` must be a darknet .weights or MCN .h5 path: darknet53 has no "
+            f"keras.applications weights; received {weights!r}."
+        )
+    for source in WEIGHT_SOURCES:
+        if source.matches(backbone, weights):
+            return source
+    raise ValueError(
+        f"`{argument}` must name weights of a known backbone; received {weights!r} for "
+        f"{type(backbone).__name__}."
+    )
+
+
 def load_weights(backbone, weights, argument="weights"):
     """Loads pre-trained `weights` into `backbone`: the one dispatch of every weight source.
 
     Args:
         backbone: a `VGG16FCN`, `ResNetOS8` or `Darknet53` (with or without neck).
         weights: "imagenet" (VGG16FCN, ResNetOS8: the keras.applications weights) or a file:
-            a keras.applications VGG16 weights file (VGG16FCN), a DeepLab `.npz`/`.h5`
-            (ResNetOS8), a darknet `.weights` file or MCN's Keras `.h5` (Darknet53).
+            Hu et al.'s `vgg_params.npz` or a keras.applications VGG16 weights file
+            (VGG16FCN), a DeepLab `.npz`/`.h5` (ResNetOS8), a darknet `.weights` file or
+            MCN's Keras `.h5` (Darknet53). The format is detected (`WEIGHT_SOURCES`).
         argument: the setting `weights` came from, named in errors (e.g.
             "train.backbone_weights").
+
+    Returns:
+        the `WeightSource` used.
 
     Raises:
         ValueError: the backbone has no such weights.
     """
-    if isinstance(backbone, Darknet53):
-        if weights == "imagenet":
-            raise ValueError(
-                f"`{argument}` must be a darknet .weights or MCN .h5 path: darknet53 has no "
-                f"keras.applications weights; received {weights!r}."
-            )
-        load_darknet_family_weights(backbone, weights)
-    elif weights == "imagenet":
-        load_imagenet_weights(backbone)
-    elif isinstance(backbone, ResNetOS8):
-        load_deeplab_resnet_weights(backbone, weights)
-    elif isinstance(backbone, VGG16FCN):
-        load_imagenet_weights(backbone, weights=weights)
-    else:
-        raise ValueError(
-            f"`{argument}` must name weights of a known backbone; received {weights!r} for "
-            f"{type(backbone).__name__}."
-        )
+    source = weight_source(backbone, weights, argument)
+    source.load(backbone, weights)
+    return source
 
 
 __all__ = [
@@ -124,6 +199,8 @@ __all__ = [
     "ResNetOS8",
     "darknet53_neck",
     "VGG16FCN",
+    "WEIGHT_SOURCES",
+    "WeightSource",
     "deeplab_layer_names",
     "get_backbone",
     "load_darknet_weights",
@@ -134,4 +211,5 @@ __all__ = [
     "load_weights",
     "read_named_arrays",
     "set_trainable",
+    "weight_source",
 ]

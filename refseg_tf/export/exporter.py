@@ -26,6 +26,7 @@ from refseg_tf.export.serving import (
     IMAGE_FORMATS,
     SERVING_SIGNATURE,
     TENSOR_SIGNATURE,
+    THRESHOLD_SIGNATURE,
     ServingModule,
 )
 from refseg_tf.export.tflite import QUANTIZATIONS, TFLiteSegmenter, convert_to_tflite
@@ -186,7 +187,7 @@ def export_model(
         formats: any of "saved_model", "tflite".
         tflite_quantization: one of `QUANTIZATIONS`.
         max_pixels: largest image `serving_default` accepts (width x height).
-        checkpoint: which weights to load (see `refseg_tf.training.trainer.load_trained_model`).
+        checkpoint: which weights to load (see `refseg_tf.training.model_dir.load_trained_model`).
 
     Example:
         >>> contract = export_model("runs/rrn", "exported/rrn", formats=["saved_model"])
@@ -194,7 +195,6 @@ def export_model(
         {'dtype': 'uint8', 'shape': [None, None, None]}
     """
     from refseg_tf.inference import Predictor
-    from refseg_tf.training.trainer import VOCAB_FILENAME
 
     formats = _check_formats(formats)
     version = _check_version(version)
@@ -204,7 +204,8 @@ def export_model(
             f"`tflite_quantization` must be one of {choices}; received {tflite_quantization!r}."
         )
     predictor = Predictor.from_model_dir(model_dir, checkpoint=checkpoint)
-    module = ServingModule(predictor, os.path.join(model_dir, VOCAB_FILENAME), max_pixels)
+    # The asset is the preprocessor's vocabulary: the words the exported graph tokenises with.
+    module = ServingModule(predictor, max_pixels=max_pixels)
     os.makedirs(output_dir, exist_ok=True)
 
     signatures = {}
@@ -213,7 +214,7 @@ def export_model(
         loaded = tf.saved_model.load(path)
         signatures = {
             name: describe_signature(loaded.signatures[name])
-            for name in (SERVING_SIGNATURE, TENSOR_SIGNATURE)
+            for name in (SERVING_SIGNATURE, TENSOR_SIGNATURE, THRESHOLD_SIGNATURE)
         }
     tflite = None
     if "tflite" in formats:

@@ -3,7 +3,7 @@
 import numpy as np
 import tensorflow as tf
 
-from refseg_tf.export.serving import SERVING_SIGNATURE
+from refseg_tf.export.serving import SERVING_SIGNATURE, THRESHOLD_SIGNATURE
 
 # Pillow format names whose file bytes the serving graph decodes as they are.
 _SERVED_AS_IS = ("JPEG", "PNG", "GIF", "BMP")
@@ -61,11 +61,26 @@ class SavedModelPredictor:
             raise ValueError(f"{saved_model_dir} has no {SERVING_SIGNATURE!r} signature.")
         self.serve = self.loaded.signatures[SERVING_SIGNATURE]
 
-    def predict(self, image_bytes: bytes, expression: str):
-        """(probability float32 [H, W], mask bool [H, W]) at the image's own size."""
-        outputs = self.serve(
-            image_bytes=tf.constant([image_bytes]), expression=tf.constant([expression])
-        )
+    def predict(self, image_bytes: bytes, expression: str, threshold=None):
+        """(probability float32 [H, W], mask bool [H, W]) at the image's own size.
+
+        `threshold` None scores at the exported model's threshold (`serving_default`); a
+        probability scores at it through the same scoring rule (`serving_threshold`).
+        """
+        inputs = {"image_bytes": tf.constant([image_bytes]), "expression": tf.constant([expression])}
+        if threshold is None:
+            outputs = self.serve(**inputs)
+        else:
+            from refseg_tf.scoring import check_threshold
+
+            if THRESHOLD_SIGNATURE not in self.loaded.signatures:
+                raise ValueError(
+                    f"This SavedModel has no {THRESHOLD_SIGNATURE!r} signature (exported before "
+                    "it existed): re-run refseg-export to score at another threshold."
+                )
+            outputs = self.loaded.signatures[THRESHOLD_SIGNATURE](
+                threshold=tf.constant(check_threshold(threshold), tf.float32), **inputs
+            )
         height, width = (int(v) for v in outputs["image_size"][0])
         probability = outputs["probability"][0, :height, :width].numpy()
         mask = outputs["mask"][0, :height, :width].numpy().astype(bool)

@@ -27,6 +27,8 @@ import tensorflow as tf
 
 SERVING_SIGNATURE = "serving_default"
 TENSOR_SIGNATURE = "segment_tensors"
+# `serving_default` with a probability threshold input, scored by the same rule.
+THRESHOLD_SIGNATURE = "serving_threshold"
 DEFAULT_MAX_PIXELS = 40_000_000
 IMAGE_FORMATS = ("JPEG", "PNG", "GIF", "BMP")
 
@@ -213,25 +215,29 @@ class ServingModule(tf.Module):
         predictor: a `refseg_tf.inference.Predictor`: the export takes its model, its
             `ReferringPreprocessor` (preprocessing, tokeniser, text-blind control, scoring rule)
             and its threshold, so the exported graph and the Keras path share every setting.
-        vocabulary_path: the model directory's `vocab.txt`, saved as the SavedModel asset.
+        vocabulary_path: None (the default): the preprocessor's vocabulary is written as the
+            SavedModel asset `vocab.txt`, so the asset is the vocabulary the graph tokenises
+            with; or a vocabulary file holding the same words.
         max_pixels: largest image (width x height) `serving_default` accepts.
 
     Example:
-        >>> module = ServingModule(Predictor.from_model_dir("runs/rrn"), "runs/rrn/vocab.txt")
+        >>> module = ServingModule(Predictor.from_model_dir("runs/rrn"))
         >>> tf.saved_model.save(module, "out/saved_model/1", signatures=module.signatures())
 
     Reference: the TF Serving SavedModel conventions (`serving_default`, named tensors).
     """
 
-    def __init__(self, predictor, vocabulary_path: str, max_pixels: int = DEFAULT_MAX_PIXELS):
+    def __init__(self, predictor, vocabulary_path=None, max_pixels: int = DEFAULT_MAX_PIXELS):
         super().__init__(name="refseg_serving")
         max_pixels = int(max_pixels)
         if max_pixels < 1:
             raise ValueError(f"`max_pixels` must be a positive integer; received {max_pixels}.")
+        if vocabulary_path is None:
+            vocabulary_path = self._write_vocabulary(predictor.preprocessor.vocabulary)
         # A model trained with auxiliary networks (ASGN's discriminator, issue 12) exports only
         # the network inference runs, `inference_model()`.
         model = predictor.model
-        self.model = model.inference_model() if hasattr(model, "inference_model") else model
+        self.model = model.inference_model()
         self.preprocessor = predictor.preprocessor
         # The underlying tf.Variables, tracked directly (as keras.export.ExportArchive does):
         # through the Keras model alone some (e.g. BatchNorm moving statistics) are missing
@@ -262,10 +268,35 @@ class ServingModule(tf.Module):
                 tf.TensorSpec([None], tf.string, name="expression"),
             ],
         )
+        self.serve_threshold = tf.function(
+            self._serve_at,
+            input_signature=[
+                tf.TensorSpec([None], tf.string, name="image_bytes"),
+                tf.TensorSpec([None], tf.string, name="expression"),
+                tf.TensorSpec([], tf.float32, name="threshold"),
+            ],
+        )
+
+    def _write_vocabulary(self, vocabulary) -> str:
+        """The preprocessor's vocabulary as a `vocab.txt` the SavedModel copies as its asset."""
+        import os
+        import tempfile
+
+        from refseg_tf.filenames import VOCABULARY_FILENAME
+
+        # Removed with the module (the SavedModel holds its own copy once saved).
+        self._vocabulary_directory = tempfile.TemporaryDirectory(prefix="refseg-export-")
+        path = os.path.join(self._vocabulary_directory.name, VOCABULARY_FILENAME)
+        vocabulary.save(path)
+        return path
 
     def signatures(self) -> dict:
         """The `signatures` argument of `tf.saved_model.save`."""
-        return {SERVING_SIGNATURE: self.serve, TENSOR_SIGNATURE: self.segment_tensors}
+        return {
+            SERVING_SIGNATURE: self.serve,
+            TENSOR_SIGNATURE: self.segment_tensors,
+            THRESHOLD_SIGNATURE: self.serve_threshold,
+        }
 
     def logits(self, image, word_ids):
         logits = self.model({"image": image, "word_ids": word_ids}, training=False)
@@ -285,6 +316,9 @@ class ServingModule(tf.Module):
         return self.preprocessor.tokenize(expression)  # the text-blind control included
 
     def _serve(self, image_bytes, expression):
+        return self._serve_at(image_bytes, expression, self.threshold)
+
+    def _serve_at(self, image_bytes, expression, threshold):
         with tf.control_dependencies(_batch_checks(image_bytes, expression)):
             indices = tf.range(tf.size(image_bytes), dtype=tf.int32)
         size = self.image_size
@@ -302,7 +336,7 @@ class ServingModule(tf.Module):
         def score(inputs):
             example_logits, original_size = inputs
             probability, mask = score_for_serving(
-                example_logits, original_size, self.preprocessor, self.threshold
+                example_logits, original_size, self.preprocessor, threshold
             )
             padding = [[0, largest[0] - original_size[0]], [0, largest[1] - original_size[1]]]
             return tf.pad(probability, padding), tf.pad(mask, padding)

@@ -14,7 +14,6 @@ from refseg_tf.losses import (
     get_loss,
 )
 from refseg_tf.metrics import MeanIoU, OverallIoU, PrecisionAtIoU
-from refseg_tf.models.recipes import ADAM_RMI
 
 OPTIMIZER_NAMES = ("sgd", "adam")
 
@@ -31,8 +30,8 @@ DEFAULT_LOSS_CONFIG = {
     # "tf1", as the RRN code (the only image-resolution losses the papers' code has).
     "upsampling": "tf1",
 }
-# RMI / RRN: Adam with a fixed base learning rate of 2.5e-4 (`recipes.ADAM_RMI`).
-DEFAULT_OPTIMIZER_CONFIG = ADAM_RMI
+# A neutral default (Keras's Adam); every family passes its paper's optimizer_config.
+DEFAULT_OPTIMIZER_CONFIG = {"name": "adam", "learning_rate": 1e-3}
 
 
 def validate_loss_config(config):
@@ -152,6 +151,65 @@ class ReferringSegmenter(keras.Model):
         """
         return kwargs
 
+    # ------------------------------------------------------------------ capabilities
+    # What shared code (evaluation, prediction, export, the web demo, the trainer) may ask of
+    # a model. Each has a default here; a family overrides what it has, and shared code asks
+    # these, never `hasattr`.
+
+    # Whether `heatmap` gives a localisation heatmap (evaluation then reports its accuracy).
+    has_heatmap = False
+    # Whether `explain` gives per-step maps (`refseg-predict --explain`, the web demo).
+    has_explanation = False
+    # Whether `load_word_vectors` sets the word embedding (`train.word_vectors`).
+    takes_word_vectors = False
+    # Whether `call(inputs, training, detail=, return_features=)` takes ASGN's DE / SE hook:
+    # `detail(backbone_features, visual)` joins the fusion input, and `return_features=True`
+    # returns `{"logits", "semantic"}` (the visual feature SE reads).
+    has_detail_hook = False
+
+    def inference_model(self):
+        """The network prediction, export and TFLite run (default: the model itself)."""
+        return self
+
+    def heatmap(self, inputs, training=False):
+        """Localisation heatmap logits `[B, h, w, 1]` (see `has_heatmap`).
+
+        Raises:
+            ValueError: the model has no heatmap (the default).
+        """
+        raise ValueError(f"{type(self).__name__} has no localisation heatmap (has_heatmap=False).")
+
+    def explain(self, inputs, words=None):
+        """Per-step maps of one batch, to draw (see `has_explanation`).
+
+        Args:
+            inputs: `{"image": [B, S, S, 3], "word_ids": [B, T]}`.
+            words: the vocabulary's words by id (`Vocabulary.words`), for models whose steps
+                are words (RMI); None labels them by position.
+
+        Returns:
+            A dict: `maps` float32 `[B, N, S, S]` and `labels`, one tuple of N labels per
+            example; a label None marks a map with nothing to draw (e.g. RMI's pad steps).
+
+        Raises:
+            ValueError: the model has no per-step maps (the default).
+        """
+        raise ValueError(
+            f"{type(self).__name__} has no per-step maps to explain (has_explanation=False); "
+            "RMI, RRN and LTS have them."
+        )
+
+    def load_word_vectors(self, matrix):
+        """Sets the word embedding to `matrix` `[vocabulary_size, embedding_dim]` (GloVe).
+
+        Raises:
+            ValueError: the model takes no word vectors (the default).
+        """
+        raise ValueError(
+            f"{type(self).__name__} takes no word vectors (takes_word_vectors=False); "
+            f"received a {np.shape(matrix)} matrix."
+        )
+
     # ------------------------------------------------------------------ training hooks
 
     def make_optimizers(self, build_optimizer):
@@ -182,18 +240,10 @@ class ReferringSegmenter(keras.Model):
     def freeze_for_training(self, config_train):
         """Freezes what the paper froze beyond the backbone settings of `config_train`.
 
-        Default: the backbone's ImageNet classifier head (`fc1000`) when the model reads
-        another feature. ResNetOS8 always computes `fc1000`; D+LSTM, D-LSTM-ours and RRN read C5
-        instead, so the head gets no gradient (and Keras warns about it) when the backbone is
-        trainable. Models without a `visual_feature` attribute read no classifier head.
+        Default: nothing more. A family overrides it (e.g. the visual-text families freeze the
+        ImageNet classifier head their feature does not read, `visual_text.VisualTextSegmenter`).
         """
         del config_train  # the default needs no training setting
-        feature = getattr(self, "visual_feature", None)
-        backbone = getattr(self, "backbone", None)
-        if feature is None or backbone is None or feature == "fc1000":
-            return
-        if "fc1000" in {layer.name for layer in backbone.layers}:
-            backbone.get_layer("fc1000").trainable = False
 
     def trainable_for_weight_decay(self):
         """The layers whose variables weight decay may reach (`training.optimizers`): all."""
@@ -302,19 +352,6 @@ class ReferringSegmenter(keras.Model):
                 f"[B, T]; received {received}."
             )
         return inputs["image"], inputs["word_ids"]
-
-    # Constructor arguments of the families built on a backbone feature + a word LSTM (LSTMCNN,
-    # RRN, RMI), stored under these attribute names.
-    VISUAL_TEXT_KEYS = (
-        "vocabulary_size", "visual_feature", "visual_projection_dim", "embedding_dim", "text_units",
-        "embedding_dropout",
-    )
-
-    def visual_text_config(self):
-        """`get_config` entries of the backbone and `VISUAL_TEXT_KEYS` (for subclasses that have them)."""
-        config = {key: getattr(self, key) for key in self.VISUAL_TEXT_KEYS}
-        config["backbone"] = keras.saving.serialize_keras_object(self.backbone)
-        return config
 
     def get_config(self):
         config = super().get_config()

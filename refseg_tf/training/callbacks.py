@@ -16,10 +16,8 @@ CHECKPOINT_SUBDIR = "checkpoints"
 
 
 def checkpoint_items(model) -> dict:
-    """`model.checkpoint_items()` (a `ReferringSegmenter`), else the model and its optimizer."""
-    if hasattr(model, "checkpoint_items"):
-        return model.checkpoint_items()
-    return {"model": model, "optimizer": model.optimizer}
+    """`model.checkpoint_items()`: the model and its optimizers (`ReferringSegmenter`)."""
+    return model.checkpoint_items()
 
 
 def checkpoint_manager(model, model_dir: str, max_to_keep: int = 3) -> tf.train.CheckpointManager:

@@ -234,8 +234,8 @@ def _predict_fn(model):
 
 
 def _heatmap_fn(model):
-    """The model's localisation heatmap (LTS `heatmap`) as a tf.function, or None."""
-    if not getattr(model, "has_heatmap", False):
+    """The model's localisation heatmap (`ReferringSegmenter.heatmap`) as a tf.function, or None."""
+    if not model.has_heatmap:
         return None
 
     def make(model_ref):
@@ -368,11 +368,11 @@ def evaluate_model(model, config, split, batch_size=8, data_dir=None, use_crf=Fa
     from refseg_tf.metrics import SegmentationEvaluator, buckets_for_dataset
 
     start = time.perf_counter()
-    threshold = scoring.check_threshold(
-        threshold if threshold is not None else getattr(model, "threshold", 0.5)
-    )
     if preprocessor is None:
         preprocessor = evaluation_preprocessor(config, data_dir, vocabulary)
+    threshold = scoring.check_threshold(
+        threshold if threshold is not None else preprocessor.threshold_for(model)
+    )
     rule = scoring.check_scoring_rule(scoring_rule or preprocessor.scoring_rule)
     buckets = buckets or buckets_for_dataset(config.data.get("dataset", "synthetic"))
     evaluator = SegmentationEvaluator(buckets=buckets)
@@ -438,7 +438,7 @@ def evaluate_model_dir(model_dir, split="val", data_dir=None, use_crf=None, batc
     """Loads the model of `model_dir`, scores it, prints and writes `model_dir/eval_<split>.json`."""
     from refseg_tf.metrics import format_table, save_scores_json
     from refseg_tf.preprocessing import ReferringPreprocessor
-    from refseg_tf.training.trainer import load_trained_model
+    from refseg_tf.training.model_dir import load_trained_model
 
     model, config = load_trained_model(model_dir, checkpoint=checkpoint)
     preprocessor = ReferringPreprocessor.from_model_dir(model_dir)

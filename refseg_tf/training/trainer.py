@@ -33,8 +33,11 @@ from refseg_tf.files import atomic_copy, atomic_output
 from refseg_tf.training import callbacks as callbacks_lib
 from refseg_tf.training import config as config_lib
 from refseg_tf.training import loop as loop_lib
-from refseg_tf.training.checkpointing import training_checkpoint_items
 from refseg_tf.training.distribute import get_strategy
+from refseg_tf.training.model_dir import (  # noqa: F401  (re-exported)
+    load_trained_model,
+    restore_first_readable,
+)
 from refseg_tf.training.optimizers import apply_weight_decay, build_optimizer
 from refseg_tf.filenames import MODEL_FILENAME, VOCABULARY_FILENAME
 
@@ -79,8 +82,16 @@ def load_backbone_weights(model, config) -> None:
     source = config.train.get("backbone_weights", "")
     if not source:
         return
-    from refseg_tf.backbones import load_weights
+    from refseg_tf.backbones import load_weights, weight_source
 
+    entry = weight_source(model.backbone, source, argument="train.backbone_weights")
+    normalization = config.data.get("normalization", "vgg_rgb")
+    if entry.normalization and entry.normalization != normalization:
+        raise ValueError(
+            f"train.backbone_weights={source!r} ({entry.name}) was trained on "
+            f"data.normalization={entry.normalization!r} inputs; the config has "
+            f"{normalization!r}: pass --config.data.normalization={entry.normalization}."
+        )
     load_weights(model.backbone, source, argument="train.backbone_weights")
     logging.info("Loaded %s weights into the %s backbone.", source, model.backbone.name)
 
@@ -90,7 +101,7 @@ def load_word_vectors(model, config) -> None:
     path = config.train.get("word_vectors", "")
     if not path:
         return
-    if not hasattr(model, "load_word_vectors"):
+    if not model.takes_word_vectors:
         raise ValueError(
             f"train.word_vectors={path!r}: model {config.model.name!r} takes no word vectors."
         )
@@ -123,43 +134,6 @@ def copy_matching_weights(source, target) -> int:
         raise ValueError(f"No weight of {source.name!r} matches {target.name!r} by path and shape.")
     logging.info("Copied %d of %d weights from %s.", copied, len(target.weights), source.name)
     return copied
-
-
-def load_trained_model(model_dir: str, checkpoint: str = "auto"):
-    """Loads a model written by `train`: `model.keras`, or the newest checkpoint.
-
-    Args:
-        model_dir: the training directory.
-        checkpoint: "auto" (model.keras if present, else the newest checkpoint), "final"
-            (model.keras), "latest" (newest checkpoint), or a checkpoint path.
-
-    Returns:
-        (model, config)
-    """
-    config = config_lib.load_config(model_dir)
-    final_path = os.path.join(model_dir, MODEL_FILENAME)
-    if checkpoint == "final" or (checkpoint == "auto" and os.path.exists(final_path)):
-        if not os.path.exists(final_path):
-            raise FileNotFoundError(f"{final_path} not found: training has not finished.")
-        # Registers the model and backbone classes with Keras before deserialising them.
-        import refseg_tf.backbones  # noqa: F401
-        import refseg_tf.models  # noqa: F401
-
-        return keras.saving.load_model(final_path, compile=False), config
-    if checkpoint in ("auto", "latest"):
-        state = tf.train.get_checkpoint_state(
-            os.path.join(model_dir, callbacks_lib.CHECKPOINT_SUBDIR)
-        )
-        if state is None or not state.all_model_checkpoint_paths:
-            raise FileNotFoundError(f"No {MODEL_FILENAME} and no checkpoint in {model_dir}.")
-        candidates = list(reversed(state.all_model_checkpoint_paths))
-    else:
-        candidates = [checkpoint]
-    model = build_model(config)
-    restore_first_readable(
-        tf.train.Checkpoint(**training_checkpoint_items({"model": model})), candidates
-    )
-    return model, config
 
 
 def _init_from(model, config) -> None:
@@ -282,43 +256,6 @@ def restore_newest_readable(manager) -> int:
     return int(manager.checkpoint.optimizer.iterations.numpy())
 
 
-def restore_first_readable(checkpoint, paths, require_all: bool = False, hint: str = "") -> str:
-    """Restores into `checkpoint` the first of `paths` that loads; returns that path.
-
-    Args:
-        checkpoint: a `tf.train.Checkpoint`.
-        paths: checkpoint prefixes, newest first.
-        require_all: every object of `checkpoint` must be in the file (resuming training);
-            False allows a partial restore (a model without its optimizer).
-        hint: what to do, appended to the error when no checkpoint loads.
-
-    Raises:
-        ValueError: none of `paths` loads (each is named with its error).
-    """
-    failures = []
-    for path in paths:
-        try:
-            status = checkpoint.restore(path)
-            if require_all:
-                status.assert_existing_objects_matched()
-            else:
-                status.expect_partial()
-        # A damaged file shows as any of OpError, IndexError ("Read less bytes than requested"),
-        # ValueError...: every failure is named, and all are listed if no checkpoint loads.
-        except Exception as error:  # noqa: BLE001
-            text = str(error).strip()
-            message = text.splitlines()[0] if text else repr(error)
-            failures.append(f"{path}: {message}")
-            logging.warning("Checkpoint %s cannot be restored (%s); trying the previous one.",
-                            path, message)
-            continue
-        if failures:
-            logging.warning("Restored %s: the newer checkpoint(s) %s are damaged.", path,
-                            ", ".join(f.split(": ")[0] for f in failures))
-        return path
-    raise ValueError(f"No checkpoint can be restored: {'; '.join(failures)}. {hint}".strip())
-
-
 def blind_word_ids(config, vocabulary_path=None):
     """The fixed word ids of the text-blind control, or None when `data.blind_expression` is off.
 
@@ -395,7 +332,7 @@ def _image_callback(config, model_dir, model, step):
         inputs,
         masks[:4],
         denormalize=lambda images: denormalize_image(images, preset),
-        threshold=getattr(model, "threshold", 0.5),
+        threshold=model.threshold,
         every=int(config.train.log_images_every),
         scoring_rule=config.eval.get("scoring_rule", "upsample_logits"),
     )
@@ -440,15 +377,24 @@ def fit_plan(step: int, steps: int, steps_per_epoch: int):
     return plan
 
 
-def _write_model_dir_files(config, model_dir: str) -> None:
-    """config.json, vocab.txt and preprocessor.json: what evaluation and prediction read."""
+def write_model_dir_files(config, model_dir: str, vocabulary_path=None) -> None:
+    """config.json, vocab.txt and preprocessor.json: what evaluation and prediction read.
+
+    `vocabulary_path`: the vocabulary copied (byte for byte) as `vocab.txt`; default the
+    data's `vocab.txt` (`refseg-train`); `refseg-import` passes the authors' file.
+    """
     os.makedirs(model_dir, exist_ok=True)
     config_lib.save_config(config, model_dir)
-    atomic_copy(_data_file(config, VOCAB_FILENAME), os.path.join(model_dir, VOCAB_FILENAME))
+    source = vocabulary_path or _data_file(config, VOCAB_FILENAME)
+    atomic_copy(source, os.path.join(model_dir, VOCAB_FILENAME))
     from refseg_tf.preprocessing import ReferringPreprocessor
 
     # preprocessor.json beside the vocabulary: the model directory's preprocessing (Predictor).
     ReferringPreprocessor.from_config(config, os.path.join(model_dir, VOCAB_FILENAME)).save(model_dir)
+
+
+def _write_model_dir_files(config, model_dir: str) -> None:
+    write_model_dir_files(config, model_dir)
     remove_temporary_checkpoints(model_dir)
 
 

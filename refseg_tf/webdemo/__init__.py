@@ -145,13 +145,13 @@ class KerasBackend:
         self.source = source
         self.model_name = str(predictor.config.model.get("name", type(predictor.model).__name__))
         self.image_size = predictor.image_size
-        self.explains = hasattr(predictor.model, "explain")
+        self.explains = predictor.model.has_explanation
 
     def mask(self, image_path: str, image: np.ndarray, expression: str) -> np.ndarray:
         return self.predictor.predict_mask(image, expression)
 
     def explain_picture(self, image: np.ndarray, expression: str, folder: str) -> bytes:
-        from refseg_tf.predict import explain_to_file
+        from refseg_tf.inference import explain_to_file
 
         path = os.path.join(folder, "explain.jpg")
         path = explain_to_file(self.predictor, image, expression, path)

@@ -28,14 +28,6 @@ REAL_MASK_ENCODINGS = ("binary", "scaling")
 SCALING_TAU = 0.9
 
 
-def _base_has_hook(base):
-    """The base segmenters whose `call` takes the `detail` / `return_features` hook."""
-    from refseg_tf.models.lstm_cnn import LSTMCNN
-    from refseg_tf.models.rmi import RMI
-
-    return isinstance(base, (LSTMCNN, RMI))
-
-
 @keras.saving.register_keras_serializable(package="refseg_tf")
 class ASGNGenerator(ReferringSegmenter):
     """ASGN's generator: a base segmenter with the optional DE and SE modules.
@@ -96,10 +88,10 @@ class ASGNGenerator(ReferringSegmenter):
             )
         detail_features = tuple(str(name) for name in detail_features or ())
         semantic_embedding = bool(semantic_embedding)
-        if (detail_features or semantic_embedding) and not _base_has_hook(base):
+        if (detail_features or semantic_embedding) and not base.has_detail_hook:
             raise ValueError(
-                "DE and SE need a base with the `detail` / `return_features` call hook (LSTMCNN, "
-                f"RMI); received {type(base).__name__}."
+                "DE and SE need a base with the `detail` / `return_features` call hook "
+                f"(`has_detail_hook`: LSTMCNN, RMI); received {type(base).__name__}."
             )
         for name in detail_features:
             if name not in base.backbone.feature_strides:
@@ -141,6 +133,10 @@ class ASGNGenerator(ReferringSegmenter):
     @property
     def output_stride(self):
         return self.base.output_stride
+
+    def freeze_for_training(self, config_train):
+        """What the base freezes (`ReferringSegmenter.freeze_for_training`)."""
+        self.base.freeze_for_training(config_train)
 
     def call(self, inputs, training=None):
         if self.detail is None and self.semantic is None:
@@ -391,6 +387,10 @@ class ASGN(ReferringSegmenter):
     def inference_model(self):
         """The generator alone: what prediction, export and TFLite run (no discriminator)."""
         return self.generator
+
+    def freeze_for_training(self, config_train):
+        """What the generator's base freezes (`ReferringSegmenter.freeze_for_training`)."""
+        self.generator.freeze_for_training(config_train)
 
     def call(self, inputs, training=None):
         return self.generator(inputs, training=training)

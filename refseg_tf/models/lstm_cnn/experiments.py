@@ -188,14 +188,16 @@ def synthetic_lstm_cnn_family(config, model, model_overrides):
 
 
 for _preset in ("r_lstm", "d_lstm", "d_lstm_ours"):
-    register_experiment(f"synthetic_{_preset}", synthetic=True, model=_preset)(synthetic)
+    register_experiment(
+        f"synthetic_{_preset}", synthetic=True, paper_row=f"{_preset}_unc", model=_preset
+    )(synthetic)
 
 
 # stride 32 at 256 px: an 8 x 8 grid, the grid of the other synthetic configs (stride 8 at 64 px).
 SYNTHETIC_LSTM_CNN_IMAGE_SIZE = 256
 
 
-@register_experiment("synthetic_lstm_cnn", synthetic=True)
+@register_experiment("synthetic_lstm_cnn", synthetic=True, paper_row="lstm_cnn_low_referit")
 def synthetic_lstm_cnn():
     """Hu's low-resolution LSTM-CNN, tiny, at 256 px with the high-resolution stage's class
     weights (1, 1/3) against the binary label of its 8 x 8 grid (experiments/

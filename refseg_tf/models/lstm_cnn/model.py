@@ -7,12 +7,12 @@ import keras
 from refseg_tf.layers.fusion import TextVisualFusion
 from refseg_tf.layers.upsampling import BilinearUpsamplingInitializer
 from refseg_tf.models.base import (
-    ReferringSegmenter,
     build_with_dummy_inputs,
     check_feature,
     merge_config,
     resolve_backbone,
 )
+from refseg_tf.models.visual_text import VisualTextSegmenter
 
 UPSAMPLING_MODES = ("none", "deconv")
 # Hu et al.'s two training stages (`stage`, a key of the "lstm_cnn" preset).
@@ -43,7 +43,7 @@ HU_HIGH_RES_LOSS = {
 
 
 @keras.saving.register_keras_serializable(package="refseg_tf")
-class LSTMCNN(ReferringSegmenter):
+class LSTMCNN(VisualTextSegmenter):
     """LSTM-CNN: tile the LSTM expression code over the CNN map, classify every cell.
 
     `fused = ReLU(conv1x1([L2(v); tile(L2(h_T)); spatial8]))` (D_cls channels), then a
@@ -101,6 +101,8 @@ class LSTMCNN(ReferringSegmenter):
         Liu et al. 2017 (RMI), Sec. 3.2 (R/D+LSTM baselines, Eq. 6);
         Li et al. 2018 (RRN), Sec. 4.2.1 (D-LSTM-ours, Table 1 row 2).
     """
+
+    has_detail_hook = True
 
     preset_keys = ("stage",)
 

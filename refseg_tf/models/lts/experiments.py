@@ -210,7 +210,7 @@ def lts(dataset="refcoco", *, localization="filter", table2_row=None, table5_row
     return config
 
 
-@register_experiment("synthetic_lts", synthetic=True)
+@register_experiment("synthetic_lts", synthetic=True, paper_row="lts_refcoco")
 def synthetic_lts(localization="filter"):
     """A tiny LTS (Darknet-53 with neck, 64 px) that learns the synthetic data on two CPU cores."""
     config = base_config()

@@ -150,6 +150,9 @@ class LTS(ReferringSegmenter):
         /work/shared/papers/SPEC_RMI_LTS_ASGN.md section 2, each a constructor argument.
     """
 
+    has_explanation = True
+    takes_word_vectors = True
+
     def __init__(
         self,
         backbone,
@@ -344,16 +347,17 @@ class LTS(ReferringSegmenter):
         fused, text = self._fused(inputs, training)
         return ops.mean(self._heatmaps(fused, text, training), axis=-1, keepdims=True)
 
-    def explain(self, inputs):
+    def explain(self, inputs, words=None):
         """The maps of LTS Fig. 4: `sigmoid(H_mask)` of each filter and the P_mask probability.
 
         Args:
             inputs: `{"image": [B, S, S, 3], "word_ids": [B, T]}`.
 
         Returns:
-            A dict: `maps` float32 `[B, N, S, S]` (bilinearly upsampled) and `labels` (N names:
-            "heatmap" or "heatmap 1..n", then "mask").
+            A dict: `maps` float32 `[B, N, S, S]` (bilinearly upsampled) and `labels`, per
+            example the N names: "heatmap" or "heatmap 1..n", then "mask".
         """
+        del words  # the maps are the heatmaps and the mask
         outputs = self.forward(inputs, training=False)
         size = tuple(ops.shape(inputs["image"])[1:3])
         maps = [ops.sigmoid(resize_bilinear(outputs["mask"], size))]
@@ -365,7 +369,8 @@ class LTS(ReferringSegmenter):
             labels = (["heatmap"] if count == 1 else [f"heatmap {i + 1}" for i in range(count)]
                       ) + labels
         stacked = ops.concatenate(maps, axis=-1)  # [B, S, S, N]
-        return {"maps": ops.transpose(stacked, (0, 3, 1, 2)), "labels": tuple(labels)}
+        batch = int(ops.shape(inputs["image"])[0])
+        return {"maps": ops.transpose(stacked, (0, 3, 1, 2)), "labels": [tuple(labels)] * batch}
 
     # ------------------------------------------------------------------ loss
 

@@ -90,7 +90,7 @@ def rmi(model="r_rmi", dataset="unc"):
     return config
 
 
-@register_experiment("synthetic_rmi", synthetic=True, model="r_rmi")
+@register_experiment("synthetic_rmi", synthetic=True, paper_row="r_rmi_unc", model="r_rmi")
 def synthetic_rmi(model="r_rmi"):
     """A tiny `r_rmi` / `d_rmi` that trains on the synthetic data in minutes on two CPU cores."""
     if model not in RMI_MODELS:

@@ -1,16 +1,17 @@
 """RMI (Liu et al. 2017): recurrent multimodal interaction, R+RMI and D+RMI."""
 
 import keras
+import numpy as np
 from keras import ops
 
 from refseg_tf.layers.spatial import L2Normalize, SpatialCoordinates, resize_bilinear
 from refseg_tf.layers.text import LSTMTextEncoder
 from refseg_tf.models.base import (
-    ReferringSegmenter,
     check_feature,
     merge_config,
     resolve_backbone,
 )
+from refseg_tf.models.visual_text import VisualTextSegmenter
 from refseg_tf.models.recipes import ADAM_RMI, RMI_BASELINE_LOSS
 from refseg_tf.models.rmi.layers import ClippedArctanh, MultimodalLSTM
 
@@ -25,7 +26,7 @@ RMI_OPTIMIZER = ADAM_RMI
 
 
 @keras.saving.register_keras_serializable(package="refseg_tf")
-class RMI(ReferringSegmenter):
+class RMI(VisualTextSegmenter):
     """RMI: a word LSTM and a convolutional multimodal LSTM read the expression word by word.
 
     1. Visual feature `v` (D_I = 1000) at stride 8: the ResNet's `fc1000` (R+RMI) or a learned
@@ -73,6 +74,9 @@ class RMI(ReferringSegmenter):
         paper is silent or differs, the authors' code (TF-phrasecut-public `RMI_model.py`):
         the mLSTM input order and normalisations, the atanh head, the D+RMI projection.
     """
+
+    has_detail_hook = True
+    has_explanation = True
 
     def __init__(
         self,
@@ -189,7 +193,7 @@ class RMI(ReferringSegmenter):
             return logits
         return {"logits": logits, "semantic": visual}
 
-    def explain(self, inputs):
+    def explain(self, inputs, words=None):
         """Per-word response maps (RMI Sec. 4.4, Fig. 6).
 
         After each word t, the mLSTM hidden state `[B, H', W', n]` (through the head's atanh
@@ -198,10 +202,12 @@ class RMI(ReferringSegmenter):
 
         Args:
             inputs: `{"image": [B, S, S, 3], "word_ids": [B, T]}`.
+            words: the vocabulary's words by id; None labels the steps "word 1", "word 2"...
 
         Returns:
-            A dict: `maps` float32 `[B, T, S, S]` (a pad step repeats the previous map) and
-            `is_word` bool `[B, T]` (True at real words; select those maps to draw).
+            A dict: `maps` float32 `[B, T, S, S]` (a pad step repeats the previous map),
+            `is_word` bool `[B, T]` (True at real words) and `labels` (per example, the word
+            read at each step, None at a pad step: `ReferringSegmenter.explain`).
         """
         hidden, mask = self._mlstm_states(inputs, training=False, return_sequences=True)
         if self.arctanh is not None:
@@ -212,7 +218,7 @@ class RMI(ReferringSegmenter):
         channels_last = ops.transpose(response, (0, 2, 3, 1))
         upsampled = resize_bilinear(channels_last, size)
         maps = ops.transpose(upsampled, (0, 3, 1, 2))
-        return {"maps": maps, "is_word": mask}
+        return {"maps": maps, "is_word": mask, "labels": _word_labels(inputs["word_ids"], mask, words)}
 
     def get_config(self):
         config = super().get_config()
@@ -222,3 +228,20 @@ class RMI(ReferringSegmenter):
             output_transform=self.output_transform,
         )
         return config
+
+
+def _word_labels(word_ids, is_word, words):
+    """Per example, the word read at each step (None at a pad step)."""
+    ids, real = np.asarray(word_ids), np.asarray(is_word)
+    labels = []
+    for row_ids, row_real in zip(ids, real):
+        count = 0
+        row = []
+        for word_id, real_step in zip(row_ids, row_real):
+            if not real_step:
+                row.append(None)
+                continue
+            count += 1
+            row.append(str(words[int(word_id)]) if words is not None else f"word {count}")
+        labels.append(tuple(row))
+    return labels

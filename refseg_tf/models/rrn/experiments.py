@@ -112,7 +112,7 @@ def synthetic_rrn_model(config, model, model_overrides):
     set_loss(config, preset_kwargs(model, "tiny", **keys)["loss_config"])
 
 
-register_experiment("synthetic_rrn", synthetic=True, model="rrn")(synthetic)
+register_experiment("synthetic_rrn", synthetic=True, paper_row="rrn_unc", model="rrn")(synthetic)
 
 # experiments/<name>.py of the family.
 for _dataset in ("referit", "unc", "unc+", "gref"):

@@ -6,11 +6,11 @@ from keras import ops
 from refseg_tf.layers.fusion import TextVisualFusion
 from refseg_tf.layers.spatial import ResizeLike, resize_bilinear
 from refseg_tf.models.base import (
-    ReferringSegmenter,
     check_feature,
     merge_config,
     resolve_backbone,
 )
+from refseg_tf.models.visual_text import VisualTextSegmenter
 from refseg_tf.models.recipes import ADAM_RMI, IMAGE_RESOLUTION_BCE
 from refseg_tf.models.rrn.layers import RecurrentRefinement
 
@@ -54,7 +54,7 @@ RRN_LOSS = IMAGE_RESOLUTION_BCE
 
 
 @keras.saving.register_keras_serializable(package="refseg_tf")
-class RRN(ReferringSegmenter):
+class RRN(VisualTextSegmenter):
     """Recurrent Refinement Network: LSTM-CNN localisation refined over a feature pyramid.
 
     1. Localisation (Sec. 3.2): `q = ReLU(conv1x1([L2(v); tile(L2(s)); spatial8]))`, D_Q
@@ -112,6 +112,8 @@ class RRN(ReferringSegmenter):
         details the paper leaves open follow the authors' public code (ReLU after the fusion
         conv, 1x1 ConvLSTM kernels, 3x3 score conv).
     """
+
+    has_explanation = True
 
     preset_keys = ("table1_row",)
 
@@ -236,16 +238,18 @@ class RRN(ReferringSegmenter):
         refined = self.refinement(fused, lateral_inputs, training=training)
         return self.score_conv(refined)
 
-    def explain(self, inputs):
+    def explain(self, inputs, words=None):
         """Per-step response maps: the refinement state after each pyramid level (Fig. 4 view).
 
         Each state `[B, H', W', D_Q]` is averaged over its channels and upsampled bilinearly to
         the image size, as RMI's per-word maps (`RMI.explain`).
 
         Returns:
-            A dict: `maps` float32 `[B, N, S, S]` and `labels` (N names: the pyramid levels, with
-            "q" first when `initial_state="input"` reads q as its first input).
+            A dict: `maps` float32 `[B, N, S, S]` and `labels`, per example the N names: the
+            pyramid levels, with "q" first when `initial_state="input"` reads q as its first
+            input (`words` is not needed).
         """
+        del words  # the steps are pyramid levels
         image, word_ids = self.check_inputs(inputs)
         features = self.backbone(image, training=False)
         fused = self.fusion(features[self.visual_feature], word_ids, training=False)
@@ -256,8 +260,8 @@ class RRN(ReferringSegmenter):
         response = ops.stack([ops.mean(ops.cast(h, "float32"), axis=-1) for h in states], -1)
         size = tuple(ops.shape(image)[1:3])
         maps = ops.transpose(resize_bilinear(response, size), (0, 3, 1, 2))
-        labels = (("q",) if self.initial_state == "input" else ()) + self.pyramid
-        return {"maps": maps, "labels": labels}
+        labels = (("q",) if self.initial_state == "input" else ()) + tuple(self.pyramid)
+        return {"maps": maps, "labels": [labels] * int(ops.shape(image)[0])}
 
     def get_config(self):
         config = super().get_config()
