@@ -307,6 +307,10 @@ def score_mask_batch_tf(logits, image_window, original_size, image_size: int,
         padded_size = tf.reduce_max(original_size, axis=0)
     padded_size = tf.reshape(tf.cast(padded_size, tf.int32), [2])
 
+    if rule == "upsample_logits":
+        binary = upsample_logits_tf(logits, image_size)[..., 0] >= logit_threshold(threshold)
+        return _resize_and_crop_support_batch(binary, original_size, padded_size)
+
     def score_one(example):
         example_logits, size, window = example
         mask = score_mask_tf(example_logits, size, int(image_size), rule, threshold, window)
@@ -316,6 +320,73 @@ def score_mask_batch_tf(logits, image_window, original_size, image_size: int,
         score_one, (logits, original_size, image_window),
         fn_output_signature=tf.TensorSpec([None, None], tf.bool),
     )
+
+
+def _bilinear_neighbours(in_size, out_size, first, count, padded):
+    """The two source indices of the half-pixel bilinear resize of each output index.
+
+    For output indices first .. first + count - 1 (padded to `padded`: [B, padded]) of a
+    resize from `in_size` to `out_size` (int32 [B]), as TF's `ResizeBilinear` kernel with
+    half-pixel centres computes them in float32: in = (i + 0.5) * (in_size / out_size) - 0.5,
+    lower = max(floor(in), 0), upper = min(ceil(in), in_size - 1). Returns (lower, upper,
+    index < count).
+    """
+    import tensorflow as tf
+
+    index = tf.range(padded)[tf.newaxis]
+    scale = tf.cast(in_size, tf.float32) / tf.cast(out_size, tf.float32)
+    position = (tf.cast(first[:, tf.newaxis] + index, tf.float32) + 0.5) * scale[:, None] - 0.5
+    last = in_size[:, tf.newaxis] - 1
+    lower = tf.minimum(tf.maximum(tf.cast(tf.floor(position), tf.int32), 0), last)
+    upper = tf.maximum(tf.minimum(tf.cast(tf.math.ceil(position), tf.int32), last), 0)
+    return lower, upper, index < count[:, tf.newaxis]
+
+
+def _resize_and_crop_support_batch(binary, original_size, padded_size):
+    """`resize_and_crop_tf(...) > 0` of every binary map of a batch, without the float resize.
+
+    A half-pixel bilinear resize of a {0, 1} map is > 0 exactly where one of the (up to four)
+    neighbours it interpolates is 1. The kernel computes `top = tl + (tr - tl) * x_lerp` and
+    `top + (bottom - top) * y_lerp` with lerp in [0, 1): where lerp = 0 the two neighbours
+    are the same pixel (ceil = floor), else both weights lerp and 1 - lerp are positive, and
+    with values in {0, 1} neither sum can round to 0 (a non-zero term is at least 2^-24 of
+    the value it is subtracted from, which float32 resolves). The resize to M x M (M =
+    max(h, w)) and the centred crop are therefore two gathers of boolean rows and columns at
+    the kernel's own float32 source coordinates: one op each per batch instead of a float
+    resize per example (`score_mask_batch_tf`; `tests/test_scoring_batch.py`).
+
+    Args:
+        binary: bool [B, S, S].
+        original_size: int32 [B, 2].
+        padded_size: int32 [2], each at least the batch's largest size.
+
+    Returns:
+        bool [B, H, W]: example i's mask in the top-left [h_i, w_i] corner, False elsewhere.
+    """
+    import tensorflow as tf
+
+    height, width = original_size[:, 0], original_size[:, 1]
+    longest = tf.maximum(height, width)
+    sides = tf.fill(tf.shape(height), tf.shape(binary)[1])
+    top, left = (longest - height) // 2, (longest - width) // 2
+    row_lower, row_upper, row_valid = _bilinear_neighbours(
+        sides, longest, top, height, padded_size[0])
+    col_lower, col_upper, col_valid = _bilinear_neighbours(
+        sides, longest, left, width, padded_size[1])
+    # Plain row gathers of the flattened batch (a `batch_dims` gather, or one along the last
+    # axis, costs several times more): columns first on the transposed S x S maps, then rows.
+    count = tf.shape(binary)[0]
+    offset = (tf.range(count) * tf.shape(binary)[1])[:, tf.newaxis]
+
+    def gather_rows(maps, lower, upper):  # maps [B, n, m] -> [B, len(lower), m]
+        flat = tf.reshape(maps, [-1, tf.shape(maps)[2]])
+        picked = tf.gather(flat, lower + offset) | tf.gather(flat, upper + offset)
+        return picked
+
+    columns = gather_rows(tf.transpose(binary, [0, 2, 1]), col_lower, col_upper)
+    columns &= col_valid[..., tf.newaxis]
+    masks = gather_rows(tf.transpose(columns, [0, 2, 1]), row_lower, row_upper)
+    return masks & row_valid[..., tf.newaxis]
 
 
 def restore_binary_mask(binary_map, original_size, rule=DEFAULT_SCORING_RULE, image_window=None):

@@ -10,8 +10,13 @@ For models with a localisation heatmap (`model.has_heatmap`, LTS) it adds the lo
 accuracy.
 """
 
+import collections
+import contextlib
 import functools
 import os
+import threading
+import time
+import weakref
 
 import numpy as np
 import tensorflow as tf
@@ -81,13 +86,151 @@ def evaluation_dataset(config, split, batch_size, data_dir=None, vocabulary=None
     )
 
 
-def _predict_fn(model):
-    @tf.function(reduce_retracing=True)
-    def predict(image, word_ids):
-        logits = model({"image": image, "word_ids": word_ids}, training=False)
-        return tf.cast(logits, tf.float32)
+# ------------------------------------------------------------------ the cached eval stream
+# Building the eval pipeline (tracing its map functions) and creating an iterator over it
+# (instantiating those functions, the tokenizer's above all) cost about 1 s per call on a
+# 2-core CPU, far more than reading a small split. `evaluate_model` therefore keeps, per
+# (preprocessor, data directory, split, batch size), the dataset and one iterator over
+# `dataset, end-of-pass marker, dataset, marker, ...`: a call reads one pass up to its marker
+# (an empty batch), and the next call continues with the next pass, whose batches are the same
+# (the eval pipeline is deterministic). The shards are checked on every call, and a change of
+# their files (size, modification time) builds the stream anew. At most `_STREAM_CACHE_SIZE`
+# streams are kept; each holds its pipeline's prefetch buffers (a few batches).
+_STREAM_CACHE_SIZE = 4
+_STREAMS = collections.OrderedDict()
+_STREAMS_LOCK = threading.Lock()
 
-    return predict
+
+def _shard_stamp(data_dir, split) -> tuple:
+    """(path, size, mtime) of the split's shards and of metadata.json: what identifies a
+    conversion's files (checked by `verify_split` on every call)."""
+    from refseg_tf.data import find_shards
+    from refseg_tf.filenames import METADATA_FILENAME
+
+    paths = find_shards(data_dir, split)
+    metadata = os.path.join(os.fspath(data_dir), METADATA_FILENAME)
+    stamp = []
+    for path in [*paths, metadata]:
+        try:
+            info = os.stat(path)
+            stamp.append((path, info.st_size, info.st_mtime_ns))
+        except OSError:  # a remote file system or no metadata: identified by its path
+            stamp.append((path, None, None))
+    return tuple(stamp), paths
+
+
+def _end_of_pass_marker(element_spec):
+    """A dataset of one batch with no example, of the eval batches' structure and types."""
+
+    def empty(spec):
+        shape = [0 if size is None else size for size in spec.shape]
+        shape[0] = 0
+        if spec.dtype == tf.string:
+            return tf.fill(shape, "")
+        return tf.zeros(shape, spec.dtype)
+
+    return tf.data.Dataset.from_tensors(tf.nest.map_structure(empty, element_spec))
+
+
+class _EvalStream:
+    """One cached eval dataset and a repeating iterator over its passes (see above)."""
+
+    def __init__(self, dataset, stamp):
+        self.dataset = dataset
+        self.stamp = stamp
+        self.lock = threading.Lock()
+        self._iterator = None
+
+    def passes(self, max_batches=None):
+        """The batches of one pass (the first `max_batches` of them): a generator.
+
+        A full pass reads the shared iterator up to its marker; a cut pass (`max_batches`,
+        or a caller who stops early or fails) reads a fresh iterator, or leaves the shared
+        one to be created again, so the next pass starts at the first batch.
+        """
+        if max_batches or not self.lock.acquire(blocking=False):
+            dataset = self.dataset.take(int(max_batches)) if max_batches else self.dataset
+            yield from dataset
+            return
+        finished = False
+        try:
+            if self._iterator is None:
+                marker = _end_of_pass_marker(self.dataset.element_spec)
+                self._iterator = iter(self.dataset.concatenate(marker).repeat())
+            while True:
+                batch = next(self._iterator)
+                if int(batch["sent_id"].shape[0]) == 0:
+                    finished = True
+                    return
+                yield batch
+        finally:
+            if not finished:  # stopped inside a pass: the next one starts afresh
+                self._iterator = None
+            self.lock.release()
+
+
+def _eval_stream(config, split, batch_size, data_dir, preprocessor) -> _EvalStream:
+    """The cached `_EvalStream` of these arguments (built on first use), shards checked."""
+    from refseg_tf.data import pipeline
+
+    data_dir = os.fspath(data_dir or config.data.dir)
+    stamp, paths = _shard_stamp(data_dir, split)
+    key = (id(preprocessor), os.path.abspath(data_dir), split, int(batch_size))
+    with _STREAMS_LOCK:
+        stream = _STREAMS.get(key)
+        if stream is not None:
+            _STREAMS.move_to_end(key)
+    if stream is not None and stream.stamp == stamp:
+        pipeline.verify_split(data_dir, split, paths)  # as `load` does on every build
+        return stream
+    dataset = evaluation_dataset(config, split, batch_size, data_dir, preprocessor=preprocessor)
+    stream = _EvalStream(dataset, stamp)  # holds `preprocessor`: its id stays unique
+    with _STREAMS_LOCK:
+        _STREAMS[key] = stream
+        while len(_STREAMS) > _STREAM_CACHE_SIZE:
+            _STREAMS.popitem(last=False)
+    return stream
+
+
+def clear_cached_streams() -> None:
+    """Forgets the cached eval pipelines and their iterators (frees their buffers)."""
+    with _STREAMS_LOCK:
+        _STREAMS.clear()
+
+
+# tf.functions of a model, traced once per process and reused by every `evaluate_model` call
+# (weak keys: a model that is gone takes its functions with it; the functions reach the model
+# through a weak reference, so they do not keep it alive).
+_MODEL_FUNCTIONS = weakref.WeakKeyDictionary()
+
+
+def _model_function(model, kind: str, make):
+    try:
+        functions = _MODEL_FUNCTIONS.setdefault(model, {})
+    except TypeError:  # not weak-referenceable or not hashable: a new function per call
+        return make(lambda: model)
+    if kind not in functions:
+        functions[kind] = make(weakref.ref(model))
+    return functions[kind]
+
+
+def _predict_fn(model):
+    """The model's logits (float32) as a tf.function, one per model and process.
+
+    `reduce_retracing`: the first batch size is traced as such, the next one (e.g. the final
+    partial batch) once more with a free batch dimension, and later calls, from any
+    `evaluate_model` call, reuse those traces.
+    """
+
+    def make(model_ref):
+        @tf.function(reduce_retracing=True)
+        def predict(image, word_ids):
+            logits = model_ref()({"image": image, "word_ids": word_ids}, training=False)
+            return tf.cast(logits, tf.float32)
+
+        return predict
+
+    return _model_function(model, "predict", make)
 
 
 def _heatmap_fn(model):
@@ -95,11 +238,14 @@ def _heatmap_fn(model):
     if not model.has_heatmap:
         return None
 
-    @tf.function(reduce_retracing=True)
-    def heatmap(image, word_ids):
-        return model.heatmap({"image": image, "word_ids": word_ids})[..., 0]
+    def make(model_ref):
+        @tf.function(reduce_retracing=True)
+        def heatmap(image, word_ids):
+            return model_ref().heatmap({"image": image, "word_ids": word_ids})[..., 0]
 
-    return heatmap
+        return heatmap
+
+    return _model_function(model, "heatmap", make)
 
 
 def scoring_rule_of(config) -> str:
@@ -203,21 +349,25 @@ def _localization_hits(heatmaps, batch, image_size) -> list:
 
 def evaluate_model(model, config, split, batch_size=8, data_dir=None, use_crf=False,
                    threshold=None, buckets=None, max_batches=None, vocabulary=None,
-                   scoring_rule=None, preprocessor=None):
+                   scoring_rule=None, preprocessor=None, timings=None):
     """Scores `model` on `split`; returns (scores, by_length, evaluator).
 
     `preprocessor` is the model directory's `ReferringPreprocessor`; None builds it from
     `config` and `vocabulary`, the model's vocabulary file: always pass one of them when
     `data_dir` is another conversion, whose own `vocab.txt` numbers the words differently.
     `scoring_rule` None means the preprocessor's (`config.eval.scoring_rule`); `threshold`
-    None means the model's.
+    None means the model's. `timings`, a dict, receives "setup_seconds" (shard check, the
+    pipeline and functions, up to the first batch asked for) and "loop_seconds" (the rest).
 
     Each image is decoded and letterboxed once for all its sentences (`evaluation_dataset`),
     and without DenseCRF the scoring rule and the pixel counts run in one graph per batch
-    (`scoring.score_mask_batch_tf`); only the per-sentence bookkeeping is Python.
+    (`scoring.score_mask_batch_tf`); only the per-sentence bookkeeping is Python. Repeated
+    calls with the same model and preprocessor reuse the traced functions, the pipeline and
+    its iterator (`_eval_stream`): a call then costs the shard check and the batches.
     """
     from refseg_tf.metrics import SegmentationEvaluator, buckets_for_dataset
 
+    start = time.perf_counter()
     if preprocessor is None:
         preprocessor = evaluation_preprocessor(config, data_dir, vocabulary)
     threshold = scoring.check_threshold(
@@ -230,37 +380,47 @@ def evaluate_model(model, config, split, batch_size=8, data_dir=None, use_crf=Fa
     heatmap_fn = _heatmap_fn(model)
     localization_hits = []
     image_size = preprocessor.image_size
-    dataset = evaluation_dataset(config, split, batch_size, data_dir, preprocessor=preprocessor)
-    if max_batches:
-        dataset = dataset.take(int(max_batches))
-    for batch in dataset:
-        logits = predict(batch["image"], batch["word_ids"])
-        if use_crf:
-            intersections, unions = _crf_counts(
-                logits, batch, image_size, rule, threshold, preprocessor.normalization
-            )
-        else:
-            counts = _counts_fn(image_size, rule, threshold, tuple(logits.shape[1:]))
-            intersections, unions = (value.numpy() for value in counts(
-                logits, batch["image_window"], batch["original_size"], batch["original_mask"]
-            ))
-        if heatmap_fn is not None:
-            heatmaps = heatmap_fn(batch["image"], batch["word_ids"])
-            localization_hits.extend(_localization_hits(heatmaps, batch, image_size))
-        sentences = batch["sentence"].numpy()
-        for i, sent_id in enumerate(batch["sent_id"].numpy()):
-            evaluator.add(
-                intersections[i],
-                unions[i],
-                length=_sentence_length(sentences[i], preprocessor.tokenizer_mode),
-                sample_id=int(sent_id),
-            )
+    stream = _eval_stream(config, split, batch_size, data_dir, preprocessor)
+    loop_start = time.perf_counter()
+    with contextlib.closing(stream.passes(max_batches)) as batches:
+        for batch in batches:
+            _score_into(evaluator, localization_hits, batch, predict, heatmap_fn, preprocessor,
+                        image_size, rule, threshold, use_crf)
+    if timings is not None:
+        timings["setup_seconds"] = loop_start - start
+        timings["loop_seconds"] = time.perf_counter() - loop_start
     if evaluator.count == 0:
         raise ValueError(f"Split {split!r} of {data_dir or config.data.dir} has no sentences.")
     scores = evaluator.result()
     if localization_hits:  # LTS Sec. 4.3: heatmap argmax inside the ground truth
         scores["localization_accuracy"] = float(np.mean(localization_hits))
     return scores, evaluator.by_length(buckets), evaluator
+
+
+def _score_into(evaluator, localization_hits, batch, predict, heatmap_fn, preprocessor,
+                image_size, rule, threshold, use_crf) -> None:
+    """Scores one eval batch into `evaluator` (and the LTS localisation hits)."""
+    logits = predict(batch["image"], batch["word_ids"])
+    if use_crf:
+        intersections, unions = _crf_counts(
+            logits, batch, image_size, rule, threshold, preprocessor.normalization
+        )
+    else:
+        counts = _counts_fn(image_size, rule, threshold, tuple(logits.shape[1:]))
+        intersections, unions = (value.numpy() for value in counts(
+            logits, batch["image_window"], batch["original_size"], batch["original_mask"]
+        ))
+    if heatmap_fn is not None:
+        heatmaps = heatmap_fn(batch["image"], batch["word_ids"])
+        localization_hits.extend(_localization_hits(heatmaps, batch, image_size))
+    sentences = batch["sentence"].numpy()
+    for i, sent_id in enumerate(batch["sent_id"].numpy()):
+        evaluator.add(
+            intersections[i],
+            unions[i],
+            length=_sentence_length(sentences[i], preprocessor.tokenizer_mode),
+            sample_id=int(sent_id),
+        )
 
 
 def scoring_rule_line(rule: str, threshold: float) -> str:
