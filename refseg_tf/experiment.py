@@ -39,6 +39,7 @@ from typing import Any, Callable, Mapping
 
 import ml_collections
 
+from refseg_tf.data.settings import PREPROCESSING_DEFAULTS
 from refseg_tf.losses.segmentation import DEFAULT_LOSS_UPSAMPLING
 
 __all__ = [
@@ -85,21 +86,16 @@ def base_config() -> ml_collections.ConfigDict:
     config.data.dataset = "synthetic"
     config.data.split_train = "train"
     config.data.split_eval = "val"
-    config.data.image_size = 320
-    config.data.max_length = 20
-    config.data.text_padding = "front"
-    config.data.resize_method = "bilinear"
-    config.data.pad_value = "zero"
-    config.data.normalization = "caffe_bgr"
+    # The preprocessing (`refseg_tf.data.settings.PreprocessingSettings`: image size, text
+    # length and padding, letterbox, normalisation, tokeniser "refseg" or "authors" (Hu/RMI/RRN's
+    # `re.split(r'(\W+)')`), the text-blind control's sentence ("" = off)).
+    for key, value in PREPROCESSING_DEFAULTS.items():
+        config.data[key] = value
     config.data.sentences = "sample"
-    # "refseg" (the library's tokeniser) or "authors" (Hu/RMI/RRN's `re.split(r'(\W+)')`).
-    config.data.tokenizer = "refseg"
     config.data.shuffle_buffer = 1000
     # Read every training shard at once (`refseg_tf.data.load(interleave_all_files=True)`):
     # the batch-1 rows set it (`whole_split_shuffle`), the buffer then mixes the whole split.
     config.data.interleave_all_files = False
-    # The text-blind control: every expression replaced by this one word ("" = off).
-    config.data.blind_expression = ""
 
     config.model = ml_collections.ConfigDict()
     config.model.name = "d_lstm"

@@ -25,6 +25,7 @@ import tensorflow as tf
 
 from refseg_tf import scoring
 from refseg_tf.data import transforms
+from refseg_tf.data.settings import PREPROCESSING_DEFAULTS, PREPROCESSING_KEYS
 from refseg_tf.filenames import (  # noqa: F401  (re-exported)
     CONFIG_FILENAME,
     PREPROCESSOR_FILENAME,
@@ -33,16 +34,8 @@ from refseg_tf.filenames import (  # noqa: F401  (re-exported)
 
 TEXT_PADDINGS = ("front", "back")
 # The keys of `get_config` that come from `config.data` of a training config.
-DATA_KEYS = (
-    "image_size",
-    "max_length",
-    "text_padding",
-    "resize_method",
-    "pad_value",
-    "normalization",
-    "tokenizer",
-    "blind_expression",
-)
+DATA_KEYS = PREPROCESSING_KEYS
+_DEFAULTS = PREPROCESSING_DEFAULTS
 
 
 def resolve_threshold(config):
@@ -69,12 +62,14 @@ class ReferringPreprocessor(tf.Module):
 
     Args:
         vocabulary: a `refseg_tf.text.Vocabulary`, a word list (specials first) or a file path.
+        image_size ... blind_expression: the `refseg_tf.data.settings.PreprocessingSettings`
+            (keys and defaults defined there once):
         image_size: side S of the square network input.
         max_length: word ids per sentence T.
         text_padding: "front" (Hu/RMI/RRN: last word at the last step) or "back" (MCN/LTS).
         resize_method: "bilinear" or "bicubic" (see `transforms.resize_and_pad`).
         pad_value: "zero" or "grey" outside the letterboxed image.
-        normalization: "vgg_rgb", "caffe_bgr", "unit" or "none" (`transforms.normalize_image`).
+        normalization: "caffe_bgr" (the default), "vgg_rgb", "unit" or "none" (`transforms.normalize_image`).
         tokenizer: "refseg" or "authors" (`refseg_tf.text.split_words`).
         blind_expression: "" or the sentence a text-blind control model reads for every input.
         scoring_rule: one of `refseg_tf.scoring.SCORING_RULES` (config `eval.scoring_rule`).
@@ -104,14 +99,14 @@ class ReferringPreprocessor(tf.Module):
         self,
         vocabulary,
         *,
-        image_size: int = 320,
-        max_length: int = 20,
-        text_padding: str = "front",
-        resize_method: str = "bilinear",
-        pad_value: str = "zero",
-        normalization: str = "vgg_rgb",
-        tokenizer: str = "refseg",
-        blind_expression: str = "",
+        image_size: int = _DEFAULTS["image_size"],
+        max_length: int = _DEFAULTS["max_length"],
+        text_padding: str = _DEFAULTS["text_padding"],
+        resize_method: str = _DEFAULTS["resize_method"],
+        pad_value: str = _DEFAULTS["pad_value"],
+        normalization: str = _DEFAULTS["normalization"],
+        tokenizer: str = _DEFAULTS["tokenizer"],
+        blind_expression: str = _DEFAULTS["blind_expression"],
         scoring_rule: str = scoring.DEFAULT_SCORING_RULE,
         threshold=None,
         name: str = "referring_preprocessor",
@@ -175,8 +170,7 @@ class ReferringPreprocessor(tf.Module):
         """The `get_config` dict of a training config; keys missing from old configs default."""
         data = config["data"]
         evaluation = config.get("eval", {}) or {}
-        defaults = {"tokenizer": "refseg", "blind_expression": ""}
-        values = {key: data[key] if key in data else defaults[key] for key in DATA_KEYS}
+        values = {key: data[key] if key in data else default for key, default in _DEFAULTS.items()}
         values["scoring_rule"] = evaluation.get("scoring_rule", scoring.DEFAULT_SCORING_RULE)
         values["threshold"] = resolve_threshold(config)
         return values

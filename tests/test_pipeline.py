@@ -24,6 +24,7 @@ from refseg_tf.data import (
     resize_and_pad_mask,
 )
 from refseg_tf.data import schema
+from refseg_tf.data.settings import PREPROCESSING_DEFAULTS
 from refseg_tf.data.transforms import CAFFE_BGR_MEAN, VGG_RGB_MEAN
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -235,7 +236,7 @@ def test_eval_yields_every_sentence_once_in_a_fixed_order(dataset, train_split_e
         assert not original[height:].any() and not original[:, width:].any()
 
 
-def check_train_example(corpus, example, normalization="vgg_rgb"):
+def check_train_example(corpus, example, normalization=PREPROCESSING_DEFAULTS["normalization"]):
     """Returns (ref_id, sent_id) of a train example after checking image and mask match them."""
     sent_id = sent_id_from_word_ids(example["word_ids"])
     ref = corpus.refs[corpus.sentence_ref[sent_id]]

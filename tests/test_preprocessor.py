@@ -187,7 +187,13 @@ def _write_one_record(directory, image, sentence):
 
 
 class _NoModel:
+    """A stand-in for the model: these checks run only the preprocessing."""
+
     variables = []
+    threshold = 0.5
+
+    def inference_model(self):
+        return self
 
 
 def test_pipeline_predictor_evaluation_and_export_prepare_identical_inputs(tmp_path):
@@ -228,3 +234,25 @@ def test_pipeline_predictor_evaluation_and_export_prepare_identical_inputs(tmp_p
     np.testing.assert_array_equal(served_size.numpy(), [21, 30])
     with pytest.raises(ValueError, match="`image_size` must be left out"):
         load(data_dir, "val", mode="eval", image_size=64, preprocessor=preprocessor)
+
+
+def test_one_preprocessing_definition_gives_every_default():
+    """`base_config`, `load` and `ReferringPreprocessor` read one definition (before, the
+    config said caffe_bgr where `load` and the preprocessor said vgg_rgb)."""
+    import inspect
+
+    from refseg_tf.data import pipeline, settings
+    from refseg_tf.training.config import WEIGHT_MEANING_PREFIXES, base_config
+
+    defaults = settings.PREPROCESSING_DEFAULTS
+    assert defaults["normalization"] == "caffe_bgr"
+    data = base_config().data
+    assert {key: data[key] for key in defaults} == defaults
+    parameters = inspect.signature(pipeline.load).parameters
+    assert {key: parameters[key].default for key in defaults if key in parameters} == {
+        key: value for key, value in defaults.items() if key != "blind_expression"
+    }
+    config = ReferringPreprocessor(_vocabulary()).get_config()
+    assert {key: config[key] for key in defaults} == defaults
+    assert {f"data.{key}" for key in defaults} <= set(WEIGHT_MEANING_PREFIXES)
+

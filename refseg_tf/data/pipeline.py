@@ -35,6 +35,7 @@ import tensorflow as tf
 from absl import logging
 
 from refseg_tf.data import schema, transforms
+from refseg_tf.data.settings import PREPROCESSING_DEFAULTS
 from refseg_tf.data.shards import (  # noqa: F401  (re-exported: the names callers import from here)
     DamagedDataError,
     available_splits,
@@ -61,13 +62,7 @@ class _Preprocessing:
 
 # The `load` arguments a `preprocessor` defines, with `load`'s defaults.
 _PREPROCESSOR_ARGUMENTS = {
-    "image_size": 320,
-    "max_length": 20,
-    "text_padding": "front",
-    "resize_method": "bilinear",
-    "pad_value": "zero",
-    "normalization": "vgg_rgb",
-    "tokenizer": "refseg",
+    key: value for key, value in PREPROCESSING_DEFAULTS.items() if key != "blind_expression"
 }
 
 
@@ -110,12 +105,12 @@ def load(
     mode: str = "train",
     batch_size: int = 8,
     *,
-    image_size: int = 320,
-    max_length: int = 20,
-    text_padding: str = "front",
-    resize_method: str = "bilinear",
-    pad_value: str = "zero",
-    normalization: str = "vgg_rgb",
+    image_size: int = PREPROCESSING_DEFAULTS["image_size"],
+    max_length: int = PREPROCESSING_DEFAULTS["max_length"],
+    text_padding: str = PREPROCESSING_DEFAULTS["text_padding"],
+    resize_method: str = PREPROCESSING_DEFAULTS["resize_method"],
+    pad_value: str = PREPROCESSING_DEFAULTS["pad_value"],
+    normalization: str = PREPROCESSING_DEFAULTS["normalization"],
     label_grid: Optional[int] = None,
     label_mode: str = "binary",
     sentences: str = "sample",
@@ -125,7 +120,7 @@ def load(
     repeat: Optional[int] = None,
     drop_remainder: Optional[bool] = None,
     vocabulary=None,
-    tokenizer: str = "refseg",
+    tokenizer: str = PREPROCESSING_DEFAULTS["tokenizer"],
     as_supervised: bool = False,
     num_parallel_calls: Optional[int] = None,
     cycle_length: Optional[int] = None,
@@ -149,7 +144,7 @@ def load(
         text_padding: "front" (Hu/RMI/RRN: last word at the last step) or "back" (MCN/LTS).
         resize_method: "bilinear" or "bicubic" (clipped to [0, 255]).
         pad_value: "zero" or "grey" (128) outside the letterboxed image.
-        normalization: "vgg_rgb", "caffe_bgr", "unit" or "none" (see `transforms.normalize_image`).
+        normalization: "caffe_bgr" (the default), "vgg_rgb", "unit" or "none" (see `transforms.normalize_image`).
         label_grid: None, or g to add a `label` [g, g, 1] downsampled from the mask.
         label_mode: "binary", "soft", "any" or "point" (see `refseg_tf.labels.downsample_mask`).
         sentences: train mode only: "sample" one sentence per ref per epoch, or "all" of them.

@@ -21,6 +21,7 @@ import os
 import ml_collections
 
 from refseg_tf.experiment import base_config  # noqa: F401  (the defaults; defined there)
+from refseg_tf.data.settings import PREPROCESSING_DEFAULTS, PREPROCESSING_KEYS
 from refseg_tf.files import atomic_write_text
 from refseg_tf.filenames import CONFIG_FILENAME  # noqa: F401  (re-exported)
 
@@ -36,21 +37,13 @@ REQUIRED_KEYS = (
     "model.backbone",
 )
 
-PREPROCESSING_KEYS = (
-    "image_size",
-    "max_length",
-    "text_padding",
-    "resize_method",
-    "pad_value",
-    "normalization",
-)
 
 # Keys whose change makes existing weights mean something else: the model (architecture,
 # vocabulary size, threshold) and the preprocessing and text handling it was trained on.
 # Resuming a model directory with any of them changed is refused (`weight_meaning_changes`);
 # other keys (`train.steps` to train longer, batch size, learning rate, eval settings) may change.
 WEIGHT_MEANING_PREFIXES = ("model.",) + tuple(
-    f"data.{key}" for key in PREPROCESSING_KEYS + ("tokenizer", "blind_expression")
+    f"data.{key}" for key in PREPROCESSING_KEYS
 )
 
 
@@ -107,8 +100,9 @@ def validate_config(config, require_data_dir: bool = False) -> None:
 
 def preprocessing_kwargs(config) -> dict:
     """The `refseg_tf.data.load` keyword arguments shared by training, evaluation and prediction."""
-    kwargs = {key: config.data[key] for key in PREPROCESSING_KEYS}
+    kwargs = {key: config.data.get(key, default) for key, default in PREPROCESSING_DEFAULTS.items()}
     kwargs["tokenizer"] = tokenizer_mode(config)
+    kwargs.pop("blind_expression")  # the text-blind control is the preprocessor's
     return kwargs
 
 
