@@ -143,9 +143,9 @@ def test_aspp_deconvolution_starts_bilinear():
 
 _IDS = np.array([[5, 6, 7, 0], [4, 0, 0, 0], [3, 11, 0, 0]], "int32")
 _WORD_MASK = _IDS != 0
+_random = functools.partial(random_array, seed=0)  # this file's seeds
 # (id, class, constructor kwargs, call args, call kwargs, float16 output?, float32 sublayers)
 LTS_LAYER_CASES = [
-_random = functools.partial(random_array, seed=0)  # this file's seeds
     ("conv_bn_leaky", ConvBNLeaky, dict(filters=4, kernel_size=3), (_random(2, 4, 4, 3),), {},
      "float16", ()),
     ("gru_encoder", GRUTextEncoder, dict(vocabulary_size=VOCAB, embedding_dim=4, units=3),
