@@ -25,7 +25,9 @@ from refseg_tf.cli import user_errors_as_messages
 def define_flags():
     if "vocabulary" not in flags.FLAGS:
         flags.DEFINE_string("format", None, "Checkpoint format: text_objseg (Hu et al. 2016), "
-                            "or another registered in refseg_tf.interop.")
+                            "phrasecut_lstm / phrasecut_rmi (TF-phrasecut-public's R/D+LSTM "
+                            "and R/D+RMI), rrn (referseg_rrn), or another registered in "
+                            "refseg_tf.interop.")
         flags.DEFINE_string("vocabulary", None, "The authors' vocabulary file (one word a line).")
         flags.DEFINE_boolean("overwrite", False, "Replace a non-empty --model_dir.")
         flags.DEFINE_multi_string("option", [], "Format option key=value (e.g. forget_bias=1.0).")

@@ -82,3 +82,46 @@ def test_paper_size_checkpoint_imports_to_the_same_logits(tmp_path, model, weigh
     dims = dict(size=320, steps=20, vocab=12112, backbone=graphs.PAPER_RESNET)
     config = load_experiment_config(os.path.join("experiments", f"{row}.py"))
     _import_and_compare(tmp_path, model, weights, row, config, dims, train=False)
+
+
+def test_imported_model_dir_predicts_the_authors_probabilities(tmp_path):
+    """refseg-predict on an imported D+RMI directory: its preprocessing (Caffe BGR, the authors'
+    tokenizer, front padding) and scoring (TF1 `resize_bilinear` of the logits) give the TF1
+    graph's `sigm` on the same picture and expression (1e-4: float32 reordering only)."""
+    import tensorflow as tf
+    from PIL import Image
+
+    from refseg_tf.inference import read_image
+    from refseg_tf.predict import predict_to_files
+    from refseg_tf.preprocessing import ReferringPreprocessor
+
+    pixels = np.random.default_rng(5).integers(0, 256, (TINY["size"], TINY["size"], 3), np.uint8)
+    picture = str(tmp_path / "picture.png")
+    Image.fromarray(pixels).save(picture)
+    sentence = "Word7 word5, word9."
+    vocabulary = graphs.write_vocabulary(str(tmp_path / "vocabulary.txt"), TINY["vocab"])
+    prefix = str(tmp_path / "authors" / "unc_deeplab_RMI_iter_1.tfmodel")
+    dummy_image, dummy_words = _inputs(TINY["size"], TINY["steps"], TINY["vocab"])
+    graphs.run_reference("RMI", "deeplab", prefix, word_ids=dummy_words, image=dummy_image, **TINY)
+    model_dir = str(tmp_path / "imported")
+    import_checkpoint("phrasecut_rmi", prefix, vocabulary, _tiny_config("d_rmi_unc"), model_dir)
+
+    preprocessor = ReferringPreprocessor.from_model_dir(model_dir)
+    inputs, _ = preprocessor.model_inputs(read_image(picture), [sentence])
+    word_ids = np.asarray(inputs["word_ids"])[0]
+    # The authors' split keeps "," as a token (<unk> = 3) and drops the final ".".
+    assert list(word_ids) == [0, 0, 0, 7, 5, 3, 9]
+    image = np.asarray(inputs["image"])[0]
+    expected_bgr = pixels[..., ::-1].astype(np.float32) - np.float32([104.008, 116.669, 122.679])
+    assert np.abs(image - expected_bgr).max() < 0.01  # main.py: BGR minus the Caffe mean
+    # The same weights (the same seed) on these inputs: the authors' `sigm`.
+    pred, _ = graphs.run_reference("RMI", "deeplab", str(tmp_path / "again" / "x.tfmodel"),
+                                   word_ids=word_ids, image=image, train=False, **TINY)
+    up = tf.compat.v1.image.resize_bilinear(pred, [TINY["size"], TINY["size"]])
+    expected = 1.0 / (1.0 + np.exp(-np.asarray(up)[0, :, :, 0]))
+    probabilities = str(tmp_path / "p.npy")
+    predict_to_files(model_dir, picture, sentence, str(tmp_path / "mask.png"),
+                     probabilities_path=probabilities)
+    found = np.load(probabilities)
+    assert found.shape == expected.shape
+    assert np.abs(found - expected).max() < TOLERANCE
