@@ -37,6 +37,9 @@ def define_flags():
                          "Larger images are refused before they are decoded.", lower_bound=1)
     flags.DEFINE_float("max_upload_mb", webdemo.DEFAULT_MAX_UPLOAD_BYTES / 2**20,
                        "Larger files are refused before they are read.", lower_bound=0.001)
+    flags.DEFINE_float("read_timeout", webdemo.DEFAULT_READ_TIMEOUT,
+                       "Seconds a connection may stall (idle or inside a request body) before "
+                       "it is closed.", lower_bound=0.001)
     flags.mark_flags_as_mutual_exclusive(["model_dir", "saved_model"], required=True)
 
 
@@ -53,7 +56,7 @@ def main(argv):
         service = webdemo.DemoService.from_saved_model(FLAGS.saved_model, **options)
     else:
         service = webdemo.DemoService.from_model_dir(FLAGS.model_dir, FLAGS.checkpoint, **options)
-    server = webdemo.make_server(service, FLAGS.host, FLAGS.port)
+    server = webdemo.make_server(service, FLAGS.host, FLAGS.port, FLAGS.read_timeout)
     print(f"refseg-serve: {service.backend.model_name} from {service.backend.source} at "
           f"{server.url} (Ctrl+C stops)", flush=True)
     try:

@@ -956,3 +956,369 @@ def test_phrasecut_format_refuses_another_model_family(phrasecut_checkpoints, tm
     message = _phrasecut_import(phrasecut_checkpoints, phrasecut_checkpoints["LSTM"],
                                 tmp_path / "model", "phrasecut_lstm", "r_rmi_unc")
     assert "phrasecut_lstm" in message and "r_rmi" in message
+
+
+# --------------------------------------------------------------------------- the exported model
+# One tiny exported RRN for this section (`default_exported` of tests/test_export.py, module
+# scoped): its SavedModel signatures, its TFLite file and the `refseg-serve` server below.
+
+from tests.test_export import IMAGES, SENTENCES, default_exported  # noqa: E402,F401
+
+
+def _segment_inputs(exported):
+    size, length = exported.contract["image_size"], exported.contract["max_length"]
+    return np.zeros((1, size, size, 3), np.float32), np.ones((1, length), np.int32)
+
+
+def _signature_bad_inputs(exported):
+    image, word_ids = _segment_inputs(exported)
+    size = image.shape[1]
+    return {
+        "image of another size": (dict(image=np.zeros([1, size // 2, size // 2, 3], np.float32),
+                                       word_ids=word_ids), "image"),
+        "image without the batch axis": (dict(image=image[0], word_ids=word_ids), "image"),
+        "word_ids too long": (dict(image=image, word_ids=np.ones([1, word_ids.shape[1] + 3],
+                                                                  np.int32)), "word_ids"),
+        "image of uint8": (dict(image=image.astype(np.uint8), word_ids=word_ids), "image"),
+        "word_ids of float": (dict(image=image, word_ids=word_ids.astype(np.float32)),
+                              "word_ids"),
+    }
+
+
+SHAPE_CASES = ["image of another size", "image without the batch axis", "word_ids too long"]
+DTYPE_CASES = ["image of uint8", "word_ids of float"]
+
+
+def _assert_segment_still_answers(exported):
+    import tensorflow as tf
+
+    image, word_ids = _segment_inputs(exported)
+    outputs = exported.segment(image=tf.constant(image), word_ids=tf.constant(word_ids))
+    assert all(np.isfinite(value.numpy()).all() for value in outputs.values())
+
+
+@pytest.mark.parametrize("case", SHAPE_CASES)
+def test_saved_model_signature_with_a_wrong_shape_names_the_input(default_exported, case):
+    """Outcome: the raw signature (as TF Serving runs it) fails with an error naming the input
+    and the shape received. Before the fix a loaded signature did not check shapes: a smaller
+    image failed deep in the network ("Specified a list with shape [?,8,8,32] from a tensor
+    with shape [1,4,4,32]" at a ConvLSTM node)."""
+    import tensorflow as tf
+
+    inputs, name = _signature_bad_inputs(default_exported)[case]
+    tensors = {key: tf.constant(value) for key, value in inputs.items()}
+    with pytest.raises(tf.errors.InvalidArgumentError, match=f"`{name}` must have shape"):
+        default_exported.segment(**tensors)
+    _assert_segment_still_answers(default_exported)
+
+
+@pytest.mark.parametrize("case", DTYPE_CASES)
+def test_saved_model_signature_with_a_wrong_dtype_is_refused(default_exported, case):
+    """Outcome: TensorFlow's own check refuses the dtype, by position and expected dtype (the
+    loaded signature wrapper runs before any exported code); `call_signature` names the input."""
+    import tensorflow as tf
+
+    from refseg_tf.export import call_signature
+
+    inputs, name = _signature_bad_inputs(default_exported)[case]
+    tensors = {key: tf.constant(value) for key, value in inputs.items()}
+    with pytest.raises(tf.errors.InvalidArgumentError, match="was expected to be a"):
+        default_exported.segment(**tensors)
+    with pytest.raises(ValueError, match=f"`{name}` must be"):
+        call_signature(default_exported.segment, **inputs)
+    _assert_segment_still_answers(default_exported)
+
+
+@pytest.mark.parametrize("case", SHAPE_CASES)
+def test_call_signature_names_a_wrong_shape_before_running(default_exported, case):
+    from refseg_tf.export import call_signature
+
+    inputs, name = _signature_bad_inputs(default_exported)[case]
+    with pytest.raises(ValueError, match=f"`{name}` must have shape"):
+        call_signature(default_exported.segment, **inputs)
+
+
+def test_call_signature_names_missing_and_unexpected_inputs(default_exported):
+    from refseg_tf.export import call_signature
+
+    image, _ = _segment_inputs(default_exported)
+    with pytest.raises(ValueError, match=r"missing \['word_ids'\], unexpected \['words'\]"):
+        call_signature(default_exported.segment, image=image, words=[[1]])
+    outputs = call_signature(default_exported.serve, image_bytes=[IMAGES["rgb.png"]],
+                             expression=[SENTENCES[0]])
+    assert set(outputs) == {"mask", "probability", "image_size"}  # it ran the signature
+
+
+def test_serving_signature_with_wrong_dtypes_is_refused(default_exported):
+    """Outcome: numbers where `serving_default` takes strings: TensorFlow refuses them (by
+    position and dtype); `call_signature` names `image_bytes` / `expression`."""
+    import tensorflow as tf
+
+    from refseg_tf.export import call_signature
+
+    with pytest.raises(tf.errors.InvalidArgumentError, match="expected to be a string tensor"):
+        default_exported.serve(image_bytes=tf.constant([1, 2]), expression=tf.constant(["a", "b"]))
+    with pytest.raises(ValueError, match="`image_bytes` must be string"):
+        call_signature(default_exported.serve, image_bytes=[1, 2], expression=["a", "b"])
+    with pytest.raises(ValueError, match="`expression` must be"):
+        call_signature(default_exported.serve, image_bytes=[IMAGES["rgb.png"]],
+                       expression=[[1.0]])
+
+
+def _tflite_bad_inputs(exported):
+    image, word_ids = _segment_inputs(exported)
+    size = image.shape[1]
+    return {
+        "image of another size": (np.zeros((1, size // 2, size // 2, 3), np.float32), word_ids,
+                                  r"`image` must have shape \[B, %d, %d, 3\]" % (size, size)),
+        "image with 1 channel": (image[..., :1], word_ids, "`image` must have shape"),
+        "image of uint8": (image.astype(np.uint8), word_ids, "`image` must be a float array"),
+        "image of strings": (np.full(image.shape, "x"), word_ids, "`image` must be a float"),
+        "word_ids too long": (image, np.ones((1, word_ids.shape[1] + 3), np.int32),
+                              "`word_ids` must have shape"),
+        "word_ids of float": (image, word_ids.astype(np.float32),
+                              "`word_ids` must be a integer array"),
+        "batches differ": (np.concatenate([image] * 2), word_ids, "the same B"),
+    }
+
+
+TFLITE_CASES = ["image of another size", "image with 1 channel", "image of uint8",
+                "image of strings", "word_ids too long", "word_ids of float", "batches differ"]
+
+
+@pytest.fixture(scope="module")
+def tflite_segmenter(default_exported):
+    from refseg_tf.export import TFLiteSegmenter
+
+    return TFLiteSegmenter(os.path.join(default_exported.output_dir, "model.tflite"))
+
+
+@pytest.mark.parametrize("case", TFLITE_CASES)
+def test_tflite_with_a_wrong_shape_or_dtype_names_the_input(default_exported, tflite_segmenter,
+                                                            case):
+    """Outcome: a ValueError naming `image` / `word_ids`, expected and received. Before the
+    fix the arrays were cast silently (uint8 pixels, float ids) or LiteRT failed on a tensor
+    index; the interpreter still answers afterwards."""
+    image, word_ids, message = _tflite_bad_inputs(default_exported)[case]
+    with pytest.raises(ValueError, match=message):
+        tflite_segmenter(image, word_ids)
+    good_image, good_ids = _segment_inputs(default_exported)
+    assert np.isfinite(tflite_segmenter(good_image, good_ids)).all()
+
+
+# --------------------------------------------------------------------------- refseg-serve
+# The exported model served by `refseg_tf.webdemo` on a free loopback port (one server for the
+# module), with a small upload limit and a 1 s read timeout so that the stalled-body case ends
+# fast. Every bad request is followed by a good one: the server keeps serving.
+
+import base64  # noqa: E402
+import http.client  # noqa: E402
+import socket  # noqa: E402
+import threading  # noqa: E402
+from concurrent.futures import ThreadPoolExecutor  # noqa: E402
+
+SERVE_TIMEOUT = 60  # seconds any one request may take on a loaded two-core machine
+READ_TIMEOUT = 1.0
+
+
+@pytest.fixture(scope="module")
+def bad_input_server(default_exported):
+    from refseg_tf.webdemo import DemoService, make_server
+
+    service = DemoService.from_saved_model(default_exported.saved_model_dir,
+                                           max_upload_bytes=32 * 1024, max_pixels=200 * 200)
+    server = make_server(service, "127.0.0.1", 0, read_timeout=READ_TIMEOUT)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join(10)
+
+
+def _request(server, method, path, body=None, headers=None):
+    host, port = server.server_address[:2]
+    connection = http.client.HTTPConnection(host, port, timeout=SERVE_TIMEOUT)
+    try:
+        connection.request(method, path, body=body, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        connection.close()
+
+
+def _post_json(server, body):
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    status, _, answer = _request(server, "POST", "/api/segment", data,
+                                 {"Content-Type": "application/json"})
+    return status, json.loads(answer)
+
+
+def _good_body(expression="the red circle"):
+    return {"image": base64.b64encode(IMAGES["rgb.png"]).decode("ascii"),
+            "expression": expression}
+
+
+def _assert_still_serving(server):
+    status, answer = _post_json(server, _good_body())
+    assert status == 200, answer
+    assert answer["width"] == 33 and answer["height"] == 97  # rgb.png's own size
+    return answer
+
+
+IMAGE_TEXT = base64.b64encode(IMAGES["rgb.png"]).decode("ascii")
+# case: (body, status, words the error must contain)
+BAD_REQUESTS = {
+    "malformed json": (b'{"image": "abc", "expression": ', 400, "must be JSON"),
+    "not utf-8": (b'{"image": "\xff\xfe"}', 400, "must be JSON"),
+    "json list": ([IMAGE_TEXT, "a phrase"], 400, "JSON object"),
+    "json string": ("hello", 400, "JSON object"),
+    "missing image": ({"expression": "a cat"}, 400, "`image`"),
+    "missing expression": ({"image": IMAGE_TEXT}, 400, "phrase is empty"),
+    "empty body": (b"", 400, "must be JSON"),
+    "image a number": ({"image": 12, "expression": "a cat"}, 400, "`image` must be"),
+    "image a list": ({"image": [IMAGE_TEXT], "expression": "a cat"}, 400, "`image` must be"),
+    "image not base64": ({"image": "%%%", "expression": "a cat"}, 400, "base64"),
+    "expression a number": ({"image": IMAGE_TEXT, "expression": 3}, 400, "`expression` must be"),
+    "expression a list": ({"image": IMAGE_TEXT, "expression": ["a", "cat"]}, 400,
+                          "`expression` must be"),
+    "explain a string": ({"image": IMAGE_TEXT, "expression": "a cat", "explain": "yes"}, 400,
+                         "`explain` must be"),
+    "explain on a SavedModel": ({"image": IMAGE_TEXT, "expression": "a cat", "explain": True},
+                                400, "no per-word maps"),
+    "not an image": ({"image": base64.b64encode(b"GIF? no").decode(), "expression": "a cat"},
+                     415, "not an image"),
+    "upload over max_upload_mb": ({"image": base64.b64encode(bytes(40 * 1024)).decode(),
+                                   "expression": "a cat"}, 413, "--max_upload_mb"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_REQUESTS))
+def test_serve_bad_request_names_the_field_and_the_next_request_is_served(bad_input_server, case):
+    body, status, words = BAD_REQUESTS[case]
+    got, answer = _post_json(bad_input_server, body)
+    assert got == status and words in answer["error"], (got, answer)
+    _assert_still_serving(bad_input_server)
+
+
+def test_serve_body_over_the_limit_is_refused_before_it_is_read(bad_input_server):
+    """Outcome: 413 from the Content-Length alone (the body is never sent); then served."""
+    host, port = bad_input_server.server_address[:2]
+    length = bad_input_server.service.max_request_bytes + 1
+    with socket.create_connection((host, port), timeout=SERVE_TIMEOUT) as raw:
+        raw.sendall(b"POST /api/segment HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: %d\r\n\r\n" % length)
+        reply = _read_reply(raw)
+    assert reply.startswith(b"HTTP/1.1 413") and b"--max_upload_mb" in reply
+    _assert_still_serving(bad_input_server)
+
+
+def _read_reply(raw):
+    """Everything the server sends until it closes the connection (bounded by the socket's
+    timeout: a server that holds the connection open fails the test instead of hanging)."""
+    chunks = []
+    while True:
+        chunk = raw.recv(65536)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def test_serve_body_that_stops_half_way_is_answered_and_closed(bad_input_server):
+    """Outcome: a Content-Length larger than what is sent gets 408 after the read timeout
+    and the connection is closed. Before the fix the handler read with no socket timeout and
+    held its thread (and the connection) forever; here `recv` would time out."""
+    host, port = bad_input_server.server_address[:2]
+    body = json.dumps(_good_body()).encode()
+    start = time.monotonic()
+    with socket.create_connection((host, port), timeout=READ_TIMEOUT + 20) as raw:
+        raw.sendall(b"POST /api/segment HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: %d\r\n\r\n" % len(body) + body[: len(body) // 2])
+        reply = _read_reply(raw)  # the server closes it
+    assert reply.startswith(b"HTTP/1.1 408"), reply[:200]
+    assert b"stopped before its Content-Length" in reply
+    assert time.monotonic() - start < READ_TIMEOUT + 20
+    _assert_still_serving(bad_input_server)
+
+
+def test_serve_body_whose_client_hangs_up_half_way_keeps_serving(bad_input_server):
+    """Outcome: the client closes its side after half the body: the server answers 400 (or
+    finds the socket gone) and keeps serving."""
+    host, port = bad_input_server.server_address[:2]
+    body = json.dumps(_good_body()).encode()
+    with socket.create_connection((host, port), timeout=SERVE_TIMEOUT) as raw:
+        raw.sendall(b"POST /api/segment HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+                    % len(body) + body[:100])
+        raw.shutdown(socket.SHUT_WR)
+        reply = _read_reply(raw)
+    assert reply.startswith(b"HTTP/1.1 400") and b"stopped before" in reply
+    _assert_still_serving(bad_input_server)
+
+
+DOTTED_PATHS = ["/../__init__.py", "/static/../__init__.py", "/..%2f__init__.py",
+                "/%2e%2e/%2e%2e/serve.py", "/../../../../etc/passwd", "/static/app.js",
+                "//etc/passwd", "/app.js/../../__init__.py"]
+
+
+@pytest.mark.parametrize("path", DOTTED_PATHS)
+def test_serve_get_with_dots_serves_no_file_outside_static(bad_input_server, path):
+    """Outcome: 404 naming the path; only the three page files are ever served."""
+    host, port = bad_input_server.server_address[:2]
+    with socket.create_connection((host, port), timeout=SERVE_TIMEOUT) as raw:
+        # raw: http.client would keep the path as is too, but a socket cannot normalise it
+        raw.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % path.encode())
+        reply = _read_reply(raw)
+    assert reply.startswith(b"HTTP/1.1 404"), reply[:200]
+    assert b"DemoService" not in reply and b"root:" not in reply and b"refseg" not in reply.split(
+        b"\r\n\r\n", 1)[1].replace(b"refseg-serve", b"")
+    _assert_still_serving(bad_input_server)
+
+
+def test_serve_expression_with_html_is_text_on_the_page(bad_input_server):
+    """Outcome: the phrase comes back as a JSON string (application/json, nosniff) and the
+    page inserts server text with `textContent` only, under a CSP without inline scripts."""
+    expression = '<img src=x onerror="alert(1)"><script>alert(2)</script>'
+    status, headers, body = _request(bad_input_server, "POST", "/api/segment",
+                                     json.dumps(_good_body(expression)).encode(),
+                                     {"Content-Type": "application/json"})
+    assert status == 200 and headers["Content-Type"] == "application/json"
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert json.loads(body)["expression"] == expression
+    status, headers, page = _request(bad_input_server, "GET", "/")
+    assert status == 200 and "script-src 'self'" in headers["Content-Security-Policy"]
+    assert "unsafe-inline" not in headers["Content-Security-Policy"]
+    assert b"<script>" not in page.replace(b" ", b"")  # only <script src=...>
+    status, _, script = _request(bad_input_server, "GET", "/app.js")
+    script = script.decode("utf-8")
+    assert status == 200 and "textContent" in script
+    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(",
+                 "new Function"):
+        assert sink not in script, f"app.js uses {sink}: server text could run as HTML"
+
+
+def test_serve_twenty_concurrent_requests_are_all_answered(bad_input_server):
+    """Outcome: 20 requests at once (good, malformed and GETs mixed) all answered, correctly,
+    within a bounded time; the model runs one at a time behind the service's lock."""
+    def one(index):
+        if index % 4 == 1:
+            return _post_json(bad_input_server, b"{broken")[0]
+        if index % 4 == 2:
+            return _request(bad_input_server, "GET", "/api/info")[0]
+        status, answer = _post_json(bad_input_server, _good_body(f"phrase number {index}"))
+        assert answer.get("expression") == f"phrase number {index}", answer
+        return status
+
+    start = time.monotonic()
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        statuses = list(pool.map(one, range(20), timeout=SERVE_TIMEOUT * 2))
+    assert statuses == [400 if i % 4 == 1 else 200 for i in range(20)]
+    assert time.monotonic() - start < SERVE_TIMEOUT * 2
+    _assert_still_serving(bad_input_server)
+
+
+def test_serve_read_timeout_must_be_positive(bad_input_server):
+    from refseg_tf.webdemo import make_server
+
+    for value in (0, -1.0, "5", True):
+        with pytest.raises(ValueError, match="`read_timeout` must be a positive number"):
+            make_server(bad_input_server.service, "127.0.0.1", 0, read_timeout=value)

@@ -14,7 +14,11 @@ from refseg_tf.export.exporter import (
     describe_signature,
     export_model,
 )
-from refseg_tf.export.predictor import SavedModelPredictor, image_bytes_for_serving
+from refseg_tf.export.predictor import (
+    SavedModelPredictor,
+    call_signature,
+    image_bytes_for_serving,
+)
 from refseg_tf.export.serving import (
     DEFAULT_MAX_PIXELS,
     IMAGE_FORMATS,
@@ -40,6 +44,7 @@ __all__ = [
     "SERVING_SIGNATURE",
     "STORED_STATE",
     "SavedModelPredictor",
+    "call_signature",
     "ServingModule",
     "TENSOR_SIGNATURE",
     "THRESHOLD_SIGNATURE",

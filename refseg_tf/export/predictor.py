@@ -85,3 +85,48 @@ class SavedModelPredictor:
         probability = outputs["probability"][0, :height, :width].numpy()
         mask = outputs["mask"][0, :height, :width].numpy().astype(bool)
         return probability, mask
+
+
+def call_signature(signature, **inputs):
+    """Calls a loaded SavedModel signature after checking `inputs` against its TensorSpecs.
+
+    A loaded signature refuses a wrong dtype with "input #1 (zero-based) was expected to be a
+    int32 tensor" and does not check shapes; this names the input, what it must be and what
+    was received.
+
+    Args:
+        signature: `tf.saved_model.load(path).signatures[name]`.
+        **inputs: the signature's inputs by name (arrays, lists or tensors).
+
+    Returns:
+        The signature's dict of output tensors.
+
+    Raises:
+        ValueError: naming the missing, unexpected, mis-typed or mis-shaped input.
+
+    Example:
+        >>> call_signature(loaded.signatures["segment_tensors"], image=images, word_ids=ids)
+    """
+    specs = signature.structured_input_signature[1]
+    missing, unexpected = sorted(set(specs) - set(inputs)), sorted(set(inputs) - set(specs))
+    if missing or unexpected:
+        raise ValueError(f"The signature takes {sorted(specs)}; missing {missing}, unexpected "
+                         f"{unexpected}.")
+    checked = {}
+    for name, spec in sorted(specs.items()):
+        value = inputs[name]
+        if not isinstance(value, tf.Tensor):
+            try:
+                value = tf.convert_to_tensor(value)
+            except (TypeError, ValueError) as error:
+                raise ValueError(f"`{name}` must be {spec.dtype.name} {spec.shape}; it cannot be "
+                                 f"made a tensor: {error}") from None
+        if value.dtype != spec.dtype:
+            raise ValueError(f"`{name}` must be {spec.dtype.name} with shape {spec.shape}; "
+                             f"received {value.dtype.name} with shape {value.shape}.")
+        if not spec.shape.is_compatible_with(value.shape):
+            raise ValueError(f"`{name}` must have shape {spec.shape} (None: any size); received "
+                             f"{value.shape}.")
+        checked[name] = value
+    return signature(**checked)
+

@@ -339,6 +339,25 @@ class ServingModule(tf.Module):
         return tf.cast(logits, tf.float32)
 
     def _segment_tensors(self, image, word_ids):
+        # A loaded signature does not check its inputs against its TensorSpecs (only the dtype
+        # is converted): a wrong size would fail deep in the network naming an inner node.
+        size, length = self.image_size, self.max_length
+        def shape_text(tensor):  # "1,64,64,3": comparable whatever the rank received
+            return tf.strings.reduce_join(tf.strings.as_string(tf.shape(tensor)), separator=",")
+
+        def check(tensor, name, expected):
+            received = shape_text(tensor)
+            matches = tf.strings.regex_full_match(received, r"\d+," + ",".join(map(str, expected)))
+            return tf.debugging.Assert(matches, [
+                f"segment_tensors: `{name}` must have shape [B, {', '.join(map(str, expected))}]"
+                " (export.json); received shape", received], name=f"check_{name}")
+
+        checks = [
+            check(image, "image", [size, size, 3]),
+            check(word_ids, "word_ids", [length]),
+        ]
+        with tf.control_dependencies(checks):
+            image, word_ids = tf.identity(image), tf.identity(word_ids)
         return {"logits": self.logits(image, word_ids)}
 
     def _prepare(self, inputs):

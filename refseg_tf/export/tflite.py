@@ -115,10 +115,25 @@ class TFLiteSegmenter:
             "outputs": _describe(self.runner.get_output_details()),
         }
 
+    def _checked(self, name: str, value, kind: str, dtype) -> np.ndarray:
+        """`value` as the signature's `dtype`, refused (naming `name`) when its dtype is not of
+        `kind` ("f" float, "i" integer) or its shape past the batch is not the model's."""
+        value = np.asarray(value)
+        allowed = ("f",) if kind == "f" else ("i", "u")
+        if value.dtype.kind not in allowed:
+            wanted = "float" if kind == "f" else "integer"
+            raise ValueError(f"`{name}` must be a {wanted} array ({np.dtype(dtype).name}); "
+                             f"received dtype {value.dtype}.")
+        expected = [int(v) for v in self.runner.get_input_details()[name]["shape"]][1:]
+        if value.ndim != len(expected) + 1 or list(value.shape[1:]) != expected:
+            raise ValueError(f"`{name}` must have shape [B, {', '.join(map(str, expected))}]; "
+                             f"received {tuple(value.shape)}.")
+        return value.astype(dtype)
+
     def __call__(self, image, word_ids) -> np.ndarray:
-        image = np.asarray(image, np.float32)
-        word_ids = np.asarray(word_ids, np.int32)
-        if image.ndim != 4 or word_ids.ndim != 2 or len(image) != len(word_ids):
+        image = self._checked("image", image, "f", np.float32)
+        word_ids = self._checked("word_ids", word_ids, "i", np.int32)
+        if len(image) != len(word_ids):
             raise ValueError(
                 "`image` must be [B, S, S, 3] and `word_ids` [B, T] with the same B; received "
                 f"{image.shape} and {word_ids.shape}."

@@ -9,7 +9,9 @@ A small standard-library web application (`http.server`), one HTML page and one 
   "explain": bool}` answers `{"width", "height", "foreground", "seconds", "mask_png",
   "overlay_png", "explain_jpg"}` (images base64; the mask is the PNG `refseg-predict` writes:
   8-bit grey, 0/255, the image's own size) or, for bad input, `{"error": message}` with status
-  400 (empty phrase, malformed request), 413 (oversized upload or image) or 415 (not an image).
+  400 (empty phrase, malformed request), 413 (oversized upload or image) or 415 (not an image);
+  a body that stops before its Content-Length is answered 408 after `read_timeout` seconds
+  and its connection closed.
 
 Why not Gradio, the field's usual demo toolkit: `pip install --dry-run gradio` (6.x) here would
 add about 35 packages (FastAPI, uvicorn, pandas, huggingface_hub, ...) and replace the installed
@@ -48,6 +50,10 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
 DEFAULT_MAX_PIXELS = 25_000_000
 DEFAULT_MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+# Seconds a connection may sit idle or stall inside a request body before it is closed: a
+# client that announces a Content-Length and sends less would otherwise hold its handler
+# thread forever (issue 21).
+DEFAULT_READ_TIMEOUT = 30.0
 # base64 makes a file 4/3 larger; the JSON fields around it are small.
 _REQUEST_OVERHEAD = 4096
 STATIC_FILES = {
@@ -127,7 +133,10 @@ def check_image_header(image_bytes: bytes, max_pixels: int) -> tuple[int, int]:
 
 
 def check_expression(expression) -> str:
-    if not isinstance(expression, str) or not expression.strip():
+    if expression is not None and not isinstance(expression, str):
+        raise DemoError(f"`expression` must be a string (the phrase); received "
+                        f"{type(expression).__name__} {expression!r:.80}.")
+    if expression is None or not expression.strip():
         raise DemoError("Type an expression: the phrase is empty (e.g. \"the red circle\").")
     return expression.strip()
 
@@ -248,8 +257,11 @@ class DemoService:
         if not isinstance(payload, dict):
             raise DemoError("The request must be a JSON object {\"image\", \"expression\"}.")
         encoded = payload.get("image")
+        if encoded is None:
+            raise DemoError("Choose or drop an image first (the request has no `image`).")
         if not isinstance(encoded, str):
-            raise DemoError("Choose or drop an image first.")
+            raise DemoError(f"`image` must be the file's bytes in base64 (a string); received "
+                            f"{type(encoded).__name__} {encoded!r:.80}.")
         try:
             image_bytes = base64.b64decode(encoded, validate=True)
         except (binascii.Error, ValueError):
@@ -317,6 +329,10 @@ class DemoRequestHandler(http.server.BaseHTTPRequestHandler):
     def service(self) -> DemoService:
         return self.server.service
 
+    def setup(self):
+        self.timeout = self.server.read_timeout  # socket timeout of every read (StreamRequestHandler)
+        super().setup()
+
     def log_message(self, format, *args):  # noqa: A002 - the base class's signature
         logging.info("%s %s", self.address_string(), format % args)
 
@@ -356,7 +372,18 @@ class DemoRequestHandler(http.server.BaseHTTPRequestHandler):
             self.close_connection = True  # the body is not read
             message = self.service.upload_too_large_message(length * 3 // 4)
             return self._send_json(413, {"error": message})
-        body = self.rfile.read(length)
+        try:
+            body = self.rfile.read(length)
+        except TimeoutError:  # socket.timeout: the client stopped sending half-way
+            body = None
+        if body is None or len(body) < length:
+            self.close_connection = True
+            received = "nothing more" if body is None else f"{len(body):,} bytes"
+            logging.warning("%s: request body incomplete (%s of %d bytes); connection closed.",
+                            self.address_string(), received, length)
+            return self._send_json(408 if body is None else 400, {
+                "error": f"The request body stopped before its Content-Length ({length:,} "
+                         f"bytes) arrived; send the whole file again."})
         try:
             payload = json.loads(body.decode("utf-8"))
             answer = self.service.segment_request(payload)
@@ -375,8 +402,13 @@ class DemoServer(http.server.ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, address, service: DemoService):
+    def __init__(self, address, service: DemoService, read_timeout: float = DEFAULT_READ_TIMEOUT):
+        if isinstance(read_timeout, bool) or not isinstance(read_timeout, (int, float)) or not (
+                read_timeout > 0):
+            raise ValueError(f"`read_timeout` must be a positive number of seconds; received "
+                             f"{read_timeout!r}.")
         self.service = service
+        self.read_timeout = float(read_timeout)
         super().__init__(address, DemoRequestHandler)
 
     @property
@@ -387,9 +419,13 @@ class DemoServer(http.server.ThreadingHTTPServer):
 
 
 def make_server(
-    service: DemoService, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT
+    service: DemoService, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
+    read_timeout: float = DEFAULT_READ_TIMEOUT,
 ) -> DemoServer:
     """Binds the demo to (host, port); port 0 picks a free one (see `server.url`).
+
+    `read_timeout`: seconds a connection may stall (idle, or inside a request body) before it
+    is answered 408 and closed, so a truncated upload does not hold a handler thread.
 
     The page has no authentication: keep the default 127.0.0.1 (this machine only) unless
     everyone who can reach the address may use the model.
@@ -399,4 +435,4 @@ def make_server(
     if host not in ("127.0.0.1", "localhost", "::1"):
         logging.warning("refseg-serve binds to %s: anyone who can reach it can use the model.",
                         host)
-    return DemoServer((host, port), service)
+    return DemoServer((host, port), service, read_timeout)
