@@ -386,3 +386,23 @@ def test_refinement_is_a_registered_layer_of_the_model(rrn):
 def test_every_preset_fits_with_a_trainable_backbone(name, tmp_path):
     model = build_tiny_preset(name)
     assert_trains_and_round_trips(model, tmp_path, padding=preset_text_padding(name)[0])
+
+
+@pytest.mark.parametrize("preset, frozen", [("d_lstm", True), ("r_lstm", False)])
+def test_visual_text_segmenter_freezes_fc1000_only_when_another_feature_is_read(
+    resnet, preset, frozen
+):
+    # refseg_tf/models/visual_text.py: LSTMCNN, RMI and RRN share VisualTextSegmenter; a model
+    # reading C5 (D+LSTM) freezes the backbone's unused fc1000, R+LSTM (reads fc1000) trains it.
+    from refseg_tf.models import LSTMCNN, RMI, RRN
+    from refseg_tf.models.visual_text import VisualTextSegmenter
+
+    assert all(issubclass(cls, VisualTextSegmenter) for cls in (LSTMCNN, RMI, RRN))
+    model = build_preset(preset, VOCAB, size="tiny", backbone=resnet)
+    fc1000 = model.backbone.get_layer("fc1000")
+    fc1000.trainable = True  # the `resnet` fixture is shared between the cases
+    model.freeze_for_training(ml_collections.ConfigDict())
+    config = model.visual_text_config()
+    assert set(VisualTextSegmenter.VISUAL_TEXT_KEYS) <= set(config) and "backbone" in config
+    assert fc1000.trainable is (not frozen)
+    fc1000.trainable = True

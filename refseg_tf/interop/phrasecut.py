@@ -102,9 +102,7 @@ def configure_for(format_name):
 
 def _model_weights(model):
     """"resnet" (fc1000, no projection) or "deeplab" (C5 + 1x1 projection) from the model."""
-    projection = getattr(model, "visual_projection", None)
-    if projection is None and hasattr(model, "fusion"):
-        projection = model.fusion.visual_projection
+    projection = _projection(model)
     if model.visual_feature == "fc1000" and projection is None:
         return "resnet"
     if model.visual_feature == "C5" and projection is not None:
@@ -151,10 +149,10 @@ def check_model_for(format_name):
 
 
 def _projection(model):
-    projection = getattr(model, "visual_projection", None)
-    if projection is None and hasattr(model, "fusion"):
-        projection = model.fusion.visual_projection
-    return projection
+    """The 1x1 visual projection layer (None without one): LSTMCNN's sits in its fusion."""
+    from refseg_tf.models.lstm_cnn import LSTMCNN
+
+    return model.fusion.visual_projection if isinstance(model, LSTMCNN) else model.visual_projection
 
 
 def _checkpoint_weights(plan, model, options):
