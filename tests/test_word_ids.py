@@ -183,3 +183,23 @@ def test_convert_command_flag_stores_the_ids(converted, tmp_path):
     metadata = _metadata(str(tmp_path / "out"))
     assert metadata["word_ids"]["fingerprint"] == _metadata(converted["stored"])["word_ids"][
         "fingerprint"]
+
+
+def test_records_whose_counts_do_not_describe_their_ids_fail_by_name(converted, tmp_path):
+    """A record whose `sentence/num_words` does not add up to its ids is an error naming the
+    image, never ids shifted onto the wrong sentences."""
+    import shutil
+
+    data_dir = str(tmp_path / "damaged")
+    shutil.copytree(converted["stored"], data_dir)
+    path = sorted(tf.io.gfile.glob(os.path.join(data_dir, "val-*.tfrecord")))[0]
+    records = [record.numpy() for record in tf.data.TFRecordDataset(path)]
+    example = tf.train.Example.FromString(records[0])
+    example.features.feature[schema.NUM_WORDS_KEY].int64_list.value[0] += 1
+    records[0] = example.SerializeToString()
+    with tf.io.TFRecordWriter(path) as writer:
+        for record in records:
+            writer.write(record)
+    preprocessor = ReferringPreprocessor.from_data_dir(data_dir, image_size=32)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="sentence/num_words does not describe"):
+        list(load(data_dir, "val", "eval", 4, preprocessor=preprocessor, verify="none"))
