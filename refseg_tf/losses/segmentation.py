@@ -230,7 +230,8 @@ class SigmoidCrossEntropyLoss(WeightedLogisticLoss):
 
     Args:
         label_mode, resolution, pixel_reduction, upsampling, name, reduction, dtype: as
-            `WeightedLogisticLoss`.
+            `WeightedLogisticLoss` (positional in that order); `name` defaults to
+            "sigmoid_cross_entropy".
 
     Example:
         >>> SigmoidCrossEntropyLoss(resolution="image")(mask, logits)  # RRN's training loss
@@ -240,27 +241,9 @@ class SigmoidCrossEntropyLoss(WeightedLogisticLoss):
         Liu et al. 2017 (RMI), Eq. 5-6.
     """
 
-    def __init__(
-        self,
-        label_mode="binary",
-        resolution="logits",
-        pixel_reduction="mean",
-        upsampling=DEFAULT_LOSS_UPSAMPLING,
-        name="sigmoid_cross_entropy",
-        reduction="sum_over_batch_size",
-        dtype=None,
-    ):
-        super().__init__(
-            1.0,
-            1.0,
-            label_mode=label_mode,
-            resolution=resolution,
-            pixel_reduction=pixel_reduction,
-            upsampling=upsampling,
-            name=name,
-            reduction=reduction,
-            dtype=dtype,
-        )
+    def __init__(self, *args, name="sigmoid_cross_entropy", **kwargs):
+        # `WeightedLogisticLoss`'s arguments after the two class weights, in its order.
+        super().__init__(1.0, 1.0, *args, name=name, **kwargs)
 
     def get_config(self):
         config = super().get_config()

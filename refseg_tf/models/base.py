@@ -164,8 +164,22 @@ class ReferringSegmenter(keras.Model):
     takes_word_vectors = False
     # Whether `call(inputs, training, detail=, return_features=)` takes ASGN's DE / SE hook:
     # `detail(backbone_features, visual)` joins the fusion input, and `return_features=True`
-    # returns `{"logits", "semantic"}` (the visual feature SE reads).
+    # returns `{"logits", "semantic"}` (the visual feature SE reads) on the feature grid, which
+    # `output_logits` takes to the output grid.
     has_detail_hook = False
+    # The backbone feature the model reads as its image representation (e.g. "fc8", "C5"),
+    # None when it reads no single one. Wrappers (ASGN's generator) pass it on.
+    visual_feature = None
+
+    def output_logits(self, feature_logits):
+        """The output logits (as `call` returns them) from logits on the feature grid.
+
+        Part of the detail hook (`has_detail_hook`): `call(..., return_features=True)` gives
+        `logits` before any upsampling layer of the model, and a wrapper that changes them
+        (ASGN's SE) finishes with this. Default: unchanged (the output is the feature grid);
+        LSTM-CNN's high-resolution stage applies its deconvolution.
+        """
+        return feature_logits
 
     def inference_model(self):
         """The network prediction, export and TFLite run (default: the model itself)."""

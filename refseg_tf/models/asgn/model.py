@@ -5,6 +5,7 @@ from keras import ops
 
 from refseg_tf.labels import downsample_mask, label_grid
 from refseg_tf.layers.spatial import resize_bilinear
+from refseg_tf.losses import WeightedLogisticLoss
 from refseg_tf.models.asgn.layers import (
     DETAIL_CHANNELS,
     DISCRIMINATOR_FILTERS,
@@ -142,7 +143,7 @@ class ASGNGenerator(ReferringSegmenter):
 
     @property
     def visual_feature(self):
-        return getattr(self.base, "visual_feature", None)
+        return self.base.visual_feature
 
     @property
     def output_stride(self):
@@ -168,8 +169,7 @@ class ASGNGenerator(ReferringSegmenter):
             return outputs
         logits = self.semantic(outputs["semantic"], outputs["logits"])
         # SNLE's high-resolution stage: SE on the fc8 grid, then the base's deconvolution.
-        upsample = getattr(self.base, "upsample", None)
-        return logits if upsample is None else upsample(logits)
+        return self.base.output_logits(logits)
 
     def get_config(self):
         config = super().get_config()
@@ -517,9 +517,8 @@ class ASGN(ReferringSegmenter):
     def _cross_entropy_grid(self):
         """`(resolution, label_mode, upsampling)` of the CE the generator is trained with."""
         loss = self._cross_entropy
-        keys = ("resolution", "label_mode", "upsampling")
-        if loss is not None and all(hasattr(loss, key) for key in keys):
-            return tuple(getattr(loss, key) for key in keys)
+        if isinstance(loss, WeightedLogisticLoss):  # also SigmoidCrossEntropyLoss
+            return loss.resolution, loss.label_mode, loss.upsampling
         config = self.loss_config
         return (
             config.get("resolution", "logits"),
@@ -621,10 +620,3 @@ class ASGN(ReferringSegmenter):
             scaling_tau=self.scaling_tau,
         )
         return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["generator"] = keras.saving.deserialize_keras_object(config["generator"])
-        config["discriminator"] = keras.saving.deserialize_keras_object(config["discriminator"])
-        return cls(**config)
