@@ -34,8 +34,33 @@ SCALING_TAU = 0.9
 DISCRIMINATOR_IMAGE_SCALE = 1.0 / 128.0
 
 
+class _WrappingSegmenter(ReferringSegmenter):
+    """A segmenter around another one (`wrapped`, default the attribute `base`): its backbone,
+    visual feature, output stride and training-time freezing are the wrapped segmenter's."""
+
+    @property
+    def wrapped(self):
+        return self.base
+
+    @property
+    def backbone(self):
+        return self.wrapped.backbone
+
+    @property
+    def visual_feature(self):
+        return self.wrapped.visual_feature
+
+    @property
+    def output_stride(self):
+        return self.wrapped.output_stride
+
+    def freeze_for_training(self, config_train):
+        """What the wrapped segmenter freezes (`ReferringSegmenter.freeze_for_training`)."""
+        self.wrapped.freeze_for_training(config_train)
+
+
 @keras.saving.register_keras_serializable(package="refseg_tf")
-class ASGNGenerator(ReferringSegmenter):
+class ASGNGenerator(_WrappingSegmenter):
     """ASGN's generator: a base segmenter with the optional DE and SE modules.
 
     - **DE** (`detail_features` non-empty): a `DetailEnhancement` of those backbone features
@@ -137,22 +162,6 @@ class ASGNGenerator(ReferringSegmenter):
         if semantic_embedding:
             self.semantic = SemanticEmbedding(self.semantic_kernel_size, name="semantic")
 
-    @property
-    def backbone(self):
-        return self.base.backbone
-
-    @property
-    def visual_feature(self):
-        return self.base.visual_feature
-
-    @property
-    def output_stride(self):
-        return self.base.output_stride
-
-    def freeze_for_training(self, config_train):
-        """What the base freezes (`ReferringSegmenter.freeze_for_training`)."""
-        self.base.freeze_for_training(config_train)
-
     def call(self, inputs, training=None):
         if self.detail is None and self.semantic is None:
             return self.base(inputs, training=training)
@@ -197,7 +206,7 @@ class ASGNGenerator(ReferringSegmenter):
 
 
 @keras.saving.register_keras_serializable(package="refseg_tf")
-class ASGN(ReferringSegmenter):
+class ASGN(_WrappingSegmenter):
     """ASGN: an `ASGNGenerator` trained with a `Discriminator` (adversarial training, AT).
 
     `call` runs the generator only, so `predict`, evaluation, `refseg-predict` and the export
@@ -411,24 +420,12 @@ class ASGN(ReferringSegmenter):
     # --- A plain segmenter at inference -------------------------------------------------------
 
     @property
-    def backbone(self):
-        return self.generator.backbone
-
-    @property
-    def visual_feature(self):
-        return self.generator.visual_feature
-
-    @property
-    def output_stride(self):
-        return self.generator.output_stride
+    def wrapped(self):
+        return self.generator
 
     def inference_model(self):
         """The generator alone: what prediction, export and TFLite run (no discriminator)."""
         return self.generator
-
-    def freeze_for_training(self, config_train):
-        """What the generator's base freezes (`ReferringSegmenter.freeze_for_training`)."""
-        self.generator.freeze_for_training(config_train)
 
     def call(self, inputs, training=None):
         return self.generator(inputs, training=training)
