@@ -255,7 +255,9 @@ class ASGN(_WrappingSegmenter):
         base_size: "paper" or "tiny" for the base preset.
         base_kwargs: extra keyword arguments of the base preset.
         detail_features, detail_channels, detail_activation, detail_normalize,
-            semantic_embedding, semantic_kernel_size: see `ASGNGenerator` (DE / SE).
+            semantic_embedding, semantic_kernel_size: see `ASGNGenerator` (DE / SE); None
+            (the default) takes the generator's default (no DE, no SE). Named here so that
+            `config.model` keys are checked against this signature.
         discriminator: a `Discriminator` (or serialised dict); None builds one from
             `discriminator_filters`, `discriminator_kernel_size`.
         discriminator_filters: REC `(64, 128, 256, 512, 512)` (+ the dense layer = six layers).
@@ -303,12 +305,12 @@ class ASGN(_WrappingSegmenter):
         base_preset="r_lstm",
         base_size="paper",
         base_kwargs=None,
-        detail_features=(),
-        detail_channels=DETAIL_CHANNELS,
-        detail_activation="relu",
-        detail_normalize=False,
-        semantic_embedding=False,
-        semantic_kernel_size=1,
+        detail_features=None,
+        detail_channels=None,
+        detail_activation=None,
+        detail_normalize=None,
+        semantic_embedding=None,
+        semantic_kernel_size=None,
         discriminator=None,
         discriminator_filters=DISCRIMINATOR_FILTERS,
         discriminator_kernel_size=4,
@@ -350,18 +352,18 @@ class ASGN(_WrappingSegmenter):
         if isinstance(generator, dict):
             generator = keras.saving.deserialize_keras_object(generator)
         if generator is None:
-            generator = self._new_generator(
-                backbone,
-                vocabulary_size,
-                base_preset,
-                base_size,
-                base_kwargs,
+            modules = dict(
                 detail_features=detail_features,
                 detail_channels=detail_channels,
                 detail_activation=detail_activation,
                 detail_normalize=detail_normalize,
                 semantic_embedding=semantic_embedding,
                 semantic_kernel_size=semantic_kernel_size,
+            )
+            # None: the generator's own default (ASGNGenerator holds the one definition).
+            generator = self._new_generator(
+                backbone, vocabulary_size, base_preset, base_size, base_kwargs,
+                **{key: value for key, value in modules.items() if value is not None},
             )
         if not isinstance(generator, ASGNGenerator):
             raise TypeError(
