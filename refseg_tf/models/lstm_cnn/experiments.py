@@ -25,12 +25,14 @@ from refseg_tf.experiment import (
     set_loss,
     set_paper,
     synthetic,
-    synthetic_backbone,
     whole_split_shuffle,
 )
 from refseg_tf.models.lstm_cnn.model import HU_HIGH_RES_LOSS, HU_LOW_RES_LOSS
-from refseg_tf.models.recipes import IMAGE_RESOLUTION_BCE, RMI_BASELINE_LOSS
-from refseg_tf.models.registry import preset_kwargs
+from refseg_tf.models.recipes import (
+    IMAGE_RESOLUTION_BCE,
+    RMI_BASELINE_LOSS,
+    synthetic_lstm_model,
+)
 
 # Overall IoU (%) the papers report, by (row, dataset) -> {split: value}.
 PAPER_RESULTS = {
@@ -188,36 +190,22 @@ def rmi_baseline(model="r_lstm", dataset="unc"):
     return config
 
 
-def preset_loss(model, model_overrides):
-    """The loss preset `model` trains with (its `loss_config`, after `stage` / `table1_row`).
-
-    LSTM-CNN without a `stage` takes its high-resolution stage's loss. Raises KeyError for a
-    preset that states no loss.
-    """
-    keys = {key: value for key, value in model_overrides.items() if key in ("stage", "table1_row")}
-    if model == "lstm_cnn" and keys.get("stage") is None:
-        keys["stage"] = "high"
-    kwargs = preset_kwargs(model, "tiny", **keys)
-    if "loss_config" not in kwargs:
-        raise KeyError(model)
-    return kwargs["loss_config"]
-
-
 @register_synthetic_recipe("lstm_cnn", "r_lstm", "d_lstm", "d_lstm_ours")
 def synthetic_lstm_cnn_family(config, model, model_overrides):
     """The model section of `synthetic(model)` for the LSTM-CNN presets: a tiny VGG-16 FCN
-    (LSTM-CNN, at 128 px: a 4 x 4 grid) or ResNet-101 OS8, 32-wide classifier, the preset's loss."""
+    (LSTM-CNN, at 128 px: a 4 x 4 grid) or ResNet-101 OS8, 32-wide classifier, the preset's loss
+    (LSTM-CNN without a `stage`: its high-resolution stage's)."""
     if model == "lstm_cnn":
         config.data.image_size = 128  # stride 32: a 4 x 4 grid (Hu used 512 px -> 16 x 16)
-    synthetic_backbone(config, "vgg16_fcn" if model == "lstm_cnn" else "resnet101_os8")
-    config.model.embedding_dim = 32
-    config.model.text_units = 64
-    config.model.classifier_units = 32
+    sizes = {"classifier_units": 32}
     if model in ("d_lstm", "d_lstm_ours"):
-        config.model.visual_projection_dim = 32
-    for key, value in model_overrides.items():
-        config.model[key] = value
-    set_loss(config, preset_loss(model, model_overrides))
+        sizes["visual_projection_dim"] = 32
+    synthetic_lstm_model(
+        config, model, model_overrides,
+        backbone="vgg16_fcn" if model == "lstm_cnn" else "resnet101_os8",
+        sizes=sizes,
+        preset_defaults={"stage": "high"} if model == "lstm_cnn" else None,
+    )
 
 
 for _preset in ("r_lstm", "d_lstm", "d_lstm_ours"):

@@ -20,9 +20,8 @@ from refseg_tf.experiment import (
     set_loss,
     set_paper,
     synthetic,
-    synthetic_backbone,
 )
-from refseg_tf.models.registry import preset_kwargs
+from refseg_tf.models.recipes import synthetic_lstm_model
 from refseg_tf.models.rrn.model import RRN_AUTHORS_CODE, RRN_LOSS
 
 # RRN Table 2 (LSTM), overall IoU (%) by dataset -> {split: value}.
@@ -102,16 +101,11 @@ def rrn(dataset="unc", table1_row=12, authors_cell=False):
 def synthetic_rrn_model(config, model, model_overrides):
     """The model section of `synthetic("rrn")`: a tiny ResNet-101 OS8, 32 fused channels, the
     cell options declared, the preset's loss (after `table1_row`)."""
-    synthetic_backbone(config, "resnet101_os8")
-    config.model.embedding_dim = 32
-    config.model.text_units = 64
-    config.model.fused_channels = 32
-    config.model.visual_projection_dim = 32
     declare_rrn_options(config)
-    for key, value in model_overrides.items():
-        config.model[key] = value
-    keys = {key: value for key, value in model_overrides.items() if key in ("stage", "table1_row")}
-    set_loss(config, preset_kwargs(model, "tiny", **keys)["loss_config"])
+    synthetic_lstm_model(
+        config, model, model_overrides, backbone="resnet101_os8",
+        sizes={"fused_channels": 32, "visual_projection_dim": 32},
+    )
 
 
 register_experiment("synthetic_rrn", synthetic=True, paper_row="rrn_unc", model="rrn")(synthetic)
