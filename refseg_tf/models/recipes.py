@@ -2,10 +2,18 @@
 
 A family's own recipe lives in its package (e.g. `lstm_cnn.HU_LOW_RES_LOSS`); the dicts here
 are the ones several families train with, so that one change reaches all of them, and
-`synthetic_lstm_model` the model section of their synthetic-data configs.
+`authors_code_config` / `synthetic_lstm_model` the parts of their configs they share.
 """
 
-from refseg_tf.experiment import set_loss, synthetic_backbone
+from refseg_tf.experiment import (
+    authors_adam,
+    authors_data,
+    base_config,
+    set_dataset,
+    set_loss,
+    synthetic_backbone,
+    whole_split_shuffle,
+)
 from refseg_tf.models.registry import get_preset, preset_kwargs
 
 # The RMI and RRN code (TF-phrasecut-public, referseg_rrn `train_op`): Adam at a base learning
@@ -41,6 +49,19 @@ DEEPLAB_C5 = {"visual_feature": "C5", "visual_projection_dim": 1000}
 
 # Text/fusion sizes of the tiny variants (the backbone comes from backbones.TINY_PRESETS).
 TINY_TEXT = {"embedding_dim": 8, "text_units": 16}
+
+
+def authors_code_config(dataset, decay_steps, steps):
+    """The start of a paper row trained as the RMI / RRN code (R/D+LSTM, RMI, RRN): the base
+    config on `dataset`, the authors' readers (`authors_data`), every shard read at once for
+    their batch-1 whole-split shuffle, and their TF1 Adam over `decay_steps` / `steps`."""
+    config = base_config()
+    set_dataset(config, dataset)
+    authors_data(config)
+    whole_split_shuffle(config)
+    authors_adam(config, decay_steps, steps)
+    return config
+
 
 # Text sizes of the synthetic-data configs of the LSTM families (LSTM-CNN, R/D+LSTM, RRN).
 SYNTHETIC_TEXT = {"embedding_dim": 32, "text_units": 64}

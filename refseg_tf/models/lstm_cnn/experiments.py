@@ -16,7 +16,6 @@ from refseg_tf.experiment import (
     DEEPLAB_WEIGHTS,
     RMI_DECAY_STEPS,
     RMI_TRAIN_STEPS,
-    authors_adam,
     authors_data,
     base_config,
     register_experiment,
@@ -25,12 +24,12 @@ from refseg_tf.experiment import (
     set_loss,
     set_paper,
     synthetic,
-    whole_split_shuffle,
 )
 from refseg_tf.models.lstm_cnn.model import HU_HIGH_RES_LOSS, HU_LOW_RES_LOSS
 from refseg_tf.models.recipes import (
     IMAGE_RESOLUTION_BCE,
     RMI_BASELINE_LOSS,
+    authors_code_config,
     synthetic_lstm_model,
 )
 
@@ -155,8 +154,7 @@ def rmi_baseline(model="r_lstm", dataset="unc"):
     """
     if model not in ("r_lstm", "d_lstm", "d_lstm_ours"):
         raise ValueError(f"`model` must be r_lstm, d_lstm or d_lstm_ours; received {model!r}.")
-    config = base_config()
-    set_dataset(config, dataset)
+    config = authors_code_config(dataset, RMI_DECAY_STEPS, RMI_TRAIN_STEPS)
     names = {"r_lstm": "R+LSTM", "d_lstm": "D+LSTM", "d_lstm_ours": "D-LSTM-ours (RRN)"}
     config.description = f"{names[model]} baseline, {dataset}"
     if model == "d_lstm_ours":
@@ -164,8 +162,6 @@ def rmi_baseline(model="r_lstm", dataset="unc"):
             " (no public code: the RMI code's recipe with the loss at image resolution, "
             "summed as in the RRN code)"
         )
-    authors_data(config)
-    whole_split_shuffle(config)
     config.model.name = model
     config.model.mask_text_padding = True  # the code skips <pad> steps (tf.cond on id 0)
     set_loss(config, IMAGE_RESOLUTION_BCE if model == "d_lstm_ours" else RMI_BASELINE_LOSS)
@@ -173,7 +169,6 @@ def rmi_baseline(model="r_lstm", dataset="unc"):
     if model == "r_lstm":
         # `tvars` of LSTM_model.py include ResNet/fc1000: the only trained backbone layer.
         config.train.trainable_backbone_layers = ("fc1000",)
-    authors_adam(config, RMI_DECAY_STEPS, RMI_TRAIN_STEPS)
     source = "RRN Table 1" if model == "d_lstm_ours" else "RMI Table 1"
     set_paper(config, source, PAPER_RESULTS.get((model, dataset), {}))
     if model != "d_lstm_ours":

@@ -10,18 +10,13 @@ import ml_collections
 from refseg_tf.experiment import (
     DATASET_SUFFIXES,
     DEEPLAB_WEIGHTS,
-    authors_adam,
-    authors_data,
-    base_config,
     register_experiment,
     register_synthetic_recipe,
-    set_dataset,
-    whole_split_shuffle,
     set_loss,
     set_paper,
     synthetic,
 )
-from refseg_tf.models.recipes import synthetic_lstm_model
+from refseg_tf.models.recipes import authors_code_config, synthetic_lstm_model
 from refseg_tf.models.rrn.model import RRN_AUTHORS_CODE, RRN_LOSS
 
 # RRN Table 2 (LSTM), overall IoU (%) by dataset -> {split: value}.
@@ -67,16 +62,12 @@ def rrn(dataset="unc", table1_row=12, authors_cell=False):
     """
     if authors_cell and int(table1_row) != 12:
         raise ValueError(f"authors_cell needs table1_row=12 (the code's model); received {table1_row}.")
-    config = base_config()
-    set_dataset(config, dataset)
-    authors_data(config)
-    whole_split_shuffle(config)
+    config = authors_code_config(dataset, RRN_DECAY_STEPS, RRN_TRAIN_STEPS)
     config.model.name = "rrn"
     config.model.table1_row = int(table1_row)
     set_loss(config, RRN_LOSS)
     declare_rrn_options(config)
     config.train.backbone_weights = DEEPLAB_WEIGHTS
-    authors_adam(config, RRN_DECAY_STEPS, RRN_TRAIN_STEPS)
     config.description = f"RRN (Li et al. 2018), Table 1 row {table1_row}, {dataset}"
     if authors_cell:
         for key, value in RRN_AUTHORS_CODE.items():
