@@ -693,7 +693,7 @@ def _evaluation_measurement(model, config, split, batch_size, preprocessor, max_
     predict = evaluation._predict_fn(model)
     traces = predict.experimental_get_tracing_count()
     timings = {}
-    (scores, _, _), eval_seconds, _ = timed(lambda: evaluate(timings))
+    (scores, _, _), eval_seconds, eval_cpu = timed(lambda: evaluate(timings))
     retraces = predict.experimental_get_tracing_count() - traces
     dataset = evaluation.evaluation_dataset(config, split, batch_size, preprocessor=preprocessor)
     batches, pipeline_seconds, _ = timed(
@@ -707,6 +707,7 @@ def _evaluation_measurement(model, config, split, batch_size, preprocessor, max_
     forward_seconds = median_seconds(forward_all, forward_repeats, 1)
     return {
         "sentences": sentences, "eval_seconds": eval_seconds, "forward_seconds": forward_seconds,
+        "eval_cpu_seconds": eval_cpu, "batches": len(batches),
         "setup_seconds": timings["setup_seconds"], "loop_seconds": timings["loop_seconds"],
         "cold_seconds": cold_seconds, "cold_setup_seconds": cold["setup_seconds"],
         "pipeline_seconds": pipeline_seconds, "retraces": retraces, "scores": scores,
@@ -762,12 +763,12 @@ def _counts_op_profile(config, model, preprocessor, split, batch_size=8, top=4) 
     try:
         ops = op_level_seconds(graph_def, inputs, outputs, [a.numpy() for a in args])
     except Exception as error:  # recorded, not fatal
-        return (f"the scoring graph of one batch of {batch_size} takes {1e3 * seconds:.2f} ms "
+        return (f"The scoring graph of one batch of {batch_size} takes {1e3 * seconds:.2f} ms "
                 f"(op-level timing failed: {type(error).__name__})")
     total = sum(ops.values())
     ranked = sorted(ops.items(), key=lambda item: -item[1])[:top]
-    return (f"the scoring graph of one batch of {batch_size} (`_counts_fn`: TF1 bilinear "
-            f"upsampling, the authors' resize-and-crop per sentence in a `map_fn`, I/U sums) "
+    return (f"The scoring graph of one batch of {batch_size} (`_counts_fn`: TF1 bilinear "
+            f"upsampling, the authors' resize-and-crop as row and column gathers, I/U sums) "
             f"takes {1e3 * seconds:.2f} ms; op-level (one traced TF1 run, kernel times "
             f"{1e3 * total:.2f} ms summed): "
             + ", ".join(f"{k} {100 * v / max(total, 1e-12):.0f}%" for k, v in ranked))
@@ -800,7 +801,7 @@ def figure_evaluation(work, settings) -> Figure:
         f"{batch_size} outside the forward. The eval pipeline alone (a fresh iterator, decode "
         f"and letterbox once per image, tokenise) reads the split in "
         f"{tiny['pipeline_seconds']:.3f} s including its iterator's creation, and runs "
-        f"beside the forward (prefetch); {_counts_op_profile(config, model, preprocessor, split)}."
+        f"beside the forward (prefetch). {_counts_op_profile(config, model, preprocessor, split)}."
         f" The rest is the per-sentence bookkeeping in Python (the expression length, the "
         f"evaluator) and the host copies of the counts."
     )
@@ -1011,6 +1012,73 @@ def _pipeline_data(work, settings):
     return data_dir
 
 
+def _cpu_ms_per_call(function, inputs, warmup=3) -> float:
+    """Process CPU milliseconds per call of a tf.function over `inputs` (results fetched)."""
+    for value in inputs[:warmup]:
+        tf.nest.map_structure(lambda t: t.numpy(), function(value))
+    start = time.process_time()
+    for value in inputs:
+        tf.nest.map_structure(lambda t: t.numpy(), function(value))
+    return 1e3 * (time.process_time() - start) / max(len(inputs), 1)
+
+
+def eval_cpu_profile(config, model, preprocessor, split, batch_size=8) -> dict:
+    """CPU milliseconds of the stages of the evaluation of `split` (the figure 8 accounting).
+
+    Per image record: decode the image, decode and letterbox it (`preprocess_image`), the
+    whole eval record decode (`pipeline._decode_image_record`: image, every ref's mask decoded,
+    letterboxed and kept at its original size, gathered per sentence); per ref: decode the
+    mask PNG, and its letterbox; per batch: the warm eval pipeline (a repeating iterator past
+    its first pass) and the scoring graph (`_counts_fn`). CPU time of this process (all its
+    threads), which other processes on the machine disturb less than wall time.
+    """
+    from refseg_tf.data import find_shards, pipeline, schema
+    from refseg_tf.training import evaluation
+
+    records = [tf.constant(serialized) for path in find_shards(config.data.dir, split)
+               for serialized in tf.data.TFRecordDataset(path).as_numpy_iterator()]
+    decoded = [schema.decode_example_numpy(r.numpy()) for r in records]
+    images = [tf.constant(d["image/encoded"][0]) for d in decoded]
+    masks = [tf.constant(m) for d in decoded for m in d["ref/mask"]]
+    decode_image = tf.function(
+        lambda b: tf.io.decode_image(b, channels=3, expand_animations=False))
+    letterbox = tf.function(lambda b: preprocessor.preprocess_image(
+        tf.io.decode_image(b, channels=3, expand_animations=False))[0])
+    decode_mask = tf.function(lambda b: tf.io.decode_png(b, channels=1))
+    letterbox_mask = tf.function(
+        lambda b: preprocessor.preprocess_mask(tf.io.decode_png(b, channels=1)))
+    preprocessing = pipeline._Preprocessing(preprocessor, None, "binary")
+    record = tf.function(lambda r: pipeline._decode_image_record(
+        r, tf.zeros([2], tf.int64), preprocessing))
+    result = {
+        "images": len(images), "refs": len(masks),
+        "decode_image": _cpu_ms_per_call(decode_image, images),
+        "decode_letterbox_image": _cpu_ms_per_call(letterbox, images),
+        "decode_mask": _cpu_ms_per_call(decode_mask, masks),
+        "decode_letterbox_mask": _cpu_ms_per_call(letterbox_mask, masks),
+        "record": _cpu_ms_per_call(record, records),
+    }
+    dataset = evaluation.evaluation_dataset(config, split, batch_size, preprocessor=preprocessor)
+    batches = list(dataset)
+    iterator = iter(dataset.repeat())
+    for _ in range(len(batches)):  # the first pass: iterator creation, warm-up
+        next(iterator)
+    start = time.process_time()
+    for _ in range(len(batches)):
+        next(iterator)
+    result["pipeline_batch"] = 1e3 * (time.process_time() - start) / len(batches)
+    predict = evaluation._predict_fn(model)
+    held = [(predict(b["image"], b["word_ids"]), b) for b in batches]
+    counts = evaluation._counts_fn(preprocessor.image_size, preprocessor.scoring_rule,
+                                   float(getattr(model, "threshold", 0.5)),
+                                   tuple(held[0][0].shape[1:]))
+    result["scoring_batch"] = _cpu_ms_per_call(
+        lambda pair: counts(pair[0], pair[1]["image_window"], pair[1]["original_size"],
+                            pair[1]["original_mask"]), held)
+    result["batches"] = len(batches)
+    return result
+
+
 def figure_simulated_forward(work, settings) -> Figure:
     from refseg_tf.training import evaluation
 
@@ -1049,7 +1117,9 @@ def figure_simulated_forward(work, settings) -> Figure:
         for _ in range(batches):
             step(held).numpy()
 
-    fed_seconds = median_seconds(fed, 3, 0)
+    fed_runs = [timed(fed) for _ in range(3)]
+    fed_seconds = statistics.median(run[1] for run in fed_runs)
+    fed_cpu_ms = 1e3 * statistics.median(run[2] for run in fed_runs) / (batch_size * batches)
     alone_seconds = median_seconds(alone, 3, 1)
     bare_rate, bare_cpu = pipeline_rate(bare_pipeline(*_train_examples_in_memory(data_dir), size),
                                         batches)
@@ -1059,18 +1129,60 @@ def figure_simulated_forward(work, settings) -> Figure:
         f"{batch_size * batches / fed_seconds:.0f} vs {batch_size * batches / alone_seconds:.0f} "
         f"examples/s",
     ))
-    per_batch_eval = 1e3 * measured["eval_seconds"] / max(measured["sentences"] / batch_size, 1)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    profile = eval_cpu_profile(config, model, preprocessor, split, batch_size)
+    n_batches = max(measured["batches"], 1)
+    sim_ms = 1e3 * measured["forward_seconds"] / n_batches
+    eval_ms = 1e3 * measured["eval_seconds"] / n_batches
+    eval_cpu_ms = 1e3 * measured["eval_cpu_seconds"] / n_batches
+    ceiling_ms = max(sim_ms, eval_cpu_ms / cores)  # both cores on the CPU work, or the forward
+    rows.append((
+        f"evaluation at {size} px / what {cores} cores can feed (its CPU ms per batch over "
+        f"{cores} cores, or the simulated forward if slower)", ceiling_ms / eval_ms,
+        f"{eval_ms:.2f} ms per batch vs {ceiling_ms:.2f} ms; {eval_cpu_ms:.1f} CPU ms per batch, "
+        f"{measured['eval_cpu_seconds'] / measured['eval_seconds']:.2f} cores busy",
+    ))
+    train_ceiling = min(1e3 * cores / fed_cpu_ms, batch_size * batches / alone_seconds)
+    rows.append((
+        f"training input at {size} px / what {cores} cores can feed (load's CPU ms per example "
+        f"over {cores} cores)", (batch_size * batches / fed_seconds) / train_ceiling,
+        f"{batch_size * batches / fed_seconds:.0f} vs {train_ceiling:.0f} examples/s; "
+        f"{fed_cpu_ms:.2f} CPU ms per example",
+    ))
+    images, refs = profile["images"], profile["refs"]
+    per_batch = images / max(profile["batches"], 1)  # image records per eval batch
+    decode_ms = per_batch * (profile["decode_image"] + refs / images * profile["decode_mask"])
+    record_rest = (profile["record"] - profile["decode_letterbox_image"]
+                   - refs / images * profile["decode_letterbox_mask"])
+    python_ms = eval_cpu_ms - profile["pipeline_batch"] - profile["scoring_batch"]
     bound = (
-        f"The simulated forward costs {1e3 * measured['forward_seconds'] / max(measured['sentences'] / batch_size, 1):.2f} ms "
-        f"per eval batch of {batch_size}; `evaluate_model` takes {per_batch_eval:.2f} ms per "
-        f"batch. Reading the split with a fresh eval pipeline alone takes "
-        f"{measured['pipeline_seconds']:.2f} s ({measured['sentences'] / measured['pipeline_seconds']:.0f} "
-        f"sentences/s, iterator creation included); "
-        f"{_counts_op_profile(config, model, preprocessor, split)}. Training input: the bare "
-        f"decode + letterbox pipeline of figure 1 alone (both cores, no model) gives "
-        f"{bare_rate:.0f} examples/s ({bare_cpu:.2f} CPU ms per example), "
-        f"{bare_rate / (batch_size * batches / alone_seconds):.2f} of the simulated step's rate: "
-        f"decoding a 640 px JPEG and its mask and letterboxing them is what a 2-core host "
+        f"The simulated forward costs {sim_ms:.2f} ms per eval batch of {batch_size} and no CPU "
+        f"(a sleep); `evaluate_model` takes {eval_ms:.2f} ms and {eval_cpu_ms:.1f} CPU ms per "
+        f"batch. CPU accounting (ms of this process's CPU time, all threads): per image record "
+        f"{profile['record']:.1f} ({images} records, {refs / images:.1f} refs and "
+        f"{measured['sentences'] / images:.1f} sentences each): the image's decode "
+        f"{profile['decode_image']:.2f}, decode + letterbox + normalisation "
+        f"{profile['decode_letterbox_image']:.2f}; per ref the mask PNG's decode "
+        f"{profile['decode_mask']:.2f}, decode + letterbox {profile['decode_letterbox_mask']:.2f}; "
+        f"the rest of the record, {record_rest:.2f}, is the original masks' uint8 maps and the "
+        f"per-sentence gathers. Per batch: the warm eval pipeline {profile['pipeline_batch']:.1f} "
+        f"(records, padded batch, tokenizer), the scoring graph {profile['scoring_batch']:.1f}, "
+        f"and {python_ms:.1f} outside both (the Python per batch and sentence, the forward's "
+        f"call). On {cores} cores this CPU work takes at least {eval_cpu_ms / cores:.1f} ms per "
+        f"batch against the forward's {sim_ms:.2f}, so the ratio cannot exceed "
+        f"{min(1.0, sim_ms * cores / eval_cpu_ms):.2f}; the JPEG and mask PNG decodes alone "
+        f"({decode_ms:.1f} CPU ms per batch) cap it at {min(1.0, sim_ms * cores / decode_ms):.2f}. "
+        f"How the cores are accounted for: the simulated forward sleeps, so it takes no core "
+        f"from the pipeline; the pipeline's threads, the scoring graph (on a GPU it runs on the "
+        f"device: without it the host's work is {eval_cpu_ms - profile['scoring_batch']:.1f} "
+        f"CPU ms per batch) and other processes (the load average) share the {cores} cores; "
+        f"the rows 'what {cores} cores can feed' divide by that CPU work, so they say how well "
+        f"the cores are kept busy, whatever the load. "
+        f"{_counts_op_profile(config, model, preprocessor, split)}. Training input: `load` "
+        f"spends {fed_cpu_ms:.2f} CPU ms per example, the bare decode + letterbox pipeline of "
+        f"figure 1 alone {bare_cpu:.2f} ({bare_rate:.0f} examples/s, "
+        f"{bare_rate / (batch_size * batches / alone_seconds):.2f} of the simulated step's rate): "
+        f"decoding a 640 px JPEG and its mask and letterboxing them is what a {cores}-core host "
         f"cannot do 8 times per millisecond."
     )
     figure = Figure(8, "a GPU-speed forward: throughput against a simulated ~1 ms forward",
@@ -1087,7 +1199,8 @@ def figure_simulated_forward(work, settings) -> Figure:
     )
     figure.raw = {"evaluation": {k: v for k, v in measured.items() if k != "scores"},
                   "train_fed_seconds": fed_seconds, "train_alone_seconds": alone_seconds,
-                  "bare_examples_per_s": bare_rate}
+                  "train_cpu_ms_per_example": fed_cpu_ms, "bare_examples_per_s": bare_rate,
+                  "eval_cpu_profile_ms": profile}
     return figure
 
 

@@ -307,9 +307,11 @@ def _counts_fn(image_size: int, rule: str, threshold: float, logits_shape: tuple
             logits, image_window, original_size, image_size, rule, threshold,
             padded_size=tf.shape(truth)[1:3],
         )
-        intersection = tf.reduce_sum(tf.cast(predicted & truth, tf.int64), axis=[1, 2])
-        union = tf.reduce_sum(tf.cast(predicted | truth, tf.int64), axis=[1, 2])
-        return intersection, union
+        # Summed in int32 (a mask has far fewer than 2**31 pixels), returned as int64: about
+        # 30% less CPU than int64 sums over the [B, H, W] maps (issue 22, figure 8).
+        intersection = tf.reduce_sum(tf.cast(predicted & truth, tf.int32), axis=[1, 2])
+        union = tf.reduce_sum(tf.cast(predicted | truth, tf.int32), axis=[1, 2])
+        return tf.cast(intersection, tf.int64), tf.cast(union, tf.int64)
 
     return counts
 
