@@ -251,8 +251,11 @@ def _bare_decode_in_load(element, preprocessing):
 def load_pipeline(data_dir, size, batch_size=8, bare_decode=False, **overrides):
     """`refseg_tf.data.load` as `refseg-train` calls it (seeded, label grid S/8, soft label)."""
     from refseg_tf.data import load, pipeline
+    from refseg_tf.preprocessing import ReferringPreprocessor
 
-    arguments = dict(image_size=size, label_grid=size // 8, label_mode="soft", seed=0)
+    settings = {key: overrides.pop(key) for key in list(overrides) if key == "normalization"}
+    preprocessor = ReferringPreprocessor.from_data_dir(data_dir, image_size=size, **settings)
+    arguments = dict(preprocessor=preprocessor, label_grid=size // 8, label_mode="soft", seed=0)
     arguments.update(overrides)
     original = pipeline._decode_and_preprocess
     if bare_decode:

@@ -35,7 +35,6 @@ import tensorflow as tf
 from absl import logging
 
 from refseg_tf.data import schema, transforms
-from refseg_tf.data.settings import PREPROCESSING_DEFAULTS
 from refseg_tf.data.shards import (  # noqa: F401  (re-exported: the names callers import from here)
     DamagedDataError,
     available_splits,
@@ -46,7 +45,6 @@ from refseg_tf.data.shards import (  # noqa: F401  (re-exported: the names calle
 TFRECORD_BUFFER_BYTES = 256 * 1024  # TFRecordDataset's read buffer per shard
 MODES = ("train", "eval")
 SENTENCE_MODES = ("sample", "all")
-TEXT_PADDINGS = ("front", "back")
 VERIFY_MODES = ("checksum", "size", "none")
 _MODEL_INPUTS = ("image", "word_ids")
 
@@ -58,12 +56,6 @@ class _Preprocessing:
     preprocessor: object  # refseg_tf.preprocessing.ReferringPreprocessor
     label_grid: Optional[int]
     label_mode: str
-
-
-# The `load` arguments a `preprocessor` defines, with `load`'s defaults.
-_PREPROCESSOR_ARGUMENTS = {
-    key: value for key, value in PREPROCESSING_DEFAULTS.items() if key != "blind_expression"
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,12 +97,7 @@ def load(
     mode: str = "train",
     batch_size: int = 8,
     *,
-    image_size: int = PREPROCESSING_DEFAULTS["image_size"],
-    max_length: int = PREPROCESSING_DEFAULTS["max_length"],
-    text_padding: str = PREPROCESSING_DEFAULTS["text_padding"],
-    resize_method: str = PREPROCESSING_DEFAULTS["resize_method"],
-    pad_value: str = PREPROCESSING_DEFAULTS["pad_value"],
-    normalization: str = PREPROCESSING_DEFAULTS["normalization"],
+    preprocessor=None,
     label_grid: Optional[int] = None,
     label_mode: str = "binary",
     sentences: str = "sample",
@@ -119,8 +106,6 @@ def load(
     seed: Optional[int] = None,
     repeat: Optional[int] = None,
     drop_remainder: Optional[bool] = None,
-    vocabulary=None,
-    tokenizer: str = PREPROCESSING_DEFAULTS["tokenizer"],
     as_supervised: bool = False,
     num_parallel_calls: Optional[int] = None,
     cycle_length: Optional[int] = None,
@@ -129,7 +114,6 @@ def load(
     num_workers: Optional[int] = None,
     input_context: Optional[tf.distribute.InputContext] = None,
     verify: str = "checksum",
-    preprocessor=None,
 ) -> tf.data.Dataset:
     """Reads a converted split as batches of referring-segmentation examples.
 
@@ -139,12 +123,13 @@ def load(
         mode: "train" (shuffled, repeated, sentences sampled) or "eval" (every sentence exactly
             once in a fixed order, final partial batch kept, original masks and ids included).
         batch_size: examples per batch (per input pipeline under `input_context`).
-        image_size: side S of the square network input.
-        max_length: word ids per sentence T.
-        text_padding: "front" (Hu/RMI/RRN: last word at the last step) or "back" (MCN/LTS).
-        resize_method: "bilinear" or "bicubic" (clipped to [0, 255]).
-        pad_value: "zero" or "grey" (128) outside the letterboxed image.
-        normalization: "caffe_bgr" (the default), "vgg_rgb", "unit" or "none" (see `transforms.normalize_image`).
+        preprocessor: the `refseg_tf.preprocessing.ReferringPreprocessor` that defines image
+            size, text length and padding, resize, padding value, normalisation, tokeniser,
+            vocabulary and the text-blind control (e.g. a model directory's,
+            `ReferringPreprocessor.from_model_dir`, or a training config's). None: the data
+            directory's, `ReferringPreprocessor.from_data_dir(data_dir)` (its `vocab.txt`, the
+            tokeniser it was built with, every other setting the `PreprocessingSettings`
+            default); to change a setting, build one: `from_data_dir(data_dir, image_size=416)`.
         label_grid: None, or g to add a `label` [g, g, 1] downsampled from the mask.
         label_mode: "binary", "soft", "any" or "point" (see `refseg_tf.labels.downsample_mask`).
         sentences: train mode only: "sample" one sentence per ref per epoch, or "all" of them.
@@ -158,10 +143,6 @@ def load(
         seed: makes train mode reproducible (file order, sampling, shuffling); None: random.
         repeat: train mode only: number of epochs; None repeats forever.
         drop_remainder: drop a final partial batch; None means True in train, False in eval.
-        vocabulary: a `refseg_tf.text.Vocabulary`, word list or file path; None reads
-            `data_dir/vocab.txt`.
-        tokenizer: "refseg" or "authors" (`refseg_tf.text.split_words`); use the mode the
-            vocabulary was built with (`metadata.json` "vocabulary"/"tokenizer").
         as_supervised: yield `({"image", "word_ids"}, target)` with target `label` when
             `label_grid` is set, else `mask` (for `model.fit`).
         num_parallel_calls: parallelism of reading and mapping; None means AUTOTUNE, 1 is fully
@@ -176,11 +157,6 @@ def load(
         verify: how the shards are checked against metadata.json before reading
             (`verify_split`): "checksum" (sizes, record counts and CRC-32), "size" (sizes and
             record counts) or "none".
-        preprocessor: a `refseg_tf.preprocessing.ReferringPreprocessor` (e.g. a model
-            directory's, `ReferringPreprocessor.from_model_dir`): it then defines image size,
-            text length and padding, resize, padding value, normalisation, tokeniser, vocabulary
-            and the text-blind control, and those arguments must be left at their defaults or
-            equal its settings. None builds one from those arguments.
 
     Returns:
         a `tf.data.Dataset` of dicts: `image` float32 [B, S, S, 3], `word_ids` int32 [B, T],
@@ -191,12 +167,18 @@ def load(
 
     Raises:
         ValueError: an argument is invalid (the message names it and the allowed values).
-        FileNotFoundError: no shards of `split` or no vocabulary file in `data_dir`.
+        FileNotFoundError: no shards of `split`, or no preprocessor given and no vocabulary
+            file in `data_dir`.
         DamagedDataError: a shard differs from metadata.json (see `verify_split`).
 
     Example:
-        train = load("data/unc", "train", batch_size=8, image_size=320, label_grid=40,
-                     label_mode="soft", normalization="caffe_bgr", as_supervised=True)
+        from refseg_tf.preprocessing import ReferringPreprocessor
+
+        train = load("data/unc", "train", batch_size=8, label_grid=40, label_mode="soft",
+                     as_supervised=True)  # the data's vocabulary, S = 320, caffe_bgr
+        preprocessor = ReferringPreprocessor.from_data_dir("data/unc", image_size=416,
+                                                           normalization="unit")
+        train = load("data/unc", "train", preprocessor=preprocessor, as_supervised=True)
         model.fit(train, steps_per_epoch=1000)
         for batch in load("data/unc", "val", mode="eval", batch_size=16):
             logits = model({"image": batch["image"], "word_ids": batch["word_ids"]})
@@ -209,7 +191,12 @@ def load(
     paths = find_shards(data_dir, split)
     if verify != "none":
         verify_split(data_dir, split, paths, checksum=verify == "checksum")
-    preprocessor = _make_preprocessor(locals(), data_dir, vocabulary)
+    preprocessor = _checked_preprocessor(preprocessor, data_dir)
+    if label_grid is not None and label_grid > preprocessor.image_size:
+        raise ValueError(
+            f"`label_grid` ({label_grid}) must not exceed the preprocessor's `image_size` "
+            f"({preprocessor.image_size})."
+        )
     schedule = _Schedule(
         training=training,
         seed=random.SystemRandom().randrange(2**31) if seed is None else seed,
@@ -247,29 +234,17 @@ def load(
 
 def _validate_arguments(arguments: dict) -> None:
     transforms.check_choice("mode", arguments["mode"], MODES)
-    transforms.check_choice("text_padding", arguments["text_padding"], TEXT_PADDINGS)
-    transforms.check_choice("resize_method", arguments["resize_method"], transforms.RESIZE_METHODS)
-    transforms.check_choice("pad_value", arguments["pad_value"], tuple(transforms.PAD_VALUES))
-    transforms.check_choice("normalization", arguments["normalization"], transforms.NORMALIZATIONS)
     transforms.check_choice("label_mode", arguments["label_mode"], transforms.LABEL_MODES)
     transforms.check_choice("sentences", arguments["sentences"], SENTENCE_MODES)
     transforms.check_choice("verify", arguments["verify"], VERIFY_MODES)
     if not isinstance(arguments["split"], str) or not arguments["split"]:
         raise ValueError(f"`split` must be a non-empty string; received {arguments['split']!r}.")
-    for name in ("batch_size", "image_size", "max_length", "shuffle_buffer"):
+    for name in ("batch_size", "shuffle_buffer"):
         transforms.check_positive_int(name, arguments[name])
     for name in ("label_grid", "repeat", "num_parallel_calls", "cycle_length", "num_workers"):
         if arguments[name] is not None:
             transforms.check_positive_int(name, arguments[name])
     _validate_optional_int("seed", arguments["seed"])
-    image_size = arguments["image_size"]
-    if arguments["preprocessor"] is not None:
-        image_size = arguments["preprocessor"].image_size
-    if arguments["label_grid"] is not None and arguments["label_grid"] > image_size:
-        raise ValueError(
-            f"`label_grid` ({arguments['label_grid']}) must not exceed `image_size` "
-            f"({image_size})."
-        )
     if arguments["mode"] == "eval" and arguments["repeat"] is not None:
         raise ValueError(
             "`repeat` must be None in mode 'eval' (every sentence exactly once); "
@@ -297,66 +272,19 @@ def _default_deterministic(training: bool, seed, deterministic) -> bool:
     return not training or seed is not None
 
 
-def _make_preprocessor(arguments: dict, data_dir, vocabulary):
-    """The given `preprocessor` (checked against the arguments it defines), else a new one."""
+def _checked_preprocessor(preprocessor, data_dir):
+    """The given `ReferringPreprocessor`, or the data directory's (`from_data_dir`)."""
     from refseg_tf.preprocessing import ReferringPreprocessor
 
-    given = arguments["preprocessor"]
-    if given is None:
-        settings = {name: arguments[name] for name in _PREPROCESSOR_ARGUMENTS}
-        vocabulary = _vocabulary_source(data_dir, vocabulary, settings["tokenizer"])
-        return ReferringPreprocessor(vocabulary, **settings)
-    if not isinstance(given, ReferringPreprocessor):
+    if preprocessor is None:
+        return ReferringPreprocessor.from_data_dir(data_dir)
+    if not isinstance(preprocessor, ReferringPreprocessor):
         raise ValueError(
-            f"`preprocessor` must be a ReferringPreprocessor or None; received {type(given).__name__}."
+            "`preprocessor` must be a ReferringPreprocessor or None; received "
+            f"{type(preprocessor).__name__} (build one with "
+            "`ReferringPreprocessor.from_data_dir(data_dir, image_size=...)`)."
         )
-    own = given.get_config()
-    for name, default in _PREPROCESSOR_ARGUMENTS.items():
-        if arguments[name] != default and arguments[name] != own[name]:
-            raise ValueError(
-                f"`{name}` must be left out when `preprocessor` is given (it says "
-                f"{own[name]!r}); received {arguments[name]!r}."
-            )
-    if vocabulary is not None:
-        from refseg_tf.text import as_vocabulary
-
-        if as_vocabulary(vocabulary) != given.vocabulary:
-            raise ValueError(
-                "`vocabulary` must be left out when `preprocessor` is given (it holds its own); "
-                "received a different vocabulary."
-            )
-    return given
-
-
-def _vocabulary_source(data_dir, vocabulary, mode="refseg"):
-    if vocabulary is None:
-        vocabulary = os.path.join(os.fspath(data_dir), schema.VOCAB_FILENAME)
-        if not tf.io.gfile.exists(vocabulary):
-            raise FileNotFoundError(
-                f"No vocabulary file {schema.VOCAB_FILENAME!r} in {os.fspath(data_dir)!r}; pass "
-                "`vocabulary=` or convert the dataset again."
-            )
-        _warn_on_tokenizer_mismatch(data_dir, mode)
-    return vocabulary
-
-
-def _warn_on_tokenizer_mismatch(data_dir, mode: str) -> None:
-    """Warns when the data dir's vocab.txt was built by another tokeniser than `mode`."""
-    import json
-
-    from absl import logging
-
-    path = os.path.join(os.fspath(data_dir), schema.METADATA_FILENAME)
-    try:
-        with tf.io.gfile.GFile(path, "r") as stream:
-            built_with = json.load(stream).get("vocabulary", {}).get("tokenizer", "refseg")
-    except (tf.errors.OpError, ValueError, AttributeError):
-        return  # no or unreadable metadata: nothing to compare with
-    if built_with != mode:
-        logging.warning(
-            "%s: vocab.txt was built with tokenizer=%r but the sentences are tokenised with "
-            "tokenizer=%r; set data.tokenizer=%r.", path, built_with, mode, built_with,
-        )
+    return preprocessor
 
 
 def _map(dataset, function, schedule: _Schedule):
