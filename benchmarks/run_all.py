@@ -16,12 +16,18 @@ whatever the absolute speed of the machine. Figures are recorded, never asserted
 5. DenseCRF seconds per image beside the forward seconds (needs pydensecrf);
 6. export: SavedModel and TFLite latency at batch 1 over the Keras model's
    (`benchmarks/export_latency.py`);
-7. conversion: `refseg-convert` images/s with 2 workers over 1 worker.
+7. conversion: `refseg-convert` images/s with 2 workers over 1 worker;
+8. a GPU-speed forward: evaluation and training-input throughput against a simulated ~1 ms
+   forward, and against what the host's cores can feed (their CPU work per batch).
+
+Each figure's section names its goal and, below it, the measured reason, and says the machine's
+load average while it was measured (other jobs on a shared machine slow the wall-clock figures).
 
 Usage:
     python benchmarks/run_all.py                # the full run (about 15 min on 2 cores)
     python benchmarks/run_all.py --quick        # a smoke run of every figure (a few minutes)
-    python benchmarks/run_all.py --figures 1,7  # some figures only
+    python benchmarks/run_all.py --figures 1,7  # some figures only (RESULTS.md holds only them)
+    python benchmarks/run_all.py --update --figures 7,8  # re-measure 7 and 8, keep the others
 
 The data are synthetic (`refseg_tf.synthetic_data`, JPEGs written by Pillow, converted by
 `refseg-convert`); nothing is downloaded.
@@ -34,6 +40,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import statistics
 import sys
 import tempfile
@@ -97,6 +104,8 @@ class Figure:
     bound: str = ""
     notes: list = dataclasses.field(default_factory=list)
     seconds: float = 0.0
+    load: tuple = ()  # 1-minute load average at the figure's start and end
+    measured: str = ""  # the "Measured in ..." sentence of a figure read back (`--update`)
 
 
 def parse_arguments(argv=None):
@@ -106,6 +115,8 @@ def parse_arguments(argv=None):
     parser.add_argument("--output", default=os.path.join(ROOT, "benchmarks", "RESULTS.md"))
     parser.add_argument("--json", default="", help="optional path for the raw results")
     parser.add_argument("--workdir", default="", help="keep the generated data here")
+    parser.add_argument("--update", action="store_true",
+                        help="re-measure --figures only and keep the other figures of --output")
     return parser.parse_args(argv)
 
 
@@ -1218,7 +1229,51 @@ def _format_ratio(value):
     return "-" if value is None else f"{value:.2f}"
 
 
-def render(figures, machine, settings, quick, total_seconds) -> str:
+def _measured_sentence(figure) -> str:
+    text = f"Measured in {figure.seconds:.0f} s"
+    if figure.load:
+        text += (f" on {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, load "
+                 f"average (1 min) {figure.load[0]:.1f} at its start, {figure.load[1]:.1f} at "
+                 f"its end")
+    return text + "."
+
+
+_TABLE_ROW = re.compile(r"^\| (\d+) \| (.+?) \| (-|[0-9.]+) \| (.*?) \| (.*) \|$")
+_GOAL_LINE = re.compile(r"^Goal: (.*?)\. (Measured in .*)$")
+
+
+def read_figures(text) -> tuple:
+    """(the "Written by" line, the figures) of a RESULTS.md this script wrote (`--update`)."""
+    written = next((line for line in text.splitlines() if line.startswith("Written by")), "")
+    table = {}
+    for line in text.splitlines():
+        match = _TABLE_ROW.match(line)
+        if match and match.group(1).isdigit():
+            number, label, ratio, goal, detail = match.groups()
+            table.setdefault(int(number), []).append(
+                (label, None if ratio == "-" else float(ratio), detail, goal))
+    figures = []
+    for section in re.split(r"^## ", text, flags=re.M)[1:]:
+        heading, *body = section.rstrip("\n").split("\n")
+        number, title = heading.split(". ", 1)
+        figure = Figure(int(number), title, "-", [])
+        paragraphs = "\n".join(body).split("\n\n")
+        for paragraph in (p.strip() for p in paragraphs):
+            match = _GOAL_LINE.match(paragraph)
+            if match:
+                figure.goal, figure.measured = match.groups()
+            elif paragraph.startswith("What bounds it (measured): "):
+                figure.bound = paragraph[len("What bounds it (measured): "):]
+            elif paragraph and not paragraph.startswith("- "):
+                figure.notes.append(paragraph)
+        for label, ratio, detail, goal in table.get(figure.number, []):
+            row = (label, ratio, detail) if goal == figure.goal else (label, ratio, detail, goal)
+            figure.rows.append(row)
+        figures.append(figure)
+    return written, figures
+
+
+def render(figures, machine, settings, quick, total_seconds, kept=None) -> str:
     load_start, load_end = machine["load_average_start"], machine["load_average_end"]
     cores = machine["cpu_cores"] or 1
     # Other jobs: load before the run, or more at its end than this run (<= cores) explains.
@@ -1243,6 +1298,16 @@ def render(figures, machine, settings, quick, total_seconds) -> str:
            "figures are noisy** (figure 1 also gives CPU-time ratios, which load disturbs less)."
            if loaded else "."),
     ]
+    if kept:
+        numbers, written = kept
+        lines[2] = (
+            f"Figures {', '.join(str(n) for n in numbers)} re-measured by `python "
+            f"benchmarks/run_all.py --update --figures {','.join(str(n) for n in numbers)}` on "
+            f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC in "
+            f"{total_seconds / 60:.1f} min (the load averages below are of that run); the "
+            f"others are kept from the earlier run. The earlier run: "
+            + (written[len("Written by "):] if written.startswith("Written by ") else written)
+        )
     if quick:
         lines += ["", "**Quick mode** (`--quick`): tiny inputs, few repeats, tiny models for "
                   "figure 2: a smoke run, not the figures."]
@@ -1254,8 +1319,8 @@ def render(figures, machine, settings, quick, total_seconds) -> str:
             lines.append(f"| {figure.number} | {label} | {_format_ratio(ratio)} | {goal} "
                          f"| {detail} |")
     for figure in figures:
-        lines += ["", f"## {figure.number}. {figure.title}", "", f"Goal: {figure.goal}. "
-                  f"Measured in {figure.seconds:.0f} s.", ""]
+        lines += ["", f"## {figure.number}. {figure.title}", "",
+                  f"Goal: {figure.goal}. {figure.measured or _measured_sentence(figure)}", ""]
         for row in figure.rows:
             label, ratio, detail = row[:3]
             goal = f"; goal {row[3]}" if len(row) > 3 else ""
@@ -1283,6 +1348,7 @@ def run(argv=None):
         os.makedirs(work, exist_ok=True)
         for number in chosen:
             began = time.perf_counter()
+            load_before = os.getloadavg()[0]
             print(f"figure {number} ...", flush=True)
             try:
                 figure = FIGURE_FUNCTIONS[number](work, settings)
@@ -1291,12 +1357,21 @@ def run(argv=None):
                 figure = Figure(number, f"figure {number}", "-",
                                 [("failed", None, f"{type(error).__name__}: {error}"[:300])])
             figure.seconds = time.perf_counter() - began
+            figure.load = (load_before, os.getloadavg()[0])
             figures.append(figure)
             for row in figure.rows:
                 print(f"  {row[0]}: {_format_ratio(row[1])} ({row[2]})", flush=True)
     machine["load_average_end"] = os.getloadavg()
     total = time.perf_counter() - start
-    text = render(figures, machine, settings, args.quick, total)
+    kept = None
+    if args.update and os.path.isfile(args.output):
+        with open(args.output, encoding="utf-8") as stream:
+            written, earlier = read_figures(stream.read())
+        measured = {figure.number: figure for figure in figures}
+        kept = ([figure.number for figure in figures], written)
+        figures = sorted([f for f in earlier if f.number not in measured] + figures,
+                         key=lambda figure: figure.number)
+    text = render(figures, machine, settings, args.quick, total, kept)
     from refseg_tf.files import atomic_write_text
 
     atomic_write_text(args.output, text)
