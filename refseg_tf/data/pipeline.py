@@ -288,7 +288,12 @@ def _checked_preprocessor(preprocessor, data_dir):
 
 
 def _map(dataset, function, schedule: _Schedule):
-    """`dataset.map`, sequential when schedule.parallel == 1."""
+    """`dataset.map`, sequential when schedule.parallel == 1.
+
+    The functions are traced as they are written, without AutoGraph (their Python branches
+    test settings, never tensors): converting them and everything they call cost about 2 s
+    of every `load` on a 2-core CPU (issue 22, the set-up of `evaluate_model`)."""
+    function = tf.autograph.experimental.do_not_convert(function)
     if schedule.parallel == 1:
         return dataset.map(function)
     return dataset.map(
@@ -437,7 +442,9 @@ def _eval_examples(records, preprocessing: _Preprocessing, schedule: _Schedule):
     """Eval mode: every image record decoded and letterboxed once (`_decode_image_record`),
     then one element per sentence, in the record's order (sentences are never sampled)."""
     decode = functools.partial(_decode_image_record, preprocessing=preprocessing)
-    return _map(records, decode, schedule).flat_map(_record_sentences).map(_merge_fields)
+    expand = tf.autograph.experimental.do_not_convert(_record_sentences)
+    merge = tf.autograph.experimental.do_not_convert(_merge_fields)
+    return _map(records, decode, schedule).flat_map(expand).map(merge)
 
 
 def _record_sentences(shared: dict, sentences: dict):

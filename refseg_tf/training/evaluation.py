@@ -300,7 +300,9 @@ def _counts_fn(image_size: int, rule: str, threshold: float, logits_shape: tuple
         tf.TensorSpec([None, None, None], tf.uint8),
     ]
 
-    @tf.function(input_signature=signature)
+    # Without AutoGraph (the scoring code branches on settings only): converting
+    # `scoring` cost about 1 s of the first call on a 2-core CPU.
+    @tf.function(input_signature=signature, autograph=False)
     def counts(logits, image_window, original_size, original_mask):
         truth = original_mask > 0
         predicted = scoring.score_mask_batch_tf(
