@@ -959,8 +959,9 @@ def figure_conversion(work, settings) -> Figure:
             f"{busy[2]:.2f} with 2 (of {os.cpu_count()} cores; the rest of the machine's load "
             f"was other jobs). The main process itself used {main_cpu[2]:.2f} CPU s of the "
             f"{seconds[2]:.2f} s with 2 workers (planning: reading the refer files; then per "
-            f"image only unpickling the worker's encoded record, writing it and merging its "
-            f"report; the vocabulary, check sums and metadata at the end), so the workers' "
+            f"part file of {_converter_chunk()} images only appending it to its shard and merging "
+            f"the items' reports, the workers reading, encoding and writing the images; the "
+            f"vocabulary, check sums and metadata at the end), so the workers' "
             f"{busy[2] * seconds[2] - main_cpu[2]:.2f} CPU s are the per-image work. "
         )
         if seconds[2] >= seconds[1]:
@@ -975,8 +976,10 @@ def figure_conversion(work, settings) -> Figure:
             bound = measured + (
                 f"Fitting t(n) = serial + parallel / n to the two runs leaves "
                 f"{serial_part:.2f} s of {seconds[1]:.2f} s that does not shrink with workers: "
-                f"the main process reads the refer files, builds the vocabulary and writes and "
-                f"check-sums the shards, and on 2 cores it shares them with the workers."
+                f"the main process reads the refer files, builds the vocabulary and appends and "
+                f"check-sums the shards, and on 2 cores it shares them with the workers; "
+                f"with {busy[2]:.2f} of {os.cpu_count()} cores busy, the rest is cores that other "
+                f"jobs held (load average in the line above)."
             )
     figure = Figure(7, "conversion: `refseg-convert` images/s with 2 workers over 1 worker",
                     ">= 1.8 (issue 22; 2 is ideal on 2 cores)",
@@ -990,6 +993,12 @@ def figure_conversion(work, settings) -> Figure:
     figure.raw = {"seconds": seconds, "cores_busy": busy, "main_cpu_seconds": main_cpu,
                   "images": summary["num_images"]}
     return figure
+
+
+def _converter_chunk() -> int:
+    from refseg_tf.data.converters import writer
+
+    return writer._WORKER_CHUNKSIZE
 
 
 # ----------------------------------------------------------- figure 8: a GPU-speed forward
@@ -1144,22 +1153,28 @@ def figure_simulated_forward(work, settings) -> Figure:
         f"examples/s",
     ))
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    # The cores this process got: CPU seconds per wall second of the bare pipeline, which
+    # keeps every core it is given busy (other jobs on the machine take the rest).
+    given = min(float(cores), bare_rate * bare_cpu / 1e3)
     profile = eval_cpu_profile(config, model, preprocessor, split, batch_size)
     n_batches = max(measured["batches"], 1)
     sim_ms = 1e3 * measured["forward_seconds"] / n_batches
     eval_ms = 1e3 * measured["eval_seconds"] / n_batches
     eval_cpu_ms = 1e3 * measured["eval_cpu_seconds"] / n_batches
-    ceiling_ms = max(sim_ms, eval_cpu_ms / cores)  # both cores on the CPU work, or the forward
+    ceiling_ms = max(sim_ms, eval_cpu_ms / given)  # the given cores on the CPU work
     rows.append((
-        f"evaluation at {size} px / what {cores} cores can feed (its CPU ms per batch over "
-        f"{cores} cores, or the simulated forward if slower)", ceiling_ms / eval_ms,
+        f"evaluation at {size} px / what the cores it got can feed (its CPU ms per batch over "
+        f"the cores a saturating job got, or the simulated forward if slower)",
+        ceiling_ms / eval_ms,
         f"{eval_ms:.2f} ms per batch vs {ceiling_ms:.2f} ms; {eval_cpu_ms:.1f} CPU ms per batch, "
-        f"{measured['eval_cpu_seconds'] / measured['eval_seconds']:.2f} cores busy",
+        f"{measured['eval_cpu_seconds'] / measured['eval_seconds']:.2f} cores busy of "
+        f"{given:.2f} given",
     ))
-    train_ceiling = min(1e3 * cores / fed_cpu_ms, batch_size * batches / alone_seconds)
+    train_ceiling = min(1e3 * given / fed_cpu_ms, batch_size * batches / alone_seconds)
     rows.append((
-        f"training input at {size} px / what {cores} cores can feed (load's CPU ms per example "
-        f"over {cores} cores)", (batch_size * batches / fed_seconds) / train_ceiling,
+        f"training input at {size} px / what the cores it got can feed (load's CPU ms per "
+        f"example over the cores a saturating job got)",
+        (batch_size * batches / fed_seconds) / train_ceiling,
         f"{batch_size * batches / fed_seconds:.0f} vs {train_ceiling:.0f} examples/s; "
         f"{fed_cpu_ms:.2f} CPU ms per example",
     ))
@@ -1190,8 +1205,10 @@ def figure_simulated_forward(work, settings) -> Figure:
         f"from the pipeline; the pipeline's threads, the scoring graph (on a GPU it runs on the "
         f"device: without it the host's work is {eval_cpu_ms - profile['scoring_batch']:.1f} "
         f"CPU ms per batch) and other processes (the load average) share the {cores} cores; "
-        f"the rows 'what {cores} cores can feed' divide by that CPU work, so they say how well "
-        f"the cores are kept busy, whatever the load. "
+        f"the rows 'what the cores it got can feed' divide that CPU work by the cores a "
+        f"saturating job got in this figure (the bare decode pipeline's CPU seconds per wall "
+        f"second, {given:.2f} of {cores}), so they say how well the cores given are kept busy, "
+        f"whatever the load. "
         f"{_counts_op_profile(config, model, preprocessor, split)}. Training input: `load` "
         f"spends {fed_cpu_ms:.2f} CPU ms per example, the bare decode + letterbox pipeline of "
         f"figure 1 alone {bare_cpu:.2f} ({bare_rate:.0f} examples/s, "
