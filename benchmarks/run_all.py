@@ -1153,28 +1153,27 @@ def figure_simulated_forward(work, settings) -> Figure:
         f"examples/s",
     ))
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    # The cores this process got: CPU seconds per wall second of the bare pipeline, which
-    # keeps every core it is given busy (other jobs on the machine take the rest).
+    # The cores a saturating job got while the bare pipeline ran (its CPU seconds per wall
+    # second): recorded beside the rows, whose divisor is the machine's cores (the load moves
+    # between the measurements, so a divisor measured at another moment could exceed them).
     given = min(float(cores), bare_rate * bare_cpu / 1e3)
     profile = eval_cpu_profile(config, model, preprocessor, split, batch_size)
     n_batches = max(measured["batches"], 1)
     sim_ms = 1e3 * measured["forward_seconds"] / n_batches
     eval_ms = 1e3 * measured["eval_seconds"] / n_batches
     eval_cpu_ms = 1e3 * measured["eval_cpu_seconds"] / n_batches
-    ceiling_ms = max(sim_ms, eval_cpu_ms / given)  # the given cores on the CPU work
+    ceiling_ms = max(sim_ms, eval_cpu_ms / cores)  # every core on the CPU work
     rows.append((
-        f"evaluation at {size} px / what the cores it got can feed (its CPU ms per batch over "
-        f"the cores a saturating job got, or the simulated forward if slower)",
-        ceiling_ms / eval_ms,
+        f"evaluation at {size} px / what {cores} cores can feed (its CPU ms per batch over "
+        f"{cores} cores, or the simulated forward if slower)", ceiling_ms / eval_ms,
         f"{eval_ms:.2f} ms per batch vs {ceiling_ms:.2f} ms; {eval_cpu_ms:.1f} CPU ms per batch, "
-        f"{measured['eval_cpu_seconds'] / measured['eval_seconds']:.2f} cores busy of "
-        f"{given:.2f} given",
+        f"{measured['eval_cpu_seconds'] / measured['eval_seconds']:.2f} cores busy (a saturating "
+        f"job got {given:.2f} in this figure)",
     ))
-    train_ceiling = min(1e3 * given / fed_cpu_ms, batch_size * batches / alone_seconds)
+    train_ceiling = min(1e3 * cores / fed_cpu_ms, batch_size * batches / alone_seconds)
     rows.append((
-        f"training input at {size} px / what the cores it got can feed (load's CPU ms per "
-        f"example over the cores a saturating job got)",
-        (batch_size * batches / fed_seconds) / train_ceiling,
+        f"training input at {size} px / what {cores} cores can feed (load's CPU ms per example "
+        f"over {cores} cores)", (batch_size * batches / fed_seconds) / train_ceiling,
         f"{batch_size * batches / fed_seconds:.0f} vs {train_ceiling:.0f} examples/s; "
         f"{fed_cpu_ms:.2f} CPU ms per example",
     ))
@@ -1205,10 +1204,10 @@ def figure_simulated_forward(work, settings) -> Figure:
         f"from the pipeline; the pipeline's threads, the scoring graph (on a GPU it runs on the "
         f"device: without it the host's work is {eval_cpu_ms - profile['scoring_batch']:.1f} "
         f"CPU ms per batch) and other processes (the load average) share the {cores} cores; "
-        f"the rows 'what the cores it got can feed' divide that CPU work by the cores a "
-        f"saturating job got in this figure (the bare decode pipeline's CPU seconds per wall "
-        f"second, {given:.2f} of {cores}), so they say how well the cores given are kept busy, "
-        f"whatever the load. "
+        f"the rows 'what {cores} cores can feed' divide that CPU work by the {cores} cores, so "
+        f"they say how far the run is from keeping every core busy; below 1 on a loaded machine "
+        f"is mostly cores other jobs held (the bare decode pipeline, which keeps every core it "
+        f"gets busy, got {given:.2f} of {cores} in this figure). "
         f"{_counts_op_profile(config, model, preprocessor, split)}. Training input: `load` "
         f"spends {fed_cpu_ms:.2f} CPU ms per example, the bare decode + letterbox pipeline of "
         f"figure 1 alone {bare_cpu:.2f} ({bare_rate:.0f} examples/s, "

@@ -327,6 +327,25 @@ class ReferringPreprocessor(tf.Module):
             return blind
         return tf.tile(blind[tf.newaxis], [tf.size(expressions), 1])
 
+    def word_ids_from_ids(self, ids):
+        """Whole word ids `[B, None]` (ragged: e.g. stored at conversion, `refseg-convert
+        --word_ids`) -> int32 `[B, T]`, as `tokenize` gives for the sentences they came from
+        (truncated, padded; the text-blind ids when `blind_expression` is set). Graph-safe."""
+        if self.blind_word_ids is None:
+            return self.tokenizer.pad(ids)
+        blind = tf.constant(self.blind_word_ids, tf.int32)
+        return tf.tile(blind[tf.newaxis], [ids.nrows(out_type=tf.int32), 1])
+
+    @property
+    def tokenization_fingerprint(self) -> str:
+        """What word ids depend on: this vocabulary and tokeniser
+        (`refseg_tf.text.tokenization_fingerprint`); stored ids made with another are not read."""
+        from refseg_tf.text import tokenization_fingerprint
+
+        if getattr(self, "_fingerprint", None) is None:
+            self._fingerprint = tokenization_fingerprint(self.vocabulary, self.tokenizer_mode)
+        return self._fingerprint
+
     def model_inputs(self, image, expressions):
         """One image with one or several expressions -> (model inputs, window int32 [4])."""
         prepared, window = self.preprocess_image(image)

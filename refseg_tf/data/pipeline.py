@@ -15,7 +15,10 @@ each image record once before expanding it into its sentences, `_decode_image_re
    (`preprocess_image`, `preprocess_mask`) and `downsample_label`: the same object `Predictor`,
    the evaluation and the export use on a user's picture;
 5. batch (padded in eval, for `original_mask`), tokenize the batch in graph (the preprocessor's
-   `tokenize`), prefetch.
+   `tokenize`, one call per batch in a parallel map), prefetch. When the conversion stored the
+   word ids (`refseg-convert --word_ids`) and their fingerprint is the preprocessor's, the
+   parallel per-record map of stage 2 reads them instead (`Tokenizer.pad` of the whole ids:
+   the same values) and no tokenizer runs.
 
 Reference: the preprocessing of the public code of Hu et al. 2016 (ronghanghu/text_objseg
 `util/im_processing.py` resize-and-pad, `util/text_processing.py`), reused by RMI
@@ -56,6 +59,9 @@ class _Preprocessing:
     preprocessor: object  # refseg_tf.preprocessing.ReferringPreprocessor
     label_grid: Optional[int]
     label_mode: str
+    # Word ids read from the records (`refseg-convert --word_ids`, `_use_stored_word_ids`)
+    # in the parallel per-record map, instead of a tokenizer map over the batches.
+    stored_word_ids: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,10 +216,11 @@ def load(
         preprocessor=preprocessor,
         label_grid=label_grid,
         label_mode=label_mode,
+        stored_word_ids=_use_stored_word_ids(data_dir, preprocessor),
     )
     records, policy = _read_records(paths, schedule, num_workers, input_context)
     if training:
-        elements = _expand_to_sentences(records, sentences, schedule)
+        elements = _expand_to_sentences(records, sentences, schedule, preprocessing)
         elements = elements.shuffle(
             shuffle_buffer, seed=schedule.seed, reshuffle_each_iteration=True
         )
@@ -222,8 +229,11 @@ def load(
     else:
         examples = _eval_examples(records, preprocessing, schedule)
     batches = _batch(examples, batch_size, training, drop_remainder)
-    tokenize = functools.partial(_tokenize, preprocessor=preprocessor, keep_sentence=not training)
-    batches = _map(batches, tokenize, schedule)
+    if not preprocessing.stored_word_ids:  # one tokenizer call per batch, in a parallel map
+        tokenize = functools.partial(
+            _tokenize, preprocessor=preprocessor, keep_sentence=not training
+        )
+        batches = _map(batches, tokenize, schedule)
     if as_supervised:
         target = "label" if label_grid else "mask"
         batches = batches.map(lambda batch: ({k: batch[k] for k in _MODEL_INPUTS}, batch[target]))
@@ -285,6 +295,44 @@ def _checked_preprocessor(preprocessor, data_dir):
             "`ReferringPreprocessor.from_data_dir(data_dir, image_size=...)`)."
         )
     return preprocessor
+
+
+def _use_stored_word_ids(data_dir, preprocessor) -> bool:
+    """Whether the records' stored word ids (`refseg-convert --word_ids`) are this
+    preprocessor's: `metadata.json` "word_ids" holds the fingerprint of the vocabulary and
+    tokeniser they were made with, compared with the preprocessor's. Otherwise the sentences
+    are tokenised in graph, and the reason is logged (ids of another vocabulary or rule are
+    never read)."""
+    path = os.path.join(os.fspath(data_dir), schema.METADATA_FILENAME)
+    try:
+        with tf.io.gfile.GFile(path, "r") as stream:
+            stored = json.load(stream).get("word_ids")
+    except (tf.errors.OpError, ValueError, AttributeError):
+        stored = None
+    if not isinstance(stored, dict):
+        logging.info("%s: no stored word ids; the sentences are tokenised in graph.", data_dir)
+        return False
+    if preprocessor.blind_word_ids is not None:
+        return True  # the text-blind control's fixed ids, whatever the sentence
+    if stored.get("fingerprint") != preprocessor.tokenization_fingerprint:
+        logging.warning(
+            "%s: the stored word ids were made with another vocabulary or tokenizer (%s, "
+            "tokenizer %r, %s words) than the preprocessor's (tokenizer %r, %d words): the "
+            "sentences are tokenised in graph instead.",
+            data_dir, path, stored.get("tokenizer"), stored.get("vocabulary_size"),
+            preprocessor.tokenizer_mode, len(preprocessor.vocabulary),
+        )
+        return False
+    return True
+
+
+def _stored_word_ids(parsed: dict, rows, preprocessing: _Preprocessing):
+    """int32 [len(rows), T]: the preprocessor's ids of the record's sentences `rows`, from the
+    stored whole ids (`Tokenizer.pad`: the same values as tokenising their text)."""
+    ids = tf.RaggedTensor.from_row_lengths(
+        parsed[schema.WORD_IDS_KEY], parsed[schema.NUM_WORDS_KEY], validate=False
+    )
+    return preprocessing.preprocessor.word_ids_from_ids(tf.gather(ids, rows))
 
 
 def _map(dataset, function, schedule: _Schedule):
@@ -361,17 +409,23 @@ def _interleave(passes, num_files: int, schedule: _Schedule):
     )
 
 
-def _expand_to_sentences(records, sentences: str, schedule: _Schedule):
-    select = functools.partial(_select_sentences, sentences=sentences)
+def _expand_to_sentences(records, sentences: str, schedule: _Schedule,
+                         preprocessing: _Preprocessing):
+    select = functools.partial(
+        _select_sentences, sentences=sentences, preprocessing=preprocessing
+    )
     return _map(records, select, schedule).unbatch()
 
 
-def _select_sentences(serialized, record_seed, sentences: str) -> dict:
-    """Parses one image record into per-sentence fields with a leading [N] axis (still encoded)."""
-    parsed = schema.parse_example(serialized)
+def _select_sentences(serialized, record_seed, sentences: str,
+                      preprocessing: _Preprocessing) -> dict:
+    """Parses one image record into per-sentence fields with a leading [N] axis (still
+    encoded), with their `word_ids` when they are stored."""
+    stored = preprocessing.stored_word_ids
+    parsed = schema.parse_example(serialized, word_ids=stored)
     ref_index = parsed["sentence/ref_index"]
     num_refs = tf.size(parsed["ref/id"], out_type=tf.int64)
-    checks = _record_checks(parsed, ref_index, num_refs)
+    checks = _record_checks(parsed, ref_index, num_refs, word_ids=stored)
     with tf.control_dependencies(checks):
         if sentences == "sample":
             chosen = _sample_one_per_ref(ref_index, num_refs, record_seed)
@@ -379,7 +433,11 @@ def _select_sentences(serialized, record_seed, sentences: str) -> dict:
             chosen = tf.range(tf.size(ref_index))
     refs = tf.gather(ref_index, chosen)
     count = tf.size(chosen)
+    selected = {}
+    if stored:
+        selected["word_ids"] = _stored_word_ids(parsed, chosen, preprocessing)
     return {
+        **selected,
         "image/encoded": tf.fill([count], parsed["image/encoded"]),
         "image/height": tf.fill([count], parsed["image/height"]),
         "image/width": tf.fill([count], parsed["image/width"]),
@@ -392,13 +450,25 @@ def _select_sentences(serialized, record_seed, sentences: str) -> dict:
     }
 
 
-def _record_checks(parsed: dict, ref_index, num_refs) -> list:
+def _record_checks(parsed: dict, ref_index, num_refs, word_ids: bool = False) -> list:
     where = ["in image record", parsed["image/filename"], "image/id", parsed["image/id"]]
     in_range = tf.reduce_all((ref_index >= 0) & (ref_index < num_refs))
     same_count = tf.equal(tf.size(ref_index), tf.size(parsed["sentence/text"]))
     same_count &= tf.equal(tf.size(ref_index), tf.size(parsed["sentence/id"]))
     masks_match = tf.equal(tf.size(parsed["ref/mask"], out_type=tf.int64), num_refs)
-    return [
+    stored_checks = []
+    if word_ids:
+        counts = parsed[schema.NUM_WORDS_KEY]
+        stored_match = tf.equal(tf.size(counts), tf.size(ref_index))
+        stored_match &= tf.reduce_all(counts >= 0)
+        stored_match &= tf.equal(
+            tf.reduce_sum(counts), tf.size(parsed[schema.WORD_IDS_KEY], out_type=tf.int64)
+        )
+        stored_checks.append(tf.debugging.Assert(stored_match, [
+            "sentence/num_words does not describe sentence/word_ids and sentence/text "
+            "(metadata.json says the word ids are stored: convert again)", *where,
+        ]))
+    return [*stored_checks,
         tf.debugging.Assert(in_range, ["sentence/ref_index outside [0, len(ref/id))", *where]),
         tf.debugging.Assert(
             same_count, ["sentence/ref_index, sentence/id, sentence/text lengths differ", *where]
@@ -431,6 +501,9 @@ def _decode_and_preprocess(element: dict, preprocessing: _Preprocessing) -> dict
         "image_window": window,
         "sentence": element["sentence/text"],
     }
+    if preprocessing.stored_word_ids:
+        example["word_ids"] = element["word_ids"]
+        del example["sentence"]  # train batches carry no sentence
     if preprocessing.label_grid:
         example["label"] = transforms.downsample_label(
             input_mask, preprocessing.label_grid, preprocessing.label_mode
@@ -472,10 +545,11 @@ def _decode_image_record(serialized, record_seed, preprocessing: _Preprocessing)
     originals the evaluation scores against.
     """
     del record_seed  # eval reads every sentence: nothing is drawn
-    parsed = schema.parse_example(serialized)
+    stored = preprocessing.stored_word_ids
+    parsed = schema.parse_example(serialized, word_ids=stored)
     ref_index = parsed["sentence/ref_index"]
     num_refs = tf.size(parsed["ref/id"], out_type=tf.int64)
-    with tf.control_dependencies(_record_checks(parsed, ref_index, num_refs)):
+    with tf.control_dependencies(_record_checks(parsed, ref_index, num_refs, word_ids=stored)):
         ref_index = tf.identity(ref_index)
     image = tf.io.decode_image(parsed["image/encoded"], channels=3, expand_animations=False)
     image = tf.ensure_shape(image, [None, None, 3])
@@ -496,6 +570,9 @@ def _decode_image_record(serialized, record_seed, preprocessing: _Preprocessing)
     }
     if preprocessing.label_grid:
         sentences["label"] = tf.gather(refs["label"], ref_index)
+    if stored:
+        count = tf.size(ref_index)
+        sentences["word_ids"] = _stored_word_ids(parsed, tf.range(count), preprocessing)
     return shared, sentences
 
 

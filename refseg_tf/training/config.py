@@ -57,6 +57,17 @@ def get_by_path(config, dotted: str):
     return node
 
 
+def _input_contract_problems(config) -> list:
+    """`config.data` against the input contract of the preset `config.model.name`
+    (`refseg_tf.models.registry.InputContract`); an unknown preset is `build_model`'s error."""
+    from refseg_tf.models import PRESETS
+
+    name = config.model.get("name")
+    if name not in PRESETS:
+        return []
+    return PRESETS[name].input_contract.problems(name, config.data, prefix="data.")
+
+
 def validate_config(config, require_data_dir: bool = False) -> None:
     """Raises ValueError naming every missing or invalid key."""
     problems = []
@@ -93,6 +104,7 @@ def validate_config(config, require_data_dir: bool = False) -> None:
                 "`model.optimizer` must be unset for training; received "
                 f"{dict(config.model.optimizer)!r}: set `train.optimizer.<key>` instead"
             )
+        problems.extend(_input_contract_problems(config))
         if require_data_dir and not config.data.dir:
             problems.append("`data.dir` is empty: pass --config.data.dir=PATH to converted TFRecords")
     if problems:
