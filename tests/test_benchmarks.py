@@ -93,3 +93,4 @@ def test_update_reads_back_the_figures_it_keeps():
     kept = run_all.render(read, machine((0.2, 0.2, 0.2)), run_all.Settings(), False, 60.0,
                           kept=([7], written))
     assert "Figures 7 re-measured by `python benchmarks/run_all.py --update --figures 7`" in kept
+    assert "The earlier run: `python benchmarks/run_all.py` on" in kept
