@@ -16,12 +16,18 @@ whatever the absolute speed of the machine. Figures are recorded, never asserted
 5. DenseCRF seconds per image beside the forward seconds (needs pydensecrf);
 6. export: SavedModel and TFLite latency at batch 1 over the Keras model's
    (`benchmarks/export_latency.py`);
-7. conversion: `refseg-convert` images/s with 2 workers over 1 worker.
+7. conversion: `refseg-convert` images/s with 2 workers over 1 worker;
+8. a GPU-speed forward: evaluation and training-input throughput against a simulated ~1 ms
+   forward, and against what the host's cores can feed (their CPU work per batch).
+
+Each figure's section names its goal and, below it, the measured reason, and says the machine's
+load average while it was measured (other jobs on a shared machine slow the wall-clock figures).
 
 Usage:
     python benchmarks/run_all.py                # the full run (about 15 min on 2 cores)
     python benchmarks/run_all.py --quick        # a smoke run of every figure (a few minutes)
-    python benchmarks/run_all.py --figures 1,7  # some figures only
+    python benchmarks/run_all.py --figures 1,7  # some figures only (RESULTS.md holds only them)
+    python benchmarks/run_all.py --update --figures 7,8  # re-measure 7 and 8, keep the others
 
 The data are synthetic (`refseg_tf.synthetic_data`, JPEGs written by Pillow, converted by
 `refseg-convert`); nothing is downloaded.
@@ -34,6 +40,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import statistics
 import sys
 import tempfile
@@ -97,6 +104,8 @@ class Figure:
     bound: str = ""
     notes: list = dataclasses.field(default_factory=list)
     seconds: float = 0.0
+    load: tuple = ()  # 1-minute load average at the figure's start and end
+    measured: str = ""  # the "Measured in ..." sentence of a figure read back (`--update`)
 
 
 def parse_arguments(argv=None):
@@ -106,6 +115,8 @@ def parse_arguments(argv=None):
     parser.add_argument("--output", default=os.path.join(ROOT, "benchmarks", "RESULTS.md"))
     parser.add_argument("--json", default="", help="optional path for the raw results")
     parser.add_argument("--workdir", default="", help="keep the generated data here")
+    parser.add_argument("--update", action="store_true",
+                        help="re-measure --figures only and keep the other figures of --output")
     return parser.parse_args(argv)
 
 
@@ -707,7 +718,7 @@ def _evaluation_measurement(model, config, split, batch_size, preprocessor, max_
     predict = evaluation._predict_fn(model)
     traces = predict.experimental_get_tracing_count()
     timings = {}
-    (scores, _, _), eval_seconds, _ = timed(lambda: evaluate(timings))
+    (scores, _, _), eval_seconds, eval_cpu = timed(lambda: evaluate(timings))
     retraces = predict.experimental_get_tracing_count() - traces
     dataset = evaluation.evaluation_dataset(config, split, batch_size, preprocessor=preprocessor)
     batches, pipeline_seconds, _ = timed(
@@ -721,6 +732,7 @@ def _evaluation_measurement(model, config, split, batch_size, preprocessor, max_
     forward_seconds = median_seconds(forward_all, forward_repeats, 1)
     return {
         "sentences": sentences, "eval_seconds": eval_seconds, "forward_seconds": forward_seconds,
+        "eval_cpu_seconds": eval_cpu, "batches": len(batches),
         "setup_seconds": timings["setup_seconds"], "loop_seconds": timings["loop_seconds"],
         "cold_seconds": cold_seconds, "cold_setup_seconds": cold["setup_seconds"],
         "pipeline_seconds": pipeline_seconds, "retraces": retraces, "scores": scores,
@@ -776,12 +788,12 @@ def _counts_op_profile(config, model, preprocessor, split, batch_size=8, top=4) 
     try:
         ops = op_level_seconds(graph_def, inputs, outputs, [a.numpy() for a in args])
     except Exception as error:  # recorded, not fatal
-        return (f"the scoring graph of one batch of {batch_size} takes {1e3 * seconds:.2f} ms "
+        return (f"The scoring graph of one batch of {batch_size} takes {1e3 * seconds:.2f} ms "
                 f"(op-level timing failed: {type(error).__name__})")
     total = sum(ops.values())
     ranked = sorted(ops.items(), key=lambda item: -item[1])[:top]
-    return (f"the scoring graph of one batch of {batch_size} (`_counts_fn`: TF1 bilinear "
-            f"upsampling, the authors' resize-and-crop per sentence in a `map_fn`, I/U sums) "
+    return (f"The scoring graph of one batch of {batch_size} (`_counts_fn`: TF1 bilinear "
+            f"upsampling, the authors' resize-and-crop as row and column gathers, I/U sums) "
             f"takes {1e3 * seconds:.2f} ms; op-level (one traced TF1 run, kernel times "
             f"{1e3 * total:.2f} ms summed): "
             + ", ".join(f"{k} {100 * v / max(total, 1e-12):.0f}%" for k, v in ranked))
@@ -814,7 +826,7 @@ def figure_evaluation(work, settings) -> Figure:
         f"{batch_size} outside the forward. The eval pipeline alone (a fresh iterator, decode "
         f"and letterbox once per image, tokenise) reads the split in "
         f"{tiny['pipeline_seconds']:.3f} s including its iterator's creation, and runs "
-        f"beside the forward (prefetch); {_counts_op_profile(config, model, preprocessor, split)}."
+        f"beside the forward (prefetch). {_counts_op_profile(config, model, preprocessor, split)}."
         f" The rest is the per-sentence bookkeeping in Python (the expression length, the "
         f"evaluator) and the host copies of the counts."
     )
@@ -958,8 +970,9 @@ def figure_conversion(work, settings) -> Figure:
             f"{busy[2]:.2f} with 2 (of {os.cpu_count()} cores; the rest of the machine's load "
             f"was other jobs). The main process itself used {main_cpu[2]:.2f} CPU s of the "
             f"{seconds[2]:.2f} s with 2 workers (planning: reading the refer files; then per "
-            f"image only unpickling the worker's encoded record, writing it and merging its "
-            f"report; the vocabulary, check sums and metadata at the end), so the workers' "
+            f"part file of {_converter_chunk()} images only appending it to its shard and merging "
+            f"the items' reports, the workers reading, encoding and writing the images; the "
+            f"vocabulary, check sums and metadata at the end), so the workers' "
             f"{busy[2] * seconds[2] - main_cpu[2]:.2f} CPU s are the per-image work. "
         )
         if seconds[2] >= seconds[1]:
@@ -974,13 +987,24 @@ def figure_conversion(work, settings) -> Figure:
             bound = measured + (
                 f"Fitting t(n) = serial + parallel / n to the two runs leaves "
                 f"{serial_part:.2f} s of {seconds[1]:.2f} s that does not shrink with workers: "
-                f"the main process reads the refer files, builds the vocabulary and writes and "
-                f"check-sums the shards, and on 2 cores it shares them with the workers."
+                f"the main process reads the refer files, builds the vocabulary and appends and "
+                f"check-sums the shards, and on 2 cores it shares them with the workers; "
+                f"with {busy[2]:.2f} of {os.cpu_count()} cores busy, the rest is cores that other "
+                f"jobs held (load average in the line above)."
             )
+    # Load-independent: the 1-worker run's CPU seconds (all of it in this process) split into
+    # the main process's own CPU with 2 workers (counted as serial, the pessimistic case) and
+    # the rest, shared by 2 workers on 2 free cores (Amdahl).
+    work_cpu = busy[1] * seconds[1]
+    serial_cpu = min(main_cpu[2], work_cpu)
+    amdahl = work_cpu / (serial_cpu + (work_cpu - serial_cpu) / 2)
+    rows = [("2 workers / 1 worker", ratio, f"{rates[1]:.1f} -> {rates[2]:.1f} images/s"),
+            ("2 workers / 1 worker on 2 free cores, from CPU times (Amdahl: the main "
+             "process's CPU serial, the rest halved)", amdahl,
+             f"{work_cpu:.2f} CPU s with 1 worker, of which {serial_cpu:.2f} s in the main "
+             f"process with 2 workers")]
     figure = Figure(7, "conversion: `refseg-convert` images/s with 2 workers over 1 worker",
-                    ">= 1.8 (issue 22; 2 is ideal on 2 cores)",
-                    [("2 workers / 1 worker", ratio,
-                      f"{rates[1]:.1f} -> {rates[2]:.1f} images/s")], bound=bound)
+                    ">= 1.8 (issue 22; 2 is ideal on 2 cores)", rows, bound=bound)
     figure.notes.append(
         f"{summary['num_images']} synthetic images (long side 640, JPEG), every split, "
         f"`refseg-convert --format=refer --num_workers=N` run in this process (its entry "
@@ -989,6 +1013,12 @@ def figure_conversion(work, settings) -> Figure:
     figure.raw = {"seconds": seconds, "cores_busy": busy, "main_cpu_seconds": main_cpu,
                   "images": summary["num_images"]}
     return figure
+
+
+def _converter_chunk() -> int:
+    from refseg_tf.data.converters import writer
+
+    return writer._WORKER_CHUNKSIZE
 
 
 # ----------------------------------------------------------- figure 8: a GPU-speed forward
@@ -1023,6 +1053,73 @@ def _pipeline_data(work, settings):
         synthetic_refer(data_root, settings.pipeline_images, image_size=640)
         convert_refer(data_root, data_dir, num_workers=2, num_shards=4)
     return data_dir
+
+
+def _cpu_ms_per_call(function, inputs, warmup=3) -> float:
+    """Process CPU milliseconds per call of a tf.function over `inputs` (results fetched)."""
+    for value in inputs[:warmup]:
+        tf.nest.map_structure(lambda t: t.numpy(), function(value))
+    start = time.process_time()
+    for value in inputs:
+        tf.nest.map_structure(lambda t: t.numpy(), function(value))
+    return 1e3 * (time.process_time() - start) / max(len(inputs), 1)
+
+
+def eval_cpu_profile(config, model, preprocessor, split, batch_size=8) -> dict:
+    """CPU milliseconds of the stages of the evaluation of `split` (the figure 8 accounting).
+
+    Per image record: decode the image, decode and letterbox it (`preprocess_image`), the
+    whole eval record decode (`pipeline._decode_image_record`: image, every ref's mask decoded,
+    letterboxed and kept at its original size, gathered per sentence); per ref: decode the
+    mask PNG, and its letterbox; per batch: the warm eval pipeline (a repeating iterator past
+    its first pass) and the scoring graph (`_counts_fn`). CPU time of this process (all its
+    threads), which other processes on the machine disturb less than wall time.
+    """
+    from refseg_tf.data import find_shards, pipeline, schema
+    from refseg_tf.training import evaluation
+
+    records = [tf.constant(serialized) for path in find_shards(config.data.dir, split)
+               for serialized in tf.data.TFRecordDataset(path).as_numpy_iterator()]
+    decoded = [schema.decode_example_numpy(r.numpy()) for r in records]
+    images = [tf.constant(d["image/encoded"][0]) for d in decoded]
+    masks = [tf.constant(m) for d in decoded for m in d["ref/mask"]]
+    decode_image = tf.function(
+        lambda b: tf.io.decode_image(b, channels=3, expand_animations=False))
+    letterbox = tf.function(lambda b: preprocessor.preprocess_image(
+        tf.io.decode_image(b, channels=3, expand_animations=False))[0])
+    decode_mask = tf.function(lambda b: tf.io.decode_png(b, channels=1))
+    letterbox_mask = tf.function(
+        lambda b: preprocessor.preprocess_mask(tf.io.decode_png(b, channels=1)))
+    preprocessing = pipeline._Preprocessing(preprocessor, None, "binary")
+    record = tf.function(lambda r: pipeline._decode_image_record(
+        r, tf.zeros([2], tf.int64), preprocessing))
+    result = {
+        "images": len(images), "refs": len(masks),
+        "decode_image": _cpu_ms_per_call(decode_image, images),
+        "decode_letterbox_image": _cpu_ms_per_call(letterbox, images),
+        "decode_mask": _cpu_ms_per_call(decode_mask, masks),
+        "decode_letterbox_mask": _cpu_ms_per_call(letterbox_mask, masks),
+        "record": _cpu_ms_per_call(record, records),
+    }
+    dataset = evaluation.evaluation_dataset(config, split, batch_size, preprocessor=preprocessor)
+    batches = list(dataset)
+    iterator = iter(dataset.repeat())
+    for _ in range(len(batches)):  # the first pass: iterator creation, warm-up
+        next(iterator)
+    start = time.process_time()
+    for _ in range(len(batches)):
+        next(iterator)
+    result["pipeline_batch"] = 1e3 * (time.process_time() - start) / len(batches)
+    predict = evaluation._predict_fn(model)
+    held = [(predict(b["image"], b["word_ids"]), b) for b in batches]
+    counts = evaluation._counts_fn(preprocessor.image_size, preprocessor.scoring_rule,
+                                   float(getattr(model, "threshold", 0.5)),
+                                   tuple(held[0][0].shape[1:]))
+    result["scoring_batch"] = _cpu_ms_per_call(
+        lambda pair: counts(pair[0], pair[1]["image_window"], pair[1]["original_size"],
+                            pair[1]["original_mask"]), held)
+    result["batches"] = len(batches)
+    return result
 
 
 def figure_simulated_forward(work, settings) -> Figure:
@@ -1063,7 +1160,9 @@ def figure_simulated_forward(work, settings) -> Figure:
         for _ in range(batches):
             step(held).numpy()
 
-    fed_seconds = median_seconds(fed, 3, 0)
+    fed_runs = [timed(fed) for _ in range(3)]
+    fed_seconds = statistics.median(run[1] for run in fed_runs)
+    fed_cpu_ms = 1e3 * statistics.median(run[2] for run in fed_runs) / (batch_size * batches)
     alone_seconds = median_seconds(alone, 3, 1)
     bare_rate, bare_cpu = pipeline_rate(bare_pipeline(*_train_examples_in_memory(data_dir), size),
                                         batches)
@@ -1073,18 +1172,67 @@ def figure_simulated_forward(work, settings) -> Figure:
         f"{batch_size * batches / fed_seconds:.0f} vs {batch_size * batches / alone_seconds:.0f} "
         f"examples/s",
     ))
-    per_batch_eval = 1e3 * measured["eval_seconds"] / max(measured["sentences"] / batch_size, 1)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    # The cores a saturating job got while the bare pipeline ran (its CPU seconds per wall
+    # second): recorded beside the rows, whose divisor is the machine's cores (the load moves
+    # between the measurements, so a divisor measured at another moment could exceed them).
+    given = min(float(cores), bare_rate * bare_cpu / 1e3)
+    profile = eval_cpu_profile(config, model, preprocessor, split, batch_size)
+    n_batches = max(measured["batches"], 1)
+    sim_ms = 1e3 * measured["forward_seconds"] / n_batches
+    eval_ms = 1e3 * measured["eval_seconds"] / n_batches
+    eval_cpu_ms = 1e3 * measured["eval_cpu_seconds"] / n_batches
+    ceiling_ms = max(sim_ms, eval_cpu_ms / cores)  # every core on the CPU work
+    rows.append((
+        f"evaluation at {size} px / what {cores} cores can feed (its CPU ms per batch over "
+        f"{cores} cores, or the simulated forward if slower)", ceiling_ms / eval_ms,
+        f"{eval_ms:.2f} ms per batch vs {ceiling_ms:.2f} ms; {eval_cpu_ms:.1f} CPU ms per batch, "
+        f"{measured['eval_cpu_seconds'] / measured['eval_seconds']:.2f} cores busy (a saturating "
+        f"job got {given:.2f} in this figure)",
+    ))
+    train_ceiling = min(1e3 * cores / fed_cpu_ms, batch_size * batches / alone_seconds)
+    rows.append((
+        f"training input at {size} px / what {cores} cores can feed (load's CPU ms per example "
+        f"over {cores} cores)", (batch_size * batches / fed_seconds) / train_ceiling,
+        f"{batch_size * batches / fed_seconds:.0f} vs {train_ceiling:.0f} examples/s; "
+        f"{fed_cpu_ms:.2f} CPU ms per example",
+    ))
+    images, refs = profile["images"], profile["refs"]
+    per_batch = images / max(profile["batches"], 1)  # image records per eval batch
+    decode_ms = per_batch * (profile["decode_image"] + refs / images * profile["decode_mask"])
+    record_rest = (profile["record"] - profile["decode_letterbox_image"]
+                   - refs / images * profile["decode_letterbox_mask"])
+    python_ms = eval_cpu_ms - profile["pipeline_batch"] - profile["scoring_batch"]
     bound = (
-        f"The simulated forward costs {1e3 * measured['forward_seconds'] / max(measured['sentences'] / batch_size, 1):.2f} ms "
-        f"per eval batch of {batch_size}; `evaluate_model` takes {per_batch_eval:.2f} ms per "
-        f"batch. Reading the split with a fresh eval pipeline alone takes "
-        f"{measured['pipeline_seconds']:.2f} s ({measured['sentences'] / measured['pipeline_seconds']:.0f} "
-        f"sentences/s, iterator creation included); "
-        f"{_counts_op_profile(config, model, preprocessor, split)}. Training input: the bare "
-        f"decode + letterbox pipeline of figure 1 alone (both cores, no model) gives "
-        f"{bare_rate:.0f} examples/s ({bare_cpu:.2f} CPU ms per example), "
-        f"{bare_rate / (batch_size * batches / alone_seconds):.2f} of the simulated step's rate: "
-        f"decoding a 640 px JPEG and its mask and letterboxing them is what a 2-core host "
+        f"The simulated forward costs {sim_ms:.2f} ms per eval batch of {batch_size} and no CPU "
+        f"(a sleep); `evaluate_model` takes {eval_ms:.2f} ms and {eval_cpu_ms:.1f} CPU ms per "
+        f"batch. CPU accounting (ms of this process's CPU time, all threads): per image record "
+        f"{profile['record']:.1f} ({images} records, {refs / images:.1f} refs and "
+        f"{measured['sentences'] / images:.1f} sentences each): the image's decode "
+        f"{profile['decode_image']:.2f}, decode + letterbox + normalisation "
+        f"{profile['decode_letterbox_image']:.2f}; per ref the mask PNG's decode "
+        f"{profile['decode_mask']:.2f}, decode + letterbox {profile['decode_letterbox_mask']:.2f}; "
+        f"the rest of the record, {record_rest:.2f}, is the original masks' uint8 maps and the "
+        f"per-sentence gathers. Per batch: the warm eval pipeline {profile['pipeline_batch']:.1f} "
+        f"(records, padded batch, tokenizer), the scoring graph {profile['scoring_batch']:.1f}, "
+        f"and {python_ms:.1f} outside both (the Python per batch and sentence, the forward's "
+        f"call). On {cores} cores this CPU work takes at least {eval_cpu_ms / cores:.1f} ms per "
+        f"batch against the forward's {sim_ms:.2f}, so the ratio cannot exceed "
+        f"{min(1.0, sim_ms * cores / eval_cpu_ms):.2f}; the JPEG and mask PNG decodes alone "
+        f"({decode_ms:.1f} CPU ms per batch) cap it at {min(1.0, sim_ms * cores / decode_ms):.2f}. "
+        f"How the cores are accounted for: the simulated forward sleeps, so it takes no core "
+        f"from the pipeline; the pipeline's threads, the scoring graph (on a GPU it runs on the "
+        f"device: without it the host's work is {eval_cpu_ms - profile['scoring_batch']:.1f} "
+        f"CPU ms per batch) and other processes (the load average) share the {cores} cores; "
+        f"the rows 'what {cores} cores can feed' divide that CPU work by the {cores} cores, so "
+        f"they say how far the run is from keeping every core busy; below 1 on a loaded machine "
+        f"is mostly cores other jobs held (the bare decode pipeline, which keeps every core it "
+        f"gets busy, got {given:.2f} of {cores} in this figure). "
+        f"{_counts_op_profile(config, model, preprocessor, split)}. Training input: `load` "
+        f"spends {fed_cpu_ms:.2f} CPU ms per example, the bare decode + letterbox pipeline of "
+        f"figure 1 alone {bare_cpu:.2f} ({bare_rate:.0f} examples/s, "
+        f"{bare_rate / (batch_size * batches / alone_seconds):.2f} of the simulated step's rate): "
+        f"decoding a 640 px JPEG and its mask and letterboxing them is what a {cores}-core host "
         f"cannot do 8 times per millisecond."
     )
     figure = Figure(8, "a GPU-speed forward: throughput against a simulated ~1 ms forward",
@@ -1101,7 +1249,8 @@ def figure_simulated_forward(work, settings) -> Figure:
     )
     figure.raw = {"evaluation": {k: v for k, v in measured.items() if k != "scores"},
                   "train_fed_seconds": fed_seconds, "train_alone_seconds": alone_seconds,
-                  "bare_examples_per_s": bare_rate}
+                  "train_cpu_ms_per_example": fed_cpu_ms, "bare_examples_per_s": bare_rate,
+                  "eval_cpu_profile_ms": profile}
     return figure
 
 
@@ -1116,7 +1265,59 @@ def _format_ratio(value):
     return "-" if value is None else f"{value:.2f}"
 
 
-def render(figures, machine, settings, quick, total_seconds) -> str:
+def _measured_sentence(figure) -> str:
+    text = f"Measured in {figure.seconds:.0f} s"
+    if figure.load:
+        text += (f" on {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, load "
+                 f"average (1 min) {figure.load[0]:.1f} at its start, {figure.load[1]:.1f} at "
+                 f"its end")
+    return text + "."
+
+
+_TABLE_ROW = re.compile(r"^\| (\d+) \| (.+?) \| (-|[0-9.]+) \| (.*?) \| (.*) \|$")
+_GOAL_LINE = re.compile(r"^Goal: (.*?)\. (Measured in .*)$")
+
+
+def read_figures(text) -> tuple:
+    """(the "Written by" line, the figures) of a RESULTS.md this script wrote (`--update`)."""
+    written = next((line for line in text.splitlines()
+                    if line.startswith("Written by") or " re-measured by `" in line), "")
+    table = {}
+    for line in text.splitlines():
+        match = _TABLE_ROW.match(line)
+        if match and match.group(1).isdigit():
+            number, label, ratio, goal, detail = match.groups()
+            table.setdefault(int(number), []).append(
+                (label, None if ratio == "-" else float(ratio), detail, goal))
+    figures = []
+    for section in re.split(r"^## ", text, flags=re.M)[1:]:
+        heading, *body = section.rstrip("\n").split("\n")
+        number, title = heading.split(". ", 1)
+        figure = Figure(int(number), title, "-", [])
+        paragraphs = "\n".join(body).split("\n\n")
+        for paragraph in (p.strip() for p in paragraphs):
+            match = _GOAL_LINE.match(paragraph)
+            if match:
+                figure.goal, figure.measured = match.groups()
+            elif paragraph.startswith("What bounds it (measured): "):
+                figure.bound = paragraph[len("What bounds it (measured): "):]
+            elif paragraph and not paragraph.startswith("- "):
+                figure.notes.append(paragraph)
+        for label, ratio, detail, goal in table.get(figure.number, []):
+            row = (label, ratio, detail) if goal == figure.goal else (label, ratio, detail, goal)
+            figure.rows.append(row)
+        figures.append(figure)
+    return written, figures
+
+
+def _earliest_run(written: str) -> str:
+    """The full run named by a "Written by" line, or by an update's line (its earlier run)."""
+    if " The earlier run: " in written:
+        return written.split(" The earlier run: ", 1)[1]
+    return written[len("Written by "):] if written.startswith("Written by ") else written
+
+
+def render(figures, machine, settings, quick, total_seconds, kept=None) -> str:
     load_start, load_end = machine["load_average_start"], machine["load_average_end"]
     cores = machine["cpu_cores"] or 1
     # Other jobs: load before the run, or more at its end than this run (<= cores) explains.
@@ -1141,6 +1342,16 @@ def render(figures, machine, settings, quick, total_seconds) -> str:
            "figures are noisy** (figure 1 also gives CPU-time ratios, which load disturbs less)."
            if loaded else "."),
     ]
+    if kept:
+        numbers, written = kept
+        lines[2] = (
+            f"Figures {', '.join(str(n) for n in numbers)} re-measured by `python "
+            f"benchmarks/run_all.py --update --figures {','.join(str(n) for n in numbers)}` on "
+            f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC in "
+            f"{total_seconds / 60:.1f} min (the load averages below are of that run; each "
+            f"figure measured by an update gives its date and load in its section); the others "
+            f"are kept from the earlier run. The earlier run: " + _earliest_run(written)
+        )
     if quick:
         lines += ["", "**Quick mode** (`--quick`): tiny inputs, few repeats, tiny models for "
                   "figure 2: a smoke run, not the figures."]
@@ -1152,8 +1363,8 @@ def render(figures, machine, settings, quick, total_seconds) -> str:
             lines.append(f"| {figure.number} | {label} | {_format_ratio(ratio)} | {goal} "
                          f"| {detail} |")
     for figure in figures:
-        lines += ["", f"## {figure.number}. {figure.title}", "", f"Goal: {figure.goal}. "
-                  f"Measured in {figure.seconds:.0f} s.", ""]
+        lines += ["", f"## {figure.number}. {figure.title}", "",
+                  f"Goal: {figure.goal}. {figure.measured or _measured_sentence(figure)}", ""]
         for row in figure.rows:
             label, ratio, detail = row[:3]
             goal = f"; goal {row[3]}" if len(row) > 3 else ""
@@ -1181,6 +1392,7 @@ def run(argv=None):
         os.makedirs(work, exist_ok=True)
         for number in chosen:
             began = time.perf_counter()
+            load_before = os.getloadavg()[0]
             print(f"figure {number} ...", flush=True)
             try:
                 figure = FIGURE_FUNCTIONS[number](work, settings)
@@ -1189,12 +1401,21 @@ def run(argv=None):
                 figure = Figure(number, f"figure {number}", "-",
                                 [("failed", None, f"{type(error).__name__}: {error}"[:300])])
             figure.seconds = time.perf_counter() - began
+            figure.load = (load_before, os.getloadavg()[0])
             figures.append(figure)
             for row in figure.rows:
                 print(f"  {row[0]}: {_format_ratio(row[1])} ({row[2]})", flush=True)
     machine["load_average_end"] = os.getloadavg()
     total = time.perf_counter() - start
-    text = render(figures, machine, settings, args.quick, total)
+    kept = None
+    if args.update and os.path.isfile(args.output):
+        with open(args.output, encoding="utf-8") as stream:
+            written, earlier = read_figures(stream.read())
+        measured = {figure.number: figure for figure in figures}
+        kept = ([figure.number for figure in figures], written)
+        figures = sorted([f for f in earlier if f.number not in measured] + figures,
+                         key=lambda figure: figure.number)
+    text = render(figures, machine, settings, args.quick, total, kept)
     from refseg_tf.files import atomic_write_text
 
     atomic_write_text(args.output, text)

@@ -76,6 +76,14 @@ def _cell_share(mask, height, width, reduce_max=False):
     if static and (shape[1] % height or shape[2] % width):
         share = ops.image.resize(mask, (height, width), interpolation="area")
         return ops.cast(share > 0.0, "float32") if reduce_max else share
+    block = (shape[1] // height, shape[2] // width) if static else None
+    if block and not reduce_max and (block[0] * block[1]) & (block[0] * block[1] - 1) == 0:
+        # A power-of-two block (S/8 grids: 320 -> 40, 416 -> 52): the same means as one pooling
+        # op, equal to the reshape-and-mean for masks in {0, 1} (integer sums divided by a
+        # power of two are exact however the pooling orders or scales them), about half its
+        # CPU (0.27 vs 0.5 ms for a 416 px mask on a 2-core EPYC; the training input's soft
+        # label, issue 22).
+        return ops.average_pool(mask, block, strides=block, padding="valid")
     blocks = ops.reshape(
         mask, (shape[0], height, shape[1] // height, width, shape[2] // width, shape[3])
     )

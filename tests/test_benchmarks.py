@@ -87,3 +87,27 @@ def test_paper_size_configs_come_from_the_registered_paper_rows():
         assert run_all._paper_config(preset).to_json() == experiments.get_experiment(row).to_json()
     with pytest.raises(ValueError, match="no_such_preset"):
         run_all._paper_config("no_such_preset")
+
+
+def test_update_reads_back_the_figures_it_keeps():
+    """`--update` re-renders the kept figures from RESULTS.md: rows, per-row goals, notes,
+    bounds and the "Measured in" sentence come back unchanged."""
+    run_all = load_run_all()
+    figures = [
+        run_all.Figure(4, "evaluation: a / b", ">= 0.6", [("tiny: a / b", 0.78, "1 vs 2"),
+                                                          ("tiny: ms", 0.3, "(1 - 2) / 3", "<= 0.5 ms")],
+                       bound="the pipeline. 2.5 ms", notes=["441 sentences.", "Second note."],
+                       seconds=12.0, load=(1.5, 2.0)),
+        run_all.Figure(7, "conversion", ">= 1.8", [("2 workers / 1 worker", None, "failed")]),
+    ]
+    text = run_all.render(figures, machine((0.2, 0.2, 0.2)), run_all.Settings(), False, 60.0)
+    written, read = run_all.read_figures(text)
+    assert written.startswith("Written by")
+    again = run_all.render(read, machine((0.2, 0.2, 0.2)), run_all.Settings(), False, 60.0)
+    assert again.split("| figure |", 1)[1] == text.split("| figure |", 1)[1]
+    assert read[0].rows[1] == ("tiny: ms", 0.3, "(1 - 2) / 3", "<= 0.5 ms")
+    assert "load average (1 min) 1.5 at its start, 2.0 at its end" in read[0].measured
+    kept = run_all.render(read, machine((0.2, 0.2, 0.2)), run_all.Settings(), False, 60.0,
+                          kept=([7], written))
+    assert "Figures 7 re-measured by `python benchmarks/run_all.py --update --figures 7`" in kept
+    assert "The earlier run: `python benchmarks/run_all.py` on" in kept

@@ -748,6 +748,25 @@ def test_parallel_workers_give_identical_output(tmp_path):
             ).read_bytes()
 
 
+def test_parallel_part_files_are_appended_in_plan_order(tmp_path, monkeypatch):
+    """One item per worker task: every shard is several part files, which the main process
+    appends in plan order (byte-identical to the serial run) and removes."""
+    monkeypatch.setattr(writer, "_WORKER_CHUNKSIZE", 1)
+    builder = _happy_dataset(tmp_path / "data")
+    serial = _convert(builder.reader(), tmp_path / "serial", num_shards=1)
+    parallel = _convert(builder.reader(), tmp_path / "parallel", num_shards=1, num_workers=2)
+    assert parallel["splits"] == serial["splits"]
+    assert max(entry["images"] for entry in serial["splits"].values()) > 1  # several parts
+    names = sorted(os.listdir(tmp_path / "serial"))
+    assert sorted(os.listdir(tmp_path / "parallel")) == names  # no part file left
+    for name in names:
+        if name.endswith(".tfrecord"):
+            assert (tmp_path / "serial" / name).read_bytes() == (
+                tmp_path / "parallel" / name
+            ).read_bytes()
+    assert not glob.glob(str(tmp_path / "parallel" / ".*.tmp-*"))
+
+
 # ===================================================================================== protocol
 class _ListReader:
     """The smallest reader following the protocol: items are (image_id, text) tuples."""

@@ -365,3 +365,17 @@ def test_bicubic_letterbox_is_mcns_floor_and_antialiased_downscale():
     assert letterboxed.sum(axis=1)[0] == 42
     _, prepared_window = transforms.preprocess_image(image, 64, resize_method="bicubic")
     np.testing.assert_array_equal(prepared_window.numpy(), window.numpy())
+
+
+@pytest.mark.parametrize("size, grid", [(64, 8), (48, 6), (40, 4)])  # blocks 8x8 (pooled), 8x8, 10x10
+def test_soft_label_is_the_exact_block_mean(size, grid):
+    """The pooled fast path (power-of-two blocks) and the reshape-and-mean path both give the
+    block means of a binary mask exactly (numpy: sum / block area)."""
+    from refseg_tf.data.transforms import downsample_label
+
+    mask = (np.random.default_rng(size).random((size, size, 1)) > 0.6).astype(np.float32)
+    block = size // grid
+    expected = mask.reshape(grid, block, grid, block, 1).sum(axis=(1, 3)) / (block * block)
+    np.testing.assert_array_equal(downsample_label(mask, grid, "soft").numpy(), expected)
+    np.testing.assert_array_equal(downsample_label(mask, grid, "binary").numpy(),
+                                  (expected >= 0.5).astype(np.float32))

@@ -300,16 +300,20 @@ def _counts_fn(image_size: int, rule: str, threshold: float, logits_shape: tuple
         tf.TensorSpec([None, None, None], tf.uint8),
     ]
 
-    @tf.function(input_signature=signature)
+    # Without AutoGraph (the scoring code branches on settings only): converting
+    # `scoring` cost about 1 s of the first call on a 2-core CPU.
+    @tf.function(input_signature=signature, autograph=False)
     def counts(logits, image_window, original_size, original_mask):
         truth = original_mask > 0
         predicted = scoring.score_mask_batch_tf(
             logits, image_window, original_size, image_size, rule, threshold,
             padded_size=tf.shape(truth)[1:3],
         )
-        intersection = tf.reduce_sum(tf.cast(predicted & truth, tf.int64), axis=[1, 2])
-        union = tf.reduce_sum(tf.cast(predicted | truth, tf.int64), axis=[1, 2])
-        return intersection, union
+        # Summed in int32 (a mask has far fewer than 2**31 pixels), returned as int64: about
+        # 30% less CPU than int64 sums over the [B, H, W] maps (issue 22, figure 8).
+        intersection = tf.reduce_sum(tf.cast(predicted & truth, tf.int32), axis=[1, 2])
+        union = tf.reduce_sum(tf.cast(predicted | truth, tf.int32), axis=[1, 2])
+        return tf.cast(intersection, tf.int64), tf.cast(union, tf.int64)
 
     return counts
 

@@ -127,6 +127,7 @@ class PickleBudget:
 
 
 _CONTAINERS = (dict, list, tuple, set, frozenset)
+_SCALARS = frozenset((int, float, bool, type(None)))
 
 
 def _expanded_size(value, sizes: dict, path: set, source: str) -> tuple:
@@ -144,6 +145,14 @@ def _expanded_size(value, sizes: dict, path: set, source: str) -> tuple:
     children = [*value.keys(), *value.values()] if isinstance(value, dict) else value
     objects, characters = 1, 0
     for child in children:
+        kind = type(child)  # the leaves, inline (most of a refs pickle): no call each
+        if kind is str or kind is bytes:
+            objects += 1
+            characters += len(child)
+            continue
+        if kind in _SCALARS:
+            objects += 1
+            continue
         child_objects, child_characters = _expanded_size(child, sizes, path, source)
         objects += child_objects
         characters += child_characters
@@ -188,8 +197,13 @@ def load_pickle(path: PathLike, max_objects: Optional[int] = None):
     return loads_restricted(data, source=path, max_objects=max_objects)
 
 
+_ATOMS = _SCALARS | {str}
+
+
 def decode_text(value):
     """Recursively turns byte strings (Python 2 `str`) into `str`: UTF-8, else Latin-1."""
+    if type(value) in _ATOMS:  # the bulk of a refs pickle's values: returned as they are
+        return value
     if isinstance(value, bytes):
         try:
             return value.decode("utf-8")

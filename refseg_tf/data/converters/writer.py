@@ -20,8 +20,13 @@ its presence marks a complete output. The sidecar of a shard is deleted before t
 rewritten, so a sidecar always describes the shard file beside it. Leftover temporary files of a crashed run
 are never read and are replaced when their shard is written again.
 
-With `num_workers > 1`, `reader.materialize` and the example encoding run in a process pool;
-results are consumed in plan order, so the output is identical to a single-process run.
+With `num_workers > 1`, `reader.materialize`, the example encoding and the writing of the
+records run in a process pool: each task writes a few consecutive items of a shard to a part
+file (a TFRecord file of its own, `.<shard>.tmp-part...`), and the main process appends the
+parts to their shard in plan order (a byte copy: TFRecord framing is per record, so the
+concatenation is the file one writer would have written) and merges the items' reports. The
+tasks of every shard of every split go to the pool at once, so the workers do not wait at a
+split's or a shard's end; the output is identical to a single-process run.
 """
 
 import hashlib
@@ -49,9 +54,10 @@ from refseg_tf.data.converters.report import (
 DEFAULT_IMAGES_PER_SHARD = 1000
 SIDECAR_DIRNAME = ".shards"
 _TEMP_MARKER = ".tmp-"
-# Items per task sent to a worker process: large enough to amortise pickling, small enough to
-# keep the progress bar moving.
+# Items per task (one part file) of a worker process: large enough to amortise a task's
+# overhead, small enough to keep the progress bar moving and both workers busy to the end.
 _WORKER_CHUNKSIZE = 4
+_PART_MARKER = "part"
 
 
 def write_dataset(
@@ -127,17 +133,19 @@ def write_dataset(
     pool = _make_pool(reader, num_workers)
     finished = False
     try:
-        split_stats = {}
-        for split, items in plan.items():
-            report.set_split(split)
-            context = _SplitContext(reader, options, split, totals[split], report, progress, pool)
-            context.tokenizer = tokenizer
-            context.word_ids = word_ids
-            split_stats[split] = _write_split(context, items, output_dir, sharding)
+        contexts = {}
+        for split in plan:
+            contexts[split] = _SplitContext(
+                reader, options, split, totals[split], report, progress, pool
+            )
+            contexts[split].tokenizer = tokenizer
+            contexts[split].word_ids = word_ids
+        split_stats = _write_splits(contexts, plan, output_dir, sharding, pool)
         finished = True
     finally:
         progress.close()
         _shut_down(pool, finished)
+        _remove_parts(output_dir)
 
     vocabulary, vocabulary_info = _write_vocabulary(
         reader, split_stats, output_dir, min_count, tokenizer, given_vocabulary
@@ -270,7 +278,45 @@ class _SplitContext:
         self.word_ids = False
 
 
-def _write_split(context, items, output_dir, sharding):
+class _ShardJob:
+    """One shard of a split: its items, name and fingerprint, and the stats of a finished one."""
+
+    def __init__(self, context, name, chunk, fingerprint, stats):
+        self.context = context
+        self.name = name
+        self.chunk = chunk
+        self.fingerprint = fingerprint
+        self.stats = stats  # a finished shard's sidecar statistics, or None: to be written
+        self.parts = []  # with a pool: the part files' paths, in order
+
+
+def _write_splits(contexts, plan, output_dir, sharding, pool):
+    """Writes (or keeps) every shard of every split; returns {split: [(name, stats)]}.
+
+    Planned first for all splits (stale shards removed, finished ones found, leftovers of a
+    crashed run cleared), so that with a pool every part task is queued at once.
+    """
+    jobs = []
+    for split, items in plan.items():
+        jobs.extend(_shard_jobs(contexts[split], items, output_dir, sharding))
+    parts = _queue_parts(jobs, output_dir, pool)
+    split_stats = {split: [] for split in plan}
+    for job in jobs:
+        context = job.context
+        context.report.set_split(context.split)
+        if job.stats is not None:
+            logging.info("Keeping finished shard %s (%d images).", job.name, job.stats["images"])
+            context.report.merge(ConversionReport.from_dict(job.stats["report"]))
+            context.report.check_skip_budget(context.split, context.total_images)
+            context.progress.update(len(job.chunk))
+            stats = job.stats
+        else:
+            stats = _write_shard(context, job, output_dir, parts)
+        split_stats[context.split].append((job.name, stats))
+    return split_stats
+
+
+def _shard_jobs(context, items, output_dir, sharding):
     count = shard_count(len(items), **sharding)
     names = [
         schema.SHARD_PATTERN.format(split=context.split, index=i, count=count) for i in range(count)
@@ -278,7 +324,7 @@ def _write_split(context, items, output_dir, sharding):
     _remove_stale_shards(output_dir, context.split, set(names))
     if not items:
         logging.warning("Split '%s' has no images left to write.", context.split)
-    shard_stats = []
+    jobs = []
     for index, (name, chunk) in enumerate(zip(names, split_into_shards(items, count))):
         stamps = [stamp for item in chunk for stamp in source_stamps(context.reader, item)]
         options = context.options
@@ -290,15 +336,38 @@ def _write_split(context, items, output_dir, sharding):
             context.reader.name, options, context.split, index, count, chunk, stamps
         )
         stats = _finished_shard_stats(output_dir, name, fingerprint)
-        if stats is not None:
-            logging.info("Keeping finished shard %s (%d images).", name, stats["images"])
-            context.report.merge(ConversionReport.from_dict(stats["report"]))
-            context.report.check_skip_budget(context.split, context.total_images)
-            context.progress.update(len(chunk))
-        else:
-            stats = _write_shard(context, chunk, output_dir, name, fingerprint)
-        shard_stats.append((name, stats))
-    return shard_stats
+        if stats is None:
+            # The sidecar goes first, so a crash never leaves a sidecar describing another file.
+            _sidecar_path(output_dir, name).unlink(missing_ok=True)
+            _remove_leftover_temps(output_dir, name)
+        jobs.append(_ShardJob(context, name, chunk, fingerprint, stats))
+    return jobs
+
+
+def _queue_parts(jobs, output_dir, pool):
+    """With a pool: every part task of the shards to write, queued at once; an iterator of
+    their results in order (None without a pool)."""
+    if pool is None:
+        return None
+    tasks = []
+    for job in jobs:
+        if job.stats is not None:
+            continue
+        context = job.context
+        for start in range(0, len(job.chunk), _WORKER_CHUNKSIZE):
+            path = output_dir / (f".{job.name}{_TEMP_MARKER}{_PART_MARKER}{len(job.parts):05d}-"
+                                 f"{os.getpid()}")
+            job.parts.append(path)
+            tasks.append((context.split, job.chunk[start : start + _WORKER_CHUNKSIZE],
+                          context.report.max_examples, context.tokenizer, os.fspath(path)))
+    return pool.imap(_write_part_in_worker, tasks)
+
+
+def _remove_parts(output_dir):
+    """Removes the part files this process's run left (a failed run; a finished one has none)."""
+    pattern = f".*{_TEMP_MARKER}{_PART_MARKER}*-{os.getpid()}"
+    for path in pathlib.Path(output_dir).glob(pattern):
+        path.unlink(missing_ok=True)
 
 
 def _finished_shard_stats(output_dir, name, fingerprint):
@@ -320,51 +389,74 @@ def _finished_shard_stats(output_dir, name, fingerprint):
     return stats
 
 
-def _write_shard(context, chunk, output_dir, name, fingerprint):
+def _write_shard(context, job, output_dir, parts):
+    """Writes one shard (in this process, or by appending the pool's part files, `parts`)."""
     import tensorflow as tf
 
-    shard_path = output_dir / name
-    sidecar_path = _sidecar_path(output_dir, name)
-    # The sidecar goes first, so a crash below never leaves a sidecar describing another file.
-    sidecar_path.unlink(missing_ok=True)
-    _remove_leftover_temps(output_dir, name)
+    shard_path = output_dir / job.name
+    sidecar_path = _sidecar_path(output_dir, job.name)
     temp_path = _temp_path(shard_path)
     shard_report = ConversionReport(log_events=False, max_examples=context.report.max_examples)
     counts = {"images": 0, "refs": 0, "sentences": 0}
     texts = []
+
+    def count(result):
+        item_report = ConversionReport.from_dict(result["report"])
+        context.report.merge(item_report, log=True)
+        shard_report.merge(item_report)
+        if result["written"]:
+            counts["images"] += 1
+            counts["refs"] += result["refs"]
+            counts["sentences"] += len(result["texts"])
+            texts.extend(result["texts"] if context.keep_texts else [])
+        context.progress.update(1)
+        context.report.check_skip_budget(context.split, context.total_images)
+
     try:
-        with tf.io.TFRecordWriter(str(temp_path)) as file:
-            for result in _materialized(context, chunk):
-                item_report = ConversionReport.from_dict(result["report"])
-                context.report.merge(item_report, log=True)
-                shard_report.merge(item_report)
-                if result["example"] is not None:
-                    file.write(result["example"])
-                    counts["images"] += 1
-                    counts["refs"] += result["refs"]
-                    counts["sentences"] += len(result["texts"])
-                    texts.extend(result["texts"] if context.keep_texts else [])
-                context.progress.update(1)
-                context.report.check_skip_budget(context.split, context.total_images)
+        if parts is None:
+            with tf.io.TFRecordWriter(str(temp_path)) as file:
+                for result in _materialized(context, job.chunk):
+                    if result["example"] is not None:
+                        file.write(result["example"])
+                    result["written"] = result["example"] is not None
+                    count(result)
+        else:
+            with open(temp_path, "wb") as file:
+                for path in job.parts:
+                    part = next(parts)
+                    if part["path"] != os.fspath(path):
+                        raise RuntimeError(f"Part {part['path']} arrived for {path}.")
+                    _append_file(file, path)
+                    for result in part["items"]:
+                        count(result)
         os.chmod(temp_path, FILE_MODE)  # the mode of every output (refseg_tf.files)
         os.replace(temp_path, shard_path)
     finally:
         temp_path.unlink(missing_ok=True)
     scan = schema.scan_shard(shard_path)
-    stats = dict(counts, bytes=scan.bytes, crc32=scan.crc32, fingerprint=fingerprint)
+    stats = dict(counts, bytes=scan.bytes, crc32=scan.crc32, fingerprint=job.fingerprint)
     stats["report"] = shard_report.to_dict()
     stats["vocabulary_sentences"] = texts
     write_json_atomic(sidecar_path, stats)
     return stats
 
 
+def _append_file(file, path) -> None:
+    """Appends the bytes of `path` to the open binary `file`, then removes `path`."""
+    import shutil
+
+    try:
+        with open(path, "rb") as source:
+            shutil.copyfileobj(source, file, 1 << 20)
+    finally:
+        os.unlink(path)
+
+
 def _materialized(context, chunk):
     tasks = [
         (context.split, item, context.report.max_examples, context.tokenizer) for item in chunk
     ]
-    if context.pool is None:
-        return (_materialize_item(context.reader, *task) for task in tasks)
-    return context.pool.imap(_materialize_in_worker, tasks, chunksize=_WORKER_CHUNKSIZE)
+    return (_materialize_item(context.reader, *task) for task in tasks)
 
 
 def _materialize_item(reader, split, item, max_examples, tokenizer="refseg"):
@@ -435,15 +527,30 @@ def _init_worker(reader):
     _WORKER_READER = reader
 
 
-def _materialize_in_worker(task):
-    return _materialize_item(_WORKER_READER, *task)
+def _write_part_in_worker(task):
+    """A worker's task: materialises and encodes a few items and writes their records to a
+    part file; returns its path and the items' results without the encoded examples."""
+    import tensorflow as tf
+
+    split, items, max_examples, tokenizer, path = task
+    results = []
+    with tf.io.TFRecordWriter(path) as file:
+        for item in items:
+            result = _materialize_item(_WORKER_READER, split, item, max_examples, tokenizer)
+            example = result.pop("example")
+            if example is not None:
+                file.write(example)
+            result["written"] = example is not None
+            results.append(result)
+    return {"path": path, "items": results}
 
 
 def _make_pool(reader, num_workers):
     if num_workers <= 1:
         return None
     # fork: workers inherit the imported modules and the reader without re-importing
-    # TensorFlow; they only build protocol buffers, never run TensorFlow ops.
+    # TensorFlow; they build protocol buffers and write them with TFRecordWriter (file I/O
+    # and CRC-32C framing, no TensorFlow op or thread pool).
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     context = multiprocessing.get_context(method)
     return context.Pool(num_workers, initializer=_init_worker, initargs=(reader,))
