@@ -265,7 +265,7 @@ def test_export_holds_the_generator_only(tmp_path):
     names = [name for name, _ in tf.train.list_variables(
         os.path.join(exported.saved_model_dir, "variables", "variables"))]
     assert names and not any("discriminator" in name for name in names)
-    assert len(exported.loaded.model_variables) == len(model.generator.weights)
+    assert len(exported.loaded.model_variables) == len(model.generator.variables)  # weights + seed state
     rng = np.random.default_rng(0)
     size = exported.contract["saved_model"]["signatures"]["segment_tensors"]["inputs"]
     image_size = int(exported.predictor.image_size)

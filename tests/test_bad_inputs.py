@@ -1120,12 +1120,16 @@ def test_tflite_with_a_wrong_shape_or_dtype_names_the_input(default_exported, tf
 # fast. Every bad request is followed by a good one: the server keeps serving.
 
 import base64  # noqa: E402
+import contextlib  # noqa: E402
 import http.client  # noqa: E402
 import socket  # noqa: E402
 import threading  # noqa: E402
 from concurrent.futures import ThreadPoolExecutor  # noqa: E402
 
 SERVE_TIMEOUT = 60  # seconds any one request may take on a loaded two-core machine
+# The server's socket timeout is SERVE_TIMEOUT, except inside `_short_read_timeout` (the
+# half-way body test): with 1 s for every test, a client thread starved for a second on a
+# loaded machine (20 concurrent requests) had its connection closed before it sent anything.
 READ_TIMEOUT = 1.0
 
 
@@ -1135,13 +1139,24 @@ def bad_input_server(default_exported):
 
     service = DemoService.from_saved_model(default_exported.saved_model_dir,
                                            max_upload_bytes=32 * 1024, max_pixels=200 * 200)
-    server = make_server(service, "127.0.0.1", 0, read_timeout=READ_TIMEOUT)
+    server = make_server(service, "127.0.0.1", 0, read_timeout=SERVE_TIMEOUT)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield server
     server.shutdown()
     server.server_close()
     thread.join(10)
+
+
+@contextlib.contextmanager
+def _short_read_timeout(server, seconds=READ_TIMEOUT):
+    """The server's read timeout set to `seconds` for the connections opened inside."""
+    before = server.read_timeout
+    server.read_timeout = seconds
+    try:
+        yield
+    finally:
+        server.read_timeout = before
 
 
 def _request(server, method, path, body=None, headers=None):
@@ -1239,7 +1254,8 @@ def test_serve_body_that_stops_half_way_is_answered_and_closed(bad_input_server)
     host, port = bad_input_server.server_address[:2]
     body = json.dumps(_good_body()).encode()
     start = time.monotonic()
-    with socket.create_connection((host, port), timeout=READ_TIMEOUT + 20) as raw:
+    with _short_read_timeout(bad_input_server), socket.create_connection(
+            (host, port), timeout=READ_TIMEOUT + 20) as raw:
         raw.sendall(b"POST /api/segment HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                     b"Content-Length: %d\r\n\r\n" % len(body) + body[: len(body) // 2])
         reply = _read_reply(raw)  # the server closes it

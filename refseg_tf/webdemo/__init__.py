@@ -401,6 +401,9 @@ class DemoServer(http.server.ThreadingHTTPServer):
     """A threading HTTP server holding the `DemoService` its handlers use."""
 
     daemon_threads = True
+    # socketserver's default listen backlog is 5: a burst of page loads and segment requests
+    # (20 at once in tests/test_bad_inputs.py) must queue, not overflow it.
+    request_queue_size = 128
 
     def __init__(self, address, service: DemoService, read_timeout: float = DEFAULT_READ_TIMEOUT):
         if isinstance(read_timeout, bool) or not isinstance(read_timeout, (int, float)) or not (
