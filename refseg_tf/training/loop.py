@@ -307,9 +307,9 @@ def worker_lost_error(strategy, error, step=None, probe=None) -> WorkerLostError
     text = str(getattr(error, "message", "") or error)
     if "timed out" in text:
         what += " (no answer within `train.worker_timeout_seconds`)"
-    first_line = str(getattr(error, "message", "") or error).strip().splitlines()
-    detail = first_line[0] if first_line else type(error).__name__
-    for line in first_line:  # the line of TensorFlow's message that says why, when it has one
+    lines = text.strip().splitlines()
+    detail = lines[0] if lines else type(error).__name__
+    for line in lines:  # the line of TensorFlow's message that says why, when it has one
         if "aborted by" in line or "unhealthy" in line or "Deadline" in line:
             detail = line.strip()
             break
