@@ -241,7 +241,7 @@ def _wait_for_text(processes, logs, index, text):
         time.sleep(0.2)
 
 
-@pytest.mark.slow  # 65-145 s each on a loaded 2-core machine (two TF processes, twice; "stuck" waits 60 s)
+@pytest.mark.slow  # 65-145 s each, loaded 2 cores: two TF processes, twice ("stuck" waits 60 s)
 @pytest.mark.parametrize(
     "how, lost",
     [
