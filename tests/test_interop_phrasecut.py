@@ -117,7 +117,8 @@ def test_imported_model_dir_predicts_the_authors_probabilities(tmp_path):
         # The authors' split keeps "," as a token (<unk> = 3) and drops the final ".".
         assert list(word_ids) == [0, 0, 0, 7, 5, 3, 9]
         image = np.asarray(inputs["image"])[0]
-        expected_bgr = pixels[..., ::-1].astype(np.float32) - np.float32([104.008, 116.669, 122.679])
+        caffe_mean = np.float32([104.008, 116.669, 122.679])
+        expected_bgr = pixels[..., ::-1].astype(np.float32) - caffe_mean
         assert np.abs(image - expected_bgr).max() < 0.01  # main.py: BGR minus the Caffe mean
         # The imported weights' own graph on these inputs: the authors' `sigm`.
         pred, _ = authors_graph(word_ids, image)

@@ -336,8 +336,10 @@ def test_a_lost_worker_is_named_by_probe_then_by_the_error():
     error = loop.worker_lost_error(strategy, aborted, step=7, probe=silent_1)
     assert isinstance(error, ConnectionError) and error.lost == (("worker", 1),)
     text = str(error)
-    assert text.startswith("Multi-worker training on worker:0 stopped at step 7: lost worker "
-                           "worker:1 (host-b:2222). TensorFlow: UnavailableError: Collective ops"), text
+    assert text.startswith(
+        "Multi-worker training on worker:0 stopped at step 7: lost worker worker:1 (host-b:2222)."
+        " TensorFlow: UnavailableError: Collective ops"
+    ), text
     assert "run the same command again on every worker" in text
     # Every peer answers: the tasks TensorFlow's message names, never this worker itself.
     answers = lambda job, index, timeout: True  # noqa: E731
