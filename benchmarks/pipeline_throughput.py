@@ -26,6 +26,7 @@ import tensorflow as tf  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
 from refseg_tf.data import load, schema  # noqa: E402
+from refseg_tf.preprocessing import ReferringPreprocessor  # noqa: E402
 
 WORDS = ["left", "right", "man", "woman", "red", "blue", "car", "dog", "big", "small", "the"]
 
@@ -114,7 +115,7 @@ def build(directory, args, parallel):
         "train",
         args.mode,
         args.batch_size,
-        image_size=args.image_size,
+        preprocessor=ReferringPreprocessor.from_data_dir(directory, image_size=args.image_size),
         label_grid=args.image_size // 8,
         label_mode="soft",
         seed=0,

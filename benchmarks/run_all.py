@@ -251,8 +251,11 @@ def _bare_decode_in_load(element, preprocessing):
 def load_pipeline(data_dir, size, batch_size=8, bare_decode=False, **overrides):
     """`refseg_tf.data.load` as `refseg-train` calls it (seeded, label grid S/8, soft label)."""
     from refseg_tf.data import load, pipeline
+    from refseg_tf.preprocessing import ReferringPreprocessor
 
-    arguments = dict(image_size=size, label_grid=size // 8, label_mode="soft", seed=0)
+    settings = {key: overrides.pop(key) for key in list(overrides) if key == "normalization"}
+    preprocessor = ReferringPreprocessor.from_data_dir(data_dir, image_size=size, **settings)
+    arguments = dict(preprocessor=preprocessor, label_grid=size // 8, label_mode="soft", seed=0)
     arguments.update(overrides)
     original = pipeline._decode_and_preprocess
     if bare_decode:
@@ -420,18 +423,29 @@ def _is_flop_kernel(kind: str) -> bool:
 
 
 def _paper_config(name):
+    """The config of preset `name`'s paper row, found in the experiment registry: of the paper
+    rows that train the preset, the one nearest its builder's defaults (fewest arguments set
+    otherwise, the first registered on a tie): "rrn" -> `rrn_unc`, "d_lstm" -> `d_lstm_unc`,
+    "lts_trans" -> `lts_trans_refcoco`, "asgn_d_lstm" -> `asgn_d_lstm_de_se_at_unc`."""
+    import inspect
+
     from refseg_tf.training import experiments
 
-    configs = {
-        "lstm_cnn": lambda: experiments.hu_lstm_cnn(),
-        "d_lstm": lambda: experiments.rmi_baseline("d_lstm"),
-        "rrn": lambda: experiments.rrn(),
-        "d_rmi": lambda: experiments.rmi("d_rmi"),
-        "lts": lambda: experiments.lts(),
-        "lts_trans": lambda: experiments.lts(localization="transformer"),
-        "asgn_d_lstm": lambda: experiments.asgn("d_lstm"),
-    }
-    return configs[name]()
+    def changed_arguments(experiment):
+        parameters = inspect.signature(experiment.builder).parameters
+        return sum(
+            key not in parameters or parameters[key].default != value
+            for key, value in experiment.kwargs.items()
+        )
+
+    rows = [
+        (changed_arguments(experiment), experiment.config())
+        for experiment in experiments.EXPERIMENTS.values()
+        if not experiment.synthetic and experiment.config().model.name == name
+    ]
+    if not rows:
+        raise ValueError(f"No registered paper row trains preset {name!r}.")
+    return min(rows, key=lambda row: row[0])[1]
 
 
 def _forward_model(name, size):

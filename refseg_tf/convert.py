@@ -76,6 +76,15 @@ _FLAG_SPECS = (
         "metadata.json counts the out-of-vocabulary tokens.",
         {},
     ),
+    (
+        "bool",
+        "word_ids",
+        False,
+        "Also store each sentence's word ids (vocab.txt's, by --tokenizer) beside its text, "
+        "with their fingerprint in metadata.json: training and evaluation then read them "
+        "instead of tokenising (when their vocabulary and tokenizer are these).",
+        {},
+    ),
     # shared by several formats
     (
         "string",
@@ -183,6 +192,7 @@ def convert_with_flags(flag_values: flags.FlagValues) -> int:
             show_progress=flag_values.progress,
             tokenizer=flag_values.tokenizer,
             vocabulary=vocabulary,
+            word_ids=flag_values.word_ids,
         )
     except ConversionError as error:
         return _fail(error)

@@ -69,14 +69,15 @@ def make_data(output_dir, num_images, image_size, seed):
 
 def _first_val_batch(config, count):
     from refseg_tf.data import load
+    from refseg_tf.preprocessing import ReferringPreprocessor
 
+    # Pictures at twice the network input, unnormalised (only images, masks and sentences).
+    preprocessor = ReferringPreprocessor.from_data_dir(
+        config.data.dir, image_size=int(config.data.image_size) * 2, normalization="none"
+    )
     dataset = load(
-        config.data.dir,
-        config.data.split_eval,
-        mode="eval",
-        batch_size=count,
-        image_size=int(config.data.image_size) * 2,
-        normalization="none",
+        config.data.dir, config.data.split_eval, mode="eval", batch_size=count,
+        preprocessor=preprocessor,
     )
     return next(iter(dataset))
 

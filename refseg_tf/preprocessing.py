@@ -28,6 +28,7 @@ from refseg_tf.data import transforms
 from refseg_tf.data.settings import PREPROCESSING_DEFAULTS, PREPROCESSING_KEYS
 from refseg_tf.filenames import (  # noqa: F401  (re-exported)
     CONFIG_FILENAME,
+    METADATA_FILENAME,
     PREPROCESSOR_FILENAME,
     VOCABULARY_FILENAME,
 )
@@ -49,6 +50,19 @@ def resolve_threshold(config):
     if model.get("threshold") is not None:
         return scoring.check_threshold(model["threshold"])
     return None
+
+
+def data_tokenizer(data_dir):
+    """The tokeniser mode a converted data directory's `vocab.txt` was built with
+    (`metadata.json` "vocabulary"/"tokenizer", "refseg" when the key predates it); None when
+    there is no readable metadata.json."""
+    path = os.path.join(os.fspath(data_dir), METADATA_FILENAME)
+    try:
+        with tf.io.gfile.GFile(path, "r") as stream:
+            metadata = json.load(stream)
+        return metadata.get("vocabulary", {}).get("tokenizer", "refseg")
+    except (tf.errors.OpError, ValueError, AttributeError):
+        return None
 
 
 def _check_bool_free_int(name: str, value) -> int:
@@ -237,6 +251,47 @@ class ReferringPreprocessor(tf.Module):
             raise ValueError(f"{path}: unknown preprocessor setting ({error}).") from error
 
     @classmethod
+    def from_data_dir(cls, data_dir, vocabulary=None, **settings):
+        """The preprocessor of a converted data directory: its `vocab.txt` and the tokeniser it
+        was built with (`metadata.json` "vocabulary"/"tokenizer"); every other setting is the
+        `PreprocessingSettings` default unless given. What `refseg_tf.data.load` builds when
+        it is given no preprocessor, and what a notebook builds to change a setting:
+
+            >>> preprocessor = ReferringPreprocessor.from_data_dir("data/unc", image_size=416)
+            >>> train = load("data/unc", "train", preprocessor=preprocessor)
+
+        Args:
+            data_dir: a directory written by `refseg-convert`.
+            vocabulary: a `Vocabulary`, word list or file path instead of `data_dir/vocab.txt`
+                (e.g. a model's, to read the data with the ids it was trained with).
+            **settings: keyword arguments of `ReferringPreprocessor` (`image_size`,
+                `max_length`, `normalization`, ..., `threshold`).
+
+        Raises:
+            FileNotFoundError: no `vocabulary` given and no `vocab.txt` in `data_dir`.
+        """
+        data_dir = os.fspath(data_dir)
+        built_with = data_tokenizer(data_dir)
+        if vocabulary is None:
+            vocabulary = os.path.join(data_dir, VOCABULARY_FILENAME)
+            if not tf.io.gfile.exists(vocabulary):
+                raise FileNotFoundError(
+                    f"No vocabulary file {VOCABULARY_FILENAME!r} in {data_dir!r}; pass "
+                    "`vocabulary=` or convert the dataset again."
+                )
+            settings.setdefault("tokenizer", built_with or _DEFAULTS["tokenizer"])
+            if built_with is not None and settings["tokenizer"] != built_with:
+                from absl import logging
+
+                logging.warning(
+                    "%s: vocab.txt was built with tokenizer=%r but the sentences are tokenised "
+                    "with tokenizer=%r; set data.tokenizer=%r.",
+                    os.path.join(data_dir, METADATA_FILENAME), built_with, settings["tokenizer"],
+                    built_with,
+                )
+        return cls(vocabulary, **settings)
+
+    @classmethod
     def from_model_dir(cls, model_dir: str):
         """The preprocessor of a model directory: `preprocessor.json` + `vocab.txt`, or, for
         directories written before it existed, `config.json` + `vocab.txt`."""
@@ -271,6 +326,25 @@ class ReferringPreprocessor(tf.Module):
         if expressions.shape.rank == 0:
             return blind
         return tf.tile(blind[tf.newaxis], [tf.size(expressions), 1])
+
+    def word_ids_from_ids(self, ids):
+        """Whole word ids `[B, None]` (ragged: e.g. stored at conversion, `refseg-convert
+        --word_ids`) -> int32 `[B, T]`, as `tokenize` gives for the sentences they came from
+        (truncated, padded; the text-blind ids when `blind_expression` is set). Graph-safe."""
+        if self.blind_word_ids is None:
+            return self.tokenizer.pad(ids)
+        blind = tf.constant(self.blind_word_ids, tf.int32)
+        return tf.tile(blind[tf.newaxis], [ids.nrows(out_type=tf.int32), 1])
+
+    @property
+    def tokenization_fingerprint(self) -> str:
+        """What word ids depend on: this vocabulary and tokeniser
+        (`refseg_tf.text.tokenization_fingerprint`); stored ids made with another are not read."""
+        from refseg_tf.text import tokenization_fingerprint
+
+        if getattr(self, "_fingerprint", None) is None:
+            self._fingerprint = tokenization_fingerprint(self.vocabulary, self.tokenizer_mode)
+        return self._fingerprint
 
     def model_inputs(self, image, expressions):
         """One image with one or several expressions -> (model inputs, window int32 [4])."""

@@ -56,6 +56,32 @@ def test_modules_change_the_generator_and_default_is_the_base():
         _model(detail_features=("C9",))
 
 
+def test_generator_wraps_its_base_through_the_declared_interface():
+    """SE finishes with the base's `output_logits` and `visual_feature` is the base's (issue 20):
+    a base overriding them is followed, the defaults of `ReferringSegmenter` hold for others."""
+    from refseg_tf.models.base import ReferringSegmenter
+    from refseg_tf.models.lstm_cnn import LSTMCNN
+
+    class ScaledOutput(LSTMCNN):
+        def output_logits(self, feature_logits):
+            return 2.0 * feature_logits
+
+    keras.utils.set_random_seed(0)
+    base = ScaledOutput.from_config(build_preset("r_lstm", 20, size="tiny").get_config())
+    generator = ASGNGenerator(base, semantic_embedding=True)
+    inputs, _ = _batch()
+    logits = generator(inputs, training=False)
+    features = base.call(inputs, training=False, return_features=True)
+    expected = 2.0 * generator.semantic(features["semantic"], features["logits"])
+    np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-6)
+    assert generator.visual_feature == base.visual_feature == "fc1000"
+    assert ReferringSegmenter.visual_feature is None
+    plain = ReferringSegmenter()
+    assert plain.output_logits(features["logits"]) is features["logits"]
+    source = open(os.path.join(REPO_ROOT, "refseg_tf", "models", "asgn", "model.py")).read()
+    assert "getattr(" not in source and "hasattr(" not in source
+
+
 @pytest.mark.slow
 def test_d_rmi_and_snle_generators_take_de_and_se():
     inputs, _ = _batch()

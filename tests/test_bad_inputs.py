@@ -160,6 +160,13 @@ def _copy_output(converted, tmp_path):
     return copy
 
 
+def _small(data_dir):
+    """The data directory's preprocessor at a small input size."""
+    from refseg_tf.preprocessing import ReferringPreprocessor
+
+    return ReferringPreprocessor.from_data_dir(str(data_dir), image_size=32, max_length=5)
+
+
 def _zero_bytes(path):
     open(path, "wb").close()
 
@@ -199,7 +206,7 @@ def test_damaged_shard_is_named_before_reading(converted, tmp_path, name, mode):
     shard = data_dir / "testA-00000-of-00002.tfrecord"  # 2 of the 3 testA images
     damage(shard)
     with pytest.raises(pipeline.DamagedDataError) as raised:
-        pipeline.load(str(data_dir), "testA", mode, batch_size=2, image_size=32, max_length=5)
+        pipeline.load(str(data_dir), "testA", mode, batch_size=2, preprocessor=_small(data_dir))
     message = str(raised.value)
     assert str(shard) in message and expected in message
     assert "re-run refseg-convert" in message
@@ -210,9 +217,10 @@ def test_undamaged_split_loads_and_size_mode_skips_the_checksum(converted, tmp_p
     for split in ("train", "val", "testA"):  # no error on the undamaged splits
         pipeline.verify_split(str(data_dir), split, pipeline.find_shards(str(data_dir), split))
     _flip_a_byte(data_dir / "train-00001-of-00002.tfrecord")
-    pipeline.load(str(data_dir), "train", "eval", image_size=32, verify="size")  # no error
+    small = _small(data_dir)
+    pipeline.load(str(data_dir), "train", "eval", preprocessor=small, verify="size")  # no error
     with pytest.raises(ValueError, match="`verify` must be one of"):
-        pipeline.load(str(data_dir), "train", "eval", image_size=32, verify="sometimes")
+        pipeline.load(str(data_dir), "train", "eval", preprocessor=small, verify="sometimes")
 
 
 def test_training_checks_its_shards_before_writing_anything(converted, tmp_path):
@@ -233,7 +241,7 @@ def test_unfinished_conversion_without_metadata_is_refused(converted, tmp_path):
     data_dir = _copy_output(converted, tmp_path)
     os.remove(data_dir / schema.METADATA_FILENAME)
     with pytest.raises(pipeline.DamagedDataError, match="did not finish"):
-        pipeline.load(str(data_dir), "val", "eval", image_size=32)
+        pipeline.load(str(data_dir), "val", "eval", preprocessor=_small(data_dir))
 
 
 def test_metadata_records_size_crc_and_counts_of_each_shard(converted):

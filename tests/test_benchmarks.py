@@ -70,3 +70,20 @@ def test_quick_mode_writes_every_figure(tmp_path):
         assert f"## {number}. " in text
     failed = [row for figure in figures for row in figure.rows if row[2].startswith("failed")]
     assert not failed, failed
+
+
+def test_paper_size_configs_come_from_the_registered_paper_rows():
+    """The paper-size figures take each preset's paper row from the experiment registry (no
+    hand list): the row nearest its builder's defaults, the one the hand list named before."""
+    from refseg_tf.training import experiments
+
+    run_all = load_run_all()
+    expected = {
+        "rrn": "rrn_unc", "d_lstm": "d_lstm_unc", "d_rmi": "d_rmi_unc", "lts": "lts_refcoco",
+        "lts_trans": "lts_trans_refcoco", "lstm_cnn": "lstm_cnn_low_referit",
+        "asgn_d_lstm": "asgn_d_lstm_de_se_at_unc",
+    }
+    for preset, row in expected.items():
+        assert run_all._paper_config(preset).to_json() == experiments.get_experiment(row).to_json()
+    with pytest.raises(ValueError, match="no_such_preset"):
+        run_all._paper_config("no_such_preset")

@@ -459,11 +459,17 @@ def build_tiny_preset(name, vocabulary_size=VOCAB, frozen_backbone=False, **over
 
 
 def preset_text_padding(name):
-    """The text paddings preset `name` supports: LTS reads back-padded sentences only."""
+    """The text paddings preset `name` reads: its declared input contract's."""
     from refseg_tf.models import get_preset
 
-    model_class = get_preset(name).model_class
-    return ("back",) if model_class.__name__.startswith("LTS") else ("front", "back")
+    return tuple(get_preset(name).input_contract.text_paddings)
+
+
+def preset_image_size(name, near=IMAGE):
+    """The smallest test image size >= `near` that preset `name`'s input contract accepts."""
+    from refseg_tf.models import get_preset
+
+    return get_preset(name).input_contract.valid_image_size(near)
 
 
 def run_preset_test(name, vocabulary_size=VOCAB, size="tiny", backbone=None, head_formula=None,
@@ -477,7 +483,8 @@ def run_preset_test(name, vocabulary_size=VOCAB, size="tiny", backbone=None, hea
         backbone: a backbone to build on (default: the tests' small one).
         head_formula: optional `formula(vocabulary_size, backbone.feature_channels)`, the
             declared parameter count of everything outside the backbone.
-        image_size: the test image size.
+        image_size: the test image size (raised to the next one the preset's input contract
+            accepts, `preset_image_size`).
         **overrides: `build_preset` keyword arguments.
 
     Returns:
@@ -491,6 +498,7 @@ def run_preset_test(name, vocabulary_size=VOCAB, size="tiny", backbone=None, hea
     model = build_preset(name, vocabulary_size, size=size, backbone=backbone, **overrides)
     assert isinstance(model, preset.model_class) and isinstance(model, ReferringSegmenter)
     padding = preset_text_padding(name)[0]
+    image_size = preset_image_size(name, image_size)
     inputs = segmenter_inputs(1, padding, image_size=image_size)
     logits = model(inputs, training=False)
     stride = model.output_stride

@@ -955,6 +955,7 @@ def test_given_vocabulary_file_is_used_with_its_ids(tmp_path):
     """`refseg-convert --vocabulary=FILE`: vocab.txt is that file; word ids are its line numbers."""
     from refseg_tf import convert
     from refseg_tf.data import load
+    from refseg_tf.preprocessing import ReferringPreprocessor
 
     builder = _happy_dataset(tmp_path / "data")
     words = ["<pad>", "<go>", "<eos>", "<unk>", "zebra", "red", "man", ". .", "left", "the"]
@@ -975,8 +976,11 @@ def test_given_vocabulary_file_is_used_with_its_ids(tmp_path):
     assert metadata["vocabulary"]["tokenizer"] == "authors"
     assert (metadata["vocabulary"]["out_of_vocabulary_tokens"], metadata["vocabulary"]["tokens"]) \
         == (8, 14)
-    batch = next(iter(load(str(out), "train", mode="eval", batch_size=8, max_length=4,
-                           tokenizer="authors")))
+    # The data directory's preprocessor tokenises as its vocabulary was built (authors).
+    preprocessor = ReferringPreprocessor.from_data_dir(str(out), max_length=4)
+    assert preprocessor.tokenizer_mode == "authors"
+    batch = next(iter(load(str(out), "train", mode="eval", batch_size=8,
+                           preprocessor=preprocessor)))
     by_sentence = dict(zip([s.decode() for s in batch["sentence"].numpy()],
                            batch["word_ids"].numpy().tolist()))
     assert by_sentence["the left man"] == [0, 9, 8, 6]

@@ -46,27 +46,13 @@ client = _load_client()
 # ------------------------------------------------------------------------------ fixtures
 
 
-# Presets whose synthetic recipe is a builder of its own, by preset: (builder name, kwargs).
-# LTS reads pixels / 255 with back padding (LTS Sec. 4.1, MCN); the generic tiny config below
-# would feed it mean-subtracted pixels (+-128), which the Darknet stem never sees in training
-# and which inflate its untrained logits ~40x (|logit| ~ 11.5 instead of 0.3).
-OWN_SYNTHETIC_RECIPES = {
-    "lts": ("synthetic_lts", {"localization": "filter"}),
-    "lts_trans": ("synthetic_lts", {"localization": "transformer"}),
-}
-
-
 def _tiny_config(preset, overrides):
+    """The preset's registered synthetic recipe (`experiments.synthetic`: each family's input
+    contract included, e.g. LTS's pixels / 255 and back padding), else its tiny size at 64 px."""
     from refseg_tf.models import get_preset
     from refseg_tf.training import experiments
     from refseg_tf.training.config import base_config
 
-    if preset in OWN_SYNTHETIC_RECIPES:
-        builder, kwargs = OWN_SYNTHETIC_RECIPES[preset]
-        config = getattr(experiments, builder)(**kwargs)
-        for key, value in overrides.items():
-            config.model[key] = value
-        return config
     try:
         return experiments.synthetic(preset, **overrides)
     except KeyError:  # a preset without a synthetic recipe (yet): its tiny size at 64 px
@@ -349,7 +335,7 @@ def test_float16_tflite_is_close_to_keras(exported):
 
     The rounding error is about 1e-3 of the logits' magnitude, so the inputs must be what the
     preset is trained on: LTS fed mean-subtracted pixels instead of its pixels / 255 gave
-    untrained logits of ~11.5 and errors of ~0.011 (`OWN_SYNTHETIC_RECIPES`).
+    untrained logits of ~11.5 and errors of ~0.011 (`_tiny_config` takes the registered recipe).
     """
     from refseg_tf.export import TFLiteSegmenter, convert_to_tflite
 

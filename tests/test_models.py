@@ -99,6 +99,54 @@ def test_preset_logits_stay_float32_under_mixed_precision(name):
     assert_mixed_precision(lambda: build_tiny_preset(name))
 
 
+# --------------------------------------------------------------------------- input contracts
+
+
+@pytest.mark.parametrize("name", preset_params())
+def test_preset_runs_on_what_its_input_contract_accepts_and_no_looser(name):
+    """The declared contract, not the family's name, says which inputs a preset takes: every
+    size and padding it accepts runs; a model that refuses more (LTS: S off a multiple of 32)
+    says so in its contract."""
+    contract = get_preset(name).input_contract
+    model = build_tiny_preset(name, frozen_backbone=True)
+    size = contract.valid_image_size(IMAGE + 1)  # not a power of two unless the contract says
+    for padding in contract.text_paddings:
+        logits = model(_inputs(1, padding, image_size=size), training=False)
+        assert logits.shape[0] == 1
+    if contract.image_size_multiple > 1:
+        with pytest.raises(ValueError, match=f"multiple of {contract.image_size_multiple}"):
+            model(_inputs(1, contract.text_paddings[0], image_size=size + 1), training=False)
+    else:
+        model(_inputs(1, contract.text_paddings[0], image_size=IMAGE + 1), training=False)
+
+
+def test_input_contract_is_checked_in_one_place_naming_preset_key_and_value():
+    from refseg_tf.models import InputContract, check_input_contract
+    from refseg_tf.training import config as config_lib
+
+    message = r"preset 'lts' needs `data.image_size` a multiple of 32; received 300"
+    config = config_lib.base_config()
+    config.model.name = "lts"
+    config.data.text_padding = "back"
+    config.data.image_size = 300
+    with pytest.raises(ValueError, match=message + r" \(the next valid size: 320\)"):
+        config_lib.validate_config(config)
+    config.model.update(vocabulary_size=VOCAB, size="tiny")
+    with pytest.raises(ValueError, match=message):
+        build_model(config, build=True)
+    config.data.update(image_size=320, text_padding="front")
+    with pytest.raises(ValueError, match=r"preset 'lts' needs `data.text_padding` one of \('back',\)"):
+        config_lib.validate_config(config)
+    with pytest.raises(ValueError, match=r"preset 'lts' needs `image_size` .* received 33"):
+        check_input_contract("lts", {"image_size": 33})
+    check_input_contract("lts", {"image_size": 416, "text_padding": "back"})
+    check_input_contract("rrn", {"image_size": 300, "text_padding": "front"})  # the default
+    assert get_preset("rrn").input_contract == InputContract()
+    for bad in (dict(image_size_multiple=0), dict(text_paddings=("left",)), dict(text_paddings=())):
+        with pytest.raises(ValueError):
+            InputContract(**bad)
+
+
 # --------------------------------------------------------------------------- LSTM-CNN
 
 

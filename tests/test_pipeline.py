@@ -26,12 +26,14 @@ from refseg_tf.data import (
 from refseg_tf.data import schema
 from refseg_tf.data.settings import PREPROCESSING_DEFAULTS
 from refseg_tf.data.transforms import CAFFE_BGR_MEAN, VGG_RGB_MEAN
+from refseg_tf.preprocessing import ReferringPreprocessor
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 SIZE = 32
 MAX_LENGTH = 6
 WORDS_BEFORE_SENTENCE_WORDS = 6  # <pad> <go> <eos> <unk> the thing
 CONSTANT_COLOUR = (200, 17, 90)
+_SETTING_KEYS = set(PREPROCESSING_DEFAULTS) | {"vocabulary"}
 
 Ref = collections.namedtuple("Ref", "ref_id image_id mask sent_ids")
 
@@ -155,10 +157,20 @@ def train_split_eval(dataset):
     return examples(load_small(directory, "train", "eval", batch_size=3))
 
 
+def small_preprocessor(directory, vocabulary=None, **settings):
+    """The data directory's preprocessor at the tests' small sizes (S = 32, T = 6)."""
+    settings.setdefault("image_size", SIZE)
+    settings.setdefault("max_length", MAX_LENGTH)
+    return ReferringPreprocessor.from_data_dir(directory, vocabulary, **settings)
+
+
 def load_small(directory, split, mode="train", batch_size=3, **kwargs):
-    kwargs.setdefault("image_size", SIZE)
-    kwargs.setdefault("max_length", MAX_LENGTH)
+    """`load` with the tests' small preprocessor; preprocessing settings among `kwargs` go to
+    `small_preprocessor` (`load` itself takes only a preprocessor)."""
+    settings = {key: kwargs.pop(key) for key in list(kwargs) if key in _SETTING_KEYS}
     kwargs.setdefault("shuffle_buffer", 16)
+    if "preprocessor" not in kwargs:
+        kwargs["preprocessor"] = small_preprocessor(directory, **settings)
     return load(directory, split, mode, batch_size, **kwargs)
 
 
@@ -426,7 +438,7 @@ def test_missing_split_names_directory_and_existing_splits(dataset):
     with pytest.raises(FileNotFoundError, match=r"'testA'.*converted.*\['train', 'val'\]"):
         load_small(directory, "testA")
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        load_small(directory / "nowhere", "train")
+        load(directory / "nowhere", "train")  # the shards are looked for first
 
 
 def test_missing_vocabulary_is_reported(dataset, tmp_path):
@@ -434,7 +446,7 @@ def test_missing_vocabulary_is_reported(dataset, tmp_path):
     for shard in find_shards(directory, "val"):
         (tmp_path / os.path.basename(shard)).write_bytes(pathlib.Path(shard).read_bytes())
     with pytest.raises(FileNotFoundError, match=r"vocab\.txt.*" + tmp_path.name):
-        load_small(tmp_path, "val")
+        load(tmp_path, "val")  # the default preprocessor is the data directory's
 
 
 def test_incomplete_shard_set_is_reported(dataset, tmp_path):
@@ -442,7 +454,7 @@ def test_incomplete_shard_set_is_reported(dataset, tmp_path):
     shard = find_shards(directory, "train")[1]
     (tmp_path / os.path.basename(shard)).write_bytes(pathlib.Path(shard).read_bytes())
     with pytest.raises(ValueError, match=r"incomplete: 1 of 2 shards.*train-00000-of-00002"):
-        load_small(tmp_path, "train")
+        load_small(tmp_path, "train", preprocessor=small_preprocessor(directory))
 
 
 def test_record_with_wrong_image_size_names_the_image(dataset, tmp_path):
@@ -469,7 +481,7 @@ def test_record_with_wrong_image_size_names_the_image(dataset, tmp_path):
         ("pad_value", 0, "`pad_value` must be one of 'zero', 'grey'"),
         ("normalization", "imagenet", "`normalization` must be one of 'vgg_rgb'"),
         ("label_grid", 0, "`label_grid` must be a positive integer"),
-        ("label_grid", 64, "`label_grid` .* must not exceed `image_size`"),
+        ("label_grid", 64, "`label_grid` .* must not exceed the preprocessor.s `image_size`"),
         ("label_mode", "hard", "`label_mode` must be one of 'binary', 'soft', 'any'"),
         ("sentences", "first", "`sentences` must be one of 'sample', 'all'"),
         ("shuffle_buffer", 0, "`shuffle_buffer` must be a positive integer"),
@@ -560,18 +572,20 @@ MIRRORED_SCRIPT = textwrap.dedent(
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     from refseg_tf.data import load
+    from refseg_tf.preprocessing import ReferringPreprocessor
 
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     directory = sys.argv[1]
+    small = ReferringPreprocessor.from_data_dir(directory, image_size=32, max_length=6)
     evaluation = strategy.experimental_distribute_dataset(
-        load(directory, "train", "eval", 4, image_size=32, max_length=6))
+        load(directory, "train", "eval", 4, preprocessor=small))
     sent_ids, replica_batches = [], []
     for batch in evaluation:
         for part in strategy.experimental_local_results(batch["sent_id"]):
             sent_ids += part.numpy().tolist()
             replica_batches.append(int(part.shape[0]))
     train = strategy.experimental_distribute_dataset(
-        load(directory, "train", "train", 4, image_size=32, max_length=6, seed=0,
+        load(directory, "train", "train", 4, preprocessor=small, seed=0,
              as_supervised=True, label_grid=8))
     inputs, target = next(iter(train))
     train_shapes = [list(t.shape) for t in strategy.experimental_local_results(target)]

@@ -232,8 +232,11 @@ def test_pipeline_predictor_evaluation_and_export_prepare_identical_inputs(tmp_p
     assert 0.0 <= pipeline["image"].numpy().min() and pipeline["image"].numpy().max() <= 1.0
     np.testing.assert_array_equal(window.numpy(), pipeline["image_window"][0].numpy())
     np.testing.assert_array_equal(served_size.numpy(), [21, 30])
-    with pytest.raises(ValueError, match="`image_size` must be left out"):
+    # One interface: the preprocessor defines the preprocessing; the settings are not arguments.
+    with pytest.raises(TypeError, match="image_size"):
         load(data_dir, "val", mode="eval", image_size=64, preprocessor=preprocessor)
+    with pytest.raises(ValueError, match="must be a ReferringPreprocessor"):
+        load(data_dir, "val", mode="eval", preprocessor=preprocessor.get_config())
 
 
 def test_one_preprocessing_definition_gives_every_default():
@@ -248,11 +251,33 @@ def test_one_preprocessing_definition_gives_every_default():
     assert defaults["normalization"] == "caffe_bgr"
     data = base_config().data
     assert {key: data[key] for key in defaults} == defaults
-    parameters = inspect.signature(pipeline.load).parameters
-    assert {key: parameters[key].default for key in defaults if key in parameters} == {
-        key: value for key, value in defaults.items() if key != "blind_expression"
-    }
+    # `load` takes a preprocessor, none of the settings (`load`'s double interface is gone).
+    assert not set(defaults) & set(inspect.signature(pipeline.load).parameters)
     config = ReferringPreprocessor(_vocabulary()).get_config()
     assert {key: config[key] for key in defaults} == defaults
     assert {f"data.{key}" for key in defaults} <= set(WEIGHT_MEANING_PREFIXES)
 
+
+
+def test_data_dir_preprocessor_takes_the_data_vocabulary_and_its_tokenizer(tmp_path, caplog):
+    """`from_data_dir` (what `load` uses without a preprocessor): vocab.txt, the tokeniser
+    metadata.json says it was built with, a warning when another is asked for."""
+    import logging
+
+    data_dir = str(tmp_path)
+    with pytest.raises(FileNotFoundError, match="No vocabulary file 'vocab.txt'"):
+        ReferringPreprocessor.from_data_dir(data_dir)
+    _vocabulary().save(os.path.join(data_dir, "vocab.txt"))
+    preprocessor = ReferringPreprocessor.from_data_dir(data_dir, image_size=64)
+    assert preprocessor.vocabulary == _vocabulary() and preprocessor.tokenizer_mode == "refseg"
+    assert preprocessor.image_size == 64 and preprocessor.normalization == "caffe_bgr"
+    with open(os.path.join(data_dir, schema.METADATA_FILENAME), "w", encoding="utf-8") as stream:
+        json.dump({"vocabulary": {"tokenizer": "authors"}}, stream)
+    assert ReferringPreprocessor.from_data_dir(data_dir).tokenizer_mode == "authors"
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        chosen = ReferringPreprocessor.from_data_dir(data_dir, tokenizer="refseg")
+    assert chosen.tokenizer_mode == "refseg"
+    assert any("built with tokenizer='authors'" in r.getMessage() for r in caplog.records)
+    other = Vocabulary.build(["a zebra"])  # a model's vocabulary: no tokenizer taken from the data
+    assert ReferringPreprocessor.from_data_dir(data_dir, other).vocabulary == other

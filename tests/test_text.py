@@ -728,10 +728,12 @@ def test_vocabulary_with_inner_space_round_trips_and_line_breaks_are_refused(tmp
 def test_tokenizer_mode_travels_with_the_config():
     """`data.tokenizer` of a model dir's config.json decides how Predictor tokenises."""
     from refseg_tf.inference import Predictor
-    from refseg_tf.training.config import base_config, preprocessing_kwargs, validate_config
+    from refseg_tf.preprocessing import ReferringPreprocessor
+    from refseg_tf.training.config import base_config, validate_config
 
     config = base_config()
-    assert config.data.tokenizer == "refseg" and preprocessing_kwargs(config)["tokenizer"] == "refseg"
+    settings = ReferringPreprocessor.config_from_training_config(config)
+    assert config.data.tokenizer == "refseg" and settings["tokenizer"] == "refseg"
     config.data.tokenizer = "authors"
     vocabulary = Vocabulary.build(["left, man ."], tokenizer="authors")
     predictor = Predictor(model=None, config=config, vocabulary=vocabulary)

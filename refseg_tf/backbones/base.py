@@ -10,9 +10,10 @@ class Backbone(keras.Model):
     """A functional Keras model mapping an image to a dict of named feature maps.
 
     Subclasses build their graph in `__init__` (as keras-hub backbones do) and call
-    `super().__init__(inputs=image, outputs=features, feature_strides=..., feature_channels=...)`.
-    Their `get_config()` returns their constructor arguments, so `from_config` rebuilds the
-    graph and a `.keras` file only has to carry the weights.
+    `super().__init__(image, features, strides, channels, arguments, name=name, dtype=dtype,
+    **kwargs)`, `arguments` being their (checked) constructor arguments: the base sets each as
+    an attribute and `get_config()` returns them, so `from_config` rebuilds the graph and a
+    `.keras` file only has to carry the weights.
 
     Args:
         inputs: the image `keras.Input`, `[B, H, W, 3]` float (already normalised).
@@ -20,6 +21,10 @@ class Backbone(keras.Model):
             becomes `feature_names`.
         feature_strides: dict of feature name -> stride relative to the input image.
         feature_channels: dict of feature name -> number of channels.
+        arguments: dict of the subclass's constructor arguments (besides `name`, `dtype`,
+            `trainable`), already checked and converted: each becomes an attribute of the same
+            name (`input_shape`, which `keras.Model` owns, becomes `image_input_shape`) and a
+            key of `get_config()` (tuples as lists).
         **kwargs: `name`, `trainable` as for `keras.Model`; `dtype`, the dtype policy the
             subclass gave its layers (kept for `get_config`).
 
@@ -37,7 +42,8 @@ class Backbone(keras.Model):
         >>> features = backbone(images)  # features["C5"].shape == [B, H/8, W/8, C]
     """
 
-    def __init__(self, inputs, outputs, feature_strides, feature_channels, **kwargs):
+    def __init__(self, inputs, outputs, feature_strides, feature_channels, arguments=None,
+                 **kwargs):
         missing = [name for name in outputs if name not in feature_strides]
         if missing:
             raise ValueError(f"Backbone features {missing} have no stride in feature_strides.")
@@ -48,18 +54,31 @@ class Backbone(keras.Model):
         self.feature_names = tuple(outputs)
         self.feature_strides = {name: int(feature_strides[name]) for name in outputs}
         self.feature_channels = {name: int(feature_channels[name]) for name in outputs}
+        arguments = dict(arguments or {})
+        self.constructor_arguments = tuple(arguments)
+        for key, value in arguments.items():
+            setattr(self, _argument_attribute(key), value)
 
     def get_config(self):
-        # Subclasses extend this with their constructor arguments; the functional graph itself
-        # is never serialised because `__init__` rebuilds it.
+        # The constructor arguments; the functional graph itself is never serialised because
+        # `__init__` rebuilds it.
         dtype = self.layer_dtype
         if isinstance(dtype, keras.DTypePolicy):
             dtype = keras.dtype_policies.serialize(dtype)
-        return {"name": self.name, "trainable": self.trainable, "dtype": dtype}
+        config = {"name": self.name, "trainable": self.trainable, "dtype": dtype}
+        for key in self.constructor_arguments:
+            value = getattr(self, _argument_attribute(key))
+            config[key] = list(value) if isinstance(value, tuple) else value
+        return config
 
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+
+def _argument_attribute(key):
+    """The attribute holding constructor argument `key` (`keras.Model` owns `input_shape`)."""
+    return "image_input_shape" if key == "input_shape" else key
 
 
 def as_int_tuple(values, length, argument):

@@ -112,40 +112,21 @@ class Darknet53(Backbone):
                 x = unit(x, filters, 3 if index % 2 else 1, f"neck{index + 1}")
             features["neck"] = x
 
-        super().__init__(
-            inputs=image,
-            outputs=features,
-            feature_strides={"C3": 8, "C4": 16, "C5": 32, "neck": 32},
-            feature_channels={
-                "C3": widths[2], "C4": widths[3], "C5": widths[4], "neck": widths[4]
-            },
-            name=name,
-            dtype=dtype,
-            **kwargs,
+        strides = {"C3": 8, "C4": 16, "C5": 32, "neck": 32}
+        channels = {"C3": widths[2], "C4": widths[3], "C5": widths[4], "neck": widths[4]}
+        arguments = dict(
+            widths=widths,
+            depths=depths,
+            stem_filters=int(stem_filters),
+            neck=bool(neck),
+            frozen_batchnorm=frozen_batchnorm,
+            leaky_alpha=float(leaky_alpha),
+            batchnorm_epsilon=float(batchnorm_epsilon),
+            input_shape=tuple(input_shape),
         )
-        self.widths = widths
-        self.depths = depths
-        self.stem_filters = int(stem_filters)
-        self.neck = bool(neck)
-        self.frozen_batchnorm = frozen_batchnorm
-        self.leaky_alpha = float(leaky_alpha)
-        self.batchnorm_epsilon = float(batchnorm_epsilon)
-        self.image_input_shape = tuple(input_shape)
+        super().__init__(image, features, strides, channels, arguments, name=name, dtype=dtype,
+                         **kwargs)
         self.darknet_layer_order = tuple(unit.conv_names)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            widths=list(self.widths),
-            depths=list(self.depths),
-            stem_filters=self.stem_filters,
-            neck=self.neck,
-            frozen_batchnorm=self.frozen_batchnorm,
-            leaky_alpha=self.leaky_alpha,
-            batchnorm_epsilon=self.batchnorm_epsilon,
-            input_shape=list(self.image_input_shape),
-        )
-        return config
 
 
 class _DarknetUnit:

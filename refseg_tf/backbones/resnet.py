@@ -122,39 +122,19 @@ class ResNetOS8(Backbone):
 
         channels = {"C1": int(stem_filters), "fc1000": int(num_classes)}
         channels.update({f"C{i + 2}": int(expansion) * widths[i] for i in range(4)})
-        super().__init__(
-            inputs=image,
-            outputs=features,
-            feature_strides=strides,
-            feature_channels=channels,
-            name=name,
-            dtype=dtype,
-            **kwargs,
+        arguments = dict(
+            depths=depths,
+            widths=widths,
+            stem_filters=int(stem_filters),
+            expansion=int(expansion),
+            num_classes=int(num_classes),
+            output_stride=int(output_stride),
+            batchnorm_epsilon=float(batchnorm_epsilon),
+            stem_padding=stem_padding,
+            input_shape=tuple(input_shape),
         )
-        self.depths = depths
-        self.widths = widths
-        self.stem_filters = int(stem_filters)
-        self.expansion = int(expansion)
-        self.num_classes = int(num_classes)
-        self.output_stride = int(output_stride)
-        self.batchnorm_epsilon = float(batchnorm_epsilon)
-        self.stem_padding = stem_padding
-        self.image_input_shape = tuple(input_shape)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            depths=list(self.depths),
-            widths=list(self.widths),
-            stem_filters=self.stem_filters,
-            expansion=self.expansion,
-            num_classes=self.num_classes,
-            output_stride=self.output_stride,
-            batchnorm_epsilon=self.batchnorm_epsilon,
-            stem_padding=self.stem_padding,
-            input_shape=list(self.image_input_shape),
-        )
-        return config
+        super().__init__(image, features, strides, channels, arguments, name=name, dtype=dtype,
+                         **kwargs)
 
 
 class _LayerFactory:

@@ -96,35 +96,17 @@ class VGG16FCN(Backbone):
         strides.update({key: 32 for key in ("pool5", "fc6", "fc7", "fc8")})
         channels = {"conv3": widths[2], "conv4": widths[3], "conv5": widths[4], "pool5": widths[4]}
         channels.update({"fc6": fc_units, "fc7": fc_units, "fc8": num_classes})
-        super().__init__(
-            inputs=image,
-            outputs=features,
-            feature_strides=strides,
-            feature_channels=channels,
-            name=name,
-            dtype=dtype,
-            **kwargs,
+        arguments = dict(
+            widths=widths,
+            depths=depths,
+            fc_units=int(fc_units),
+            num_classes=int(num_classes),
+            fc6_kernel_size=int(fc6_kernel_size),
+            fc_dropout=float(fc_dropout),
+            input_shape=tuple(input_shape),
         )
-        self.widths = widths
-        self.depths = depths
-        self.fc_units = int(fc_units)
-        self.num_classes = int(num_classes)
-        self.fc6_kernel_size = int(fc6_kernel_size)
-        self.fc_dropout = float(fc_dropout)
-        self.image_input_shape = tuple(input_shape)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            widths=list(self.widths),
-            depths=list(self.depths),
-            fc_units=self.fc_units,
-            num_classes=self.num_classes,
-            fc6_kernel_size=self.fc6_kernel_size,
-            fc_dropout=self.fc_dropout,
-            input_shape=list(self.image_input_shape),
-        )
-        return config
+        super().__init__(image, features, strides, channels, arguments, name=name, dtype=dtype,
+                         **kwargs)
 
 
 def _conv_block(x, width, depth, block, dtype):

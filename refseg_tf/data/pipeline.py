@@ -15,7 +15,10 @@ each image record once before expanding it into its sentences, `_decode_image_re
    (`preprocess_image`, `preprocess_mask`) and `downsample_label`: the same object `Predictor`,
    the evaluation and the export use on a user's picture;
 5. batch (padded in eval, for `original_mask`), tokenize the batch in graph (the preprocessor's
-   `tokenize`), prefetch.
+   `tokenize`, one call per batch in a parallel map), prefetch. When the conversion stored the
+   word ids (`refseg-convert --word_ids`) and their fingerprint is the preprocessor's, the
+   parallel per-record map of stage 2 reads them instead (`Tokenizer.pad` of the whole ids:
+   the same values) and no tokenizer runs.
 
 Reference: the preprocessing of the public code of Hu et al. 2016 (ronghanghu/text_objseg
 `util/im_processing.py` resize-and-pad, `util/text_processing.py`), reused by RMI
@@ -35,7 +38,6 @@ import tensorflow as tf
 from absl import logging
 
 from refseg_tf.data import schema, transforms
-from refseg_tf.data.settings import PREPROCESSING_DEFAULTS
 from refseg_tf.data.shards import (  # noqa: F401  (re-exported: the names callers import from here)
     DamagedDataError,
     available_splits,
@@ -46,7 +48,6 @@ from refseg_tf.data.shards import (  # noqa: F401  (re-exported: the names calle
 TFRECORD_BUFFER_BYTES = 256 * 1024  # TFRecordDataset's read buffer per shard
 MODES = ("train", "eval")
 SENTENCE_MODES = ("sample", "all")
-TEXT_PADDINGS = ("front", "back")
 VERIFY_MODES = ("checksum", "size", "none")
 _MODEL_INPUTS = ("image", "word_ids")
 
@@ -58,12 +59,9 @@ class _Preprocessing:
     preprocessor: object  # refseg_tf.preprocessing.ReferringPreprocessor
     label_grid: Optional[int]
     label_mode: str
-
-
-# The `load` arguments a `preprocessor` defines, with `load`'s defaults.
-_PREPROCESSOR_ARGUMENTS = {
-    key: value for key, value in PREPROCESSING_DEFAULTS.items() if key != "blind_expression"
-}
+    # Word ids read from the records (`refseg-convert --word_ids`, `_use_stored_word_ids`)
+    # in the parallel per-record map, instead of a tokenizer map over the batches.
+    stored_word_ids: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,12 +103,7 @@ def load(
     mode: str = "train",
     batch_size: int = 8,
     *,
-    image_size: int = PREPROCESSING_DEFAULTS["image_size"],
-    max_length: int = PREPROCESSING_DEFAULTS["max_length"],
-    text_padding: str = PREPROCESSING_DEFAULTS["text_padding"],
-    resize_method: str = PREPROCESSING_DEFAULTS["resize_method"],
-    pad_value: str = PREPROCESSING_DEFAULTS["pad_value"],
-    normalization: str = PREPROCESSING_DEFAULTS["normalization"],
+    preprocessor=None,
     label_grid: Optional[int] = None,
     label_mode: str = "binary",
     sentences: str = "sample",
@@ -119,8 +112,6 @@ def load(
     seed: Optional[int] = None,
     repeat: Optional[int] = None,
     drop_remainder: Optional[bool] = None,
-    vocabulary=None,
-    tokenizer: str = PREPROCESSING_DEFAULTS["tokenizer"],
     as_supervised: bool = False,
     num_parallel_calls: Optional[int] = None,
     cycle_length: Optional[int] = None,
@@ -129,7 +120,6 @@ def load(
     num_workers: Optional[int] = None,
     input_context: Optional[tf.distribute.InputContext] = None,
     verify: str = "checksum",
-    preprocessor=None,
 ) -> tf.data.Dataset:
     """Reads a converted split as batches of referring-segmentation examples.
 
@@ -139,12 +129,13 @@ def load(
         mode: "train" (shuffled, repeated, sentences sampled) or "eval" (every sentence exactly
             once in a fixed order, final partial batch kept, original masks and ids included).
         batch_size: examples per batch (per input pipeline under `input_context`).
-        image_size: side S of the square network input.
-        max_length: word ids per sentence T.
-        text_padding: "front" (Hu/RMI/RRN: last word at the last step) or "back" (MCN/LTS).
-        resize_method: "bilinear" or "bicubic" (clipped to [0, 255]).
-        pad_value: "zero" or "grey" (128) outside the letterboxed image.
-        normalization: "caffe_bgr" (the default), "vgg_rgb", "unit" or "none" (see `transforms.normalize_image`).
+        preprocessor: the `refseg_tf.preprocessing.ReferringPreprocessor` that defines image
+            size, text length and padding, resize, padding value, normalisation, tokeniser,
+            vocabulary and the text-blind control (e.g. a model directory's,
+            `ReferringPreprocessor.from_model_dir`, or a training config's). None: the data
+            directory's, `ReferringPreprocessor.from_data_dir(data_dir)` (its `vocab.txt`, the
+            tokeniser it was built with, every other setting the `PreprocessingSettings`
+            default); to change a setting, build one: `from_data_dir(data_dir, image_size=416)`.
         label_grid: None, or g to add a `label` [g, g, 1] downsampled from the mask.
         label_mode: "binary", "soft", "any" or "point" (see `refseg_tf.labels.downsample_mask`).
         sentences: train mode only: "sample" one sentence per ref per epoch, or "all" of them.
@@ -158,10 +149,6 @@ def load(
         seed: makes train mode reproducible (file order, sampling, shuffling); None: random.
         repeat: train mode only: number of epochs; None repeats forever.
         drop_remainder: drop a final partial batch; None means True in train, False in eval.
-        vocabulary: a `refseg_tf.text.Vocabulary`, word list or file path; None reads
-            `data_dir/vocab.txt`.
-        tokenizer: "refseg" or "authors" (`refseg_tf.text.split_words`); use the mode the
-            vocabulary was built with (`metadata.json` "vocabulary"/"tokenizer").
         as_supervised: yield `({"image", "word_ids"}, target)` with target `label` when
             `label_grid` is set, else `mask` (for `model.fit`).
         num_parallel_calls: parallelism of reading and mapping; None means AUTOTUNE, 1 is fully
@@ -176,11 +163,6 @@ def load(
         verify: how the shards are checked against metadata.json before reading
             (`verify_split`): "checksum" (sizes, record counts and CRC-32), "size" (sizes and
             record counts) or "none".
-        preprocessor: a `refseg_tf.preprocessing.ReferringPreprocessor` (e.g. a model
-            directory's, `ReferringPreprocessor.from_model_dir`): it then defines image size,
-            text length and padding, resize, padding value, normalisation, tokeniser, vocabulary
-            and the text-blind control, and those arguments must be left at their defaults or
-            equal its settings. None builds one from those arguments.
 
     Returns:
         a `tf.data.Dataset` of dicts: `image` float32 [B, S, S, 3], `word_ids` int32 [B, T],
@@ -191,12 +173,18 @@ def load(
 
     Raises:
         ValueError: an argument is invalid (the message names it and the allowed values).
-        FileNotFoundError: no shards of `split` or no vocabulary file in `data_dir`.
+        FileNotFoundError: no shards of `split`, or no preprocessor given and no vocabulary
+            file in `data_dir`.
         DamagedDataError: a shard differs from metadata.json (see `verify_split`).
 
     Example:
-        train = load("data/unc", "train", batch_size=8, image_size=320, label_grid=40,
-                     label_mode="soft", normalization="caffe_bgr", as_supervised=True)
+        from refseg_tf.preprocessing import ReferringPreprocessor
+
+        train = load("data/unc", "train", batch_size=8, label_grid=40, label_mode="soft",
+                     as_supervised=True)  # the data's vocabulary, S = 320, caffe_bgr
+        preprocessor = ReferringPreprocessor.from_data_dir("data/unc", image_size=416,
+                                                           normalization="unit")
+        train = load("data/unc", "train", preprocessor=preprocessor, as_supervised=True)
         model.fit(train, steps_per_epoch=1000)
         for batch in load("data/unc", "val", mode="eval", batch_size=16):
             logits = model({"image": batch["image"], "word_ids": batch["word_ids"]})
@@ -209,7 +197,12 @@ def load(
     paths = find_shards(data_dir, split)
     if verify != "none":
         verify_split(data_dir, split, paths, checksum=verify == "checksum")
-    preprocessor = _make_preprocessor(locals(), data_dir, vocabulary)
+    preprocessor = _checked_preprocessor(preprocessor, data_dir)
+    if label_grid is not None and label_grid > preprocessor.image_size:
+        raise ValueError(
+            f"`label_grid` ({label_grid}) must not exceed the preprocessor's `image_size` "
+            f"({preprocessor.image_size})."
+        )
     schedule = _Schedule(
         training=training,
         seed=random.SystemRandom().randrange(2**31) if seed is None else seed,
@@ -223,10 +216,11 @@ def load(
         preprocessor=preprocessor,
         label_grid=label_grid,
         label_mode=label_mode,
+        stored_word_ids=_use_stored_word_ids(data_dir, preprocessor),
     )
     records, policy = _read_records(paths, schedule, num_workers, input_context)
     if training:
-        elements = _expand_to_sentences(records, sentences, schedule)
+        elements = _expand_to_sentences(records, sentences, schedule, preprocessing)
         elements = elements.shuffle(
             shuffle_buffer, seed=schedule.seed, reshuffle_each_iteration=True
         )
@@ -235,8 +229,11 @@ def load(
     else:
         examples = _eval_examples(records, preprocessing, schedule)
     batches = _batch(examples, batch_size, training, drop_remainder)
-    tokenize = functools.partial(_tokenize, preprocessor=preprocessor, keep_sentence=not training)
-    batches = _map(batches, tokenize, schedule)
+    if not preprocessing.stored_word_ids:  # one tokenizer call per batch, in a parallel map
+        tokenize = functools.partial(
+            _tokenize, preprocessor=preprocessor, keep_sentence=not training
+        )
+        batches = _map(batches, tokenize, schedule)
     if as_supervised:
         target = "label" if label_grid else "mask"
         batches = batches.map(lambda batch: ({k: batch[k] for k in _MODEL_INPUTS}, batch[target]))
@@ -247,29 +244,17 @@ def load(
 
 def _validate_arguments(arguments: dict) -> None:
     transforms.check_choice("mode", arguments["mode"], MODES)
-    transforms.check_choice("text_padding", arguments["text_padding"], TEXT_PADDINGS)
-    transforms.check_choice("resize_method", arguments["resize_method"], transforms.RESIZE_METHODS)
-    transforms.check_choice("pad_value", arguments["pad_value"], tuple(transforms.PAD_VALUES))
-    transforms.check_choice("normalization", arguments["normalization"], transforms.NORMALIZATIONS)
     transforms.check_choice("label_mode", arguments["label_mode"], transforms.LABEL_MODES)
     transforms.check_choice("sentences", arguments["sentences"], SENTENCE_MODES)
     transforms.check_choice("verify", arguments["verify"], VERIFY_MODES)
     if not isinstance(arguments["split"], str) or not arguments["split"]:
         raise ValueError(f"`split` must be a non-empty string; received {arguments['split']!r}.")
-    for name in ("batch_size", "image_size", "max_length", "shuffle_buffer"):
+    for name in ("batch_size", "shuffle_buffer"):
         transforms.check_positive_int(name, arguments[name])
     for name in ("label_grid", "repeat", "num_parallel_calls", "cycle_length", "num_workers"):
         if arguments[name] is not None:
             transforms.check_positive_int(name, arguments[name])
     _validate_optional_int("seed", arguments["seed"])
-    image_size = arguments["image_size"]
-    if arguments["preprocessor"] is not None:
-        image_size = arguments["preprocessor"].image_size
-    if arguments["label_grid"] is not None and arguments["label_grid"] > image_size:
-        raise ValueError(
-            f"`label_grid` ({arguments['label_grid']}) must not exceed `image_size` "
-            f"({image_size})."
-        )
     if arguments["mode"] == "eval" and arguments["repeat"] is not None:
         raise ValueError(
             "`repeat` must be None in mode 'eval' (every sentence exactly once); "
@@ -297,66 +282,57 @@ def _default_deterministic(training: bool, seed, deterministic) -> bool:
     return not training or seed is not None
 
 
-def _make_preprocessor(arguments: dict, data_dir, vocabulary):
-    """The given `preprocessor` (checked against the arguments it defines), else a new one."""
+def _checked_preprocessor(preprocessor, data_dir):
+    """The given `ReferringPreprocessor`, or the data directory's (`from_data_dir`)."""
     from refseg_tf.preprocessing import ReferringPreprocessor
 
-    given = arguments["preprocessor"]
-    if given is None:
-        settings = {name: arguments[name] for name in _PREPROCESSOR_ARGUMENTS}
-        vocabulary = _vocabulary_source(data_dir, vocabulary, settings["tokenizer"])
-        return ReferringPreprocessor(vocabulary, **settings)
-    if not isinstance(given, ReferringPreprocessor):
+    if preprocessor is None:
+        return ReferringPreprocessor.from_data_dir(data_dir)
+    if not isinstance(preprocessor, ReferringPreprocessor):
         raise ValueError(
-            f"`preprocessor` must be a ReferringPreprocessor or None; received {type(given).__name__}."
+            "`preprocessor` must be a ReferringPreprocessor or None; received "
+            f"{type(preprocessor).__name__} (build one with "
+            "`ReferringPreprocessor.from_data_dir(data_dir, image_size=...)`)."
         )
-    own = given.get_config()
-    for name, default in _PREPROCESSOR_ARGUMENTS.items():
-        if arguments[name] != default and arguments[name] != own[name]:
-            raise ValueError(
-                f"`{name}` must be left out when `preprocessor` is given (it says "
-                f"{own[name]!r}); received {arguments[name]!r}."
-            )
-    if vocabulary is not None:
-        from refseg_tf.text import as_vocabulary
-
-        if as_vocabulary(vocabulary) != given.vocabulary:
-            raise ValueError(
-                "`vocabulary` must be left out when `preprocessor` is given (it holds its own); "
-                "received a different vocabulary."
-            )
-    return given
+    return preprocessor
 
 
-def _vocabulary_source(data_dir, vocabulary, mode="refseg"):
-    if vocabulary is None:
-        vocabulary = os.path.join(os.fspath(data_dir), schema.VOCAB_FILENAME)
-        if not tf.io.gfile.exists(vocabulary):
-            raise FileNotFoundError(
-                f"No vocabulary file {schema.VOCAB_FILENAME!r} in {os.fspath(data_dir)!r}; pass "
-                "`vocabulary=` or convert the dataset again."
-            )
-        _warn_on_tokenizer_mismatch(data_dir, mode)
-    return vocabulary
-
-
-def _warn_on_tokenizer_mismatch(data_dir, mode: str) -> None:
-    """Warns when the data dir's vocab.txt was built by another tokeniser than `mode`."""
-    import json
-
-    from absl import logging
-
+def _use_stored_word_ids(data_dir, preprocessor) -> bool:
+    """Whether the records' stored word ids (`refseg-convert --word_ids`) are this
+    preprocessor's: `metadata.json` "word_ids" holds the fingerprint of the vocabulary and
+    tokeniser they were made with, compared with the preprocessor's. Otherwise the sentences
+    are tokenised in graph, and the reason is logged (ids of another vocabulary or rule are
+    never read)."""
     path = os.path.join(os.fspath(data_dir), schema.METADATA_FILENAME)
     try:
         with tf.io.gfile.GFile(path, "r") as stream:
-            built_with = json.load(stream).get("vocabulary", {}).get("tokenizer", "refseg")
+            stored = json.load(stream).get("word_ids")
     except (tf.errors.OpError, ValueError, AttributeError):
-        return  # no or unreadable metadata: nothing to compare with
-    if built_with != mode:
+        stored = None
+    if not isinstance(stored, dict):
+        logging.info("%s: no stored word ids; the sentences are tokenised in graph.", data_dir)
+        return False
+    if preprocessor.blind_word_ids is not None:
+        return True  # the text-blind control's fixed ids, whatever the sentence
+    if stored.get("fingerprint") != preprocessor.tokenization_fingerprint:
         logging.warning(
-            "%s: vocab.txt was built with tokenizer=%r but the sentences are tokenised with "
-            "tokenizer=%r; set data.tokenizer=%r.", path, built_with, mode, built_with,
+            "%s: the stored word ids were made with another vocabulary or tokenizer (%s, "
+            "tokenizer %r, %s words) than the preprocessor's (tokenizer %r, %d words): the "
+            "sentences are tokenised in graph instead.",
+            data_dir, path, stored.get("tokenizer"), stored.get("vocabulary_size"),
+            preprocessor.tokenizer_mode, len(preprocessor.vocabulary),
         )
+        return False
+    return True
+
+
+def _stored_word_ids(parsed: dict, rows, preprocessing: _Preprocessing):
+    """int32 [len(rows), T]: the preprocessor's ids of the record's sentences `rows`, from the
+    stored whole ids (`Tokenizer.pad`: the same values as tokenising their text)."""
+    ids = tf.RaggedTensor.from_row_lengths(
+        parsed[schema.WORD_IDS_KEY], parsed[schema.NUM_WORDS_KEY], validate=False
+    )
+    return preprocessing.preprocessor.word_ids_from_ids(tf.gather(ids, rows))
 
 
 def _map(dataset, function, schedule: _Schedule):
@@ -428,17 +404,23 @@ def _interleave(passes, num_files: int, schedule: _Schedule):
     )
 
 
-def _expand_to_sentences(records, sentences: str, schedule: _Schedule):
-    select = functools.partial(_select_sentences, sentences=sentences)
+def _expand_to_sentences(records, sentences: str, schedule: _Schedule,
+                         preprocessing: _Preprocessing):
+    select = functools.partial(
+        _select_sentences, sentences=sentences, preprocessing=preprocessing
+    )
     return _map(records, select, schedule).unbatch()
 
 
-def _select_sentences(serialized, record_seed, sentences: str) -> dict:
-    """Parses one image record into per-sentence fields with a leading [N] axis (still encoded)."""
-    parsed = schema.parse_example(serialized)
+def _select_sentences(serialized, record_seed, sentences: str,
+                      preprocessing: _Preprocessing) -> dict:
+    """Parses one image record into per-sentence fields with a leading [N] axis (still
+    encoded), with their `word_ids` when they are stored."""
+    stored = preprocessing.stored_word_ids
+    parsed = schema.parse_example(serialized, word_ids=stored)
     ref_index = parsed["sentence/ref_index"]
     num_refs = tf.size(parsed["ref/id"], out_type=tf.int64)
-    checks = _record_checks(parsed, ref_index, num_refs)
+    checks = _record_checks(parsed, ref_index, num_refs, word_ids=stored)
     with tf.control_dependencies(checks):
         if sentences == "sample":
             chosen = _sample_one_per_ref(ref_index, num_refs, record_seed)
@@ -446,7 +428,11 @@ def _select_sentences(serialized, record_seed, sentences: str) -> dict:
             chosen = tf.range(tf.size(ref_index))
     refs = tf.gather(ref_index, chosen)
     count = tf.size(chosen)
+    selected = {}
+    if stored:
+        selected["word_ids"] = _stored_word_ids(parsed, chosen, preprocessing)
     return {
+        **selected,
         "image/encoded": tf.fill([count], parsed["image/encoded"]),
         "image/height": tf.fill([count], parsed["image/height"]),
         "image/width": tf.fill([count], parsed["image/width"]),
@@ -459,13 +445,25 @@ def _select_sentences(serialized, record_seed, sentences: str) -> dict:
     }
 
 
-def _record_checks(parsed: dict, ref_index, num_refs) -> list:
+def _record_checks(parsed: dict, ref_index, num_refs, word_ids: bool = False) -> list:
     where = ["in image record", parsed["image/filename"], "image/id", parsed["image/id"]]
     in_range = tf.reduce_all((ref_index >= 0) & (ref_index < num_refs))
     same_count = tf.equal(tf.size(ref_index), tf.size(parsed["sentence/text"]))
     same_count &= tf.equal(tf.size(ref_index), tf.size(parsed["sentence/id"]))
     masks_match = tf.equal(tf.size(parsed["ref/mask"], out_type=tf.int64), num_refs)
-    return [
+    stored_checks = []
+    if word_ids:
+        counts = parsed[schema.NUM_WORDS_KEY]
+        stored_match = tf.equal(tf.size(counts), tf.size(ref_index))
+        stored_match &= tf.reduce_all(counts >= 0)
+        stored_match &= tf.equal(
+            tf.reduce_sum(counts), tf.size(parsed[schema.WORD_IDS_KEY], out_type=tf.int64)
+        )
+        stored_checks.append(tf.debugging.Assert(stored_match, [
+            "sentence/num_words does not describe sentence/word_ids and sentence/text "
+            "(metadata.json says the word ids are stored: convert again)", *where,
+        ]))
+    return [*stored_checks,
         tf.debugging.Assert(in_range, ["sentence/ref_index outside [0, len(ref/id))", *where]),
         tf.debugging.Assert(
             same_count, ["sentence/ref_index, sentence/id, sentence/text lengths differ", *where]
@@ -498,6 +496,9 @@ def _decode_and_preprocess(element: dict, preprocessing: _Preprocessing) -> dict
         "image_window": window,
         "sentence": element["sentence/text"],
     }
+    if preprocessing.stored_word_ids:
+        example["word_ids"] = element["word_ids"]
+        del example["sentence"]  # train batches carry no sentence
     if preprocessing.label_grid:
         example["label"] = transforms.downsample_label(
             input_mask, preprocessing.label_grid, preprocessing.label_mode
@@ -520,10 +521,11 @@ def _decode_image_record(serialized, record_seed, preprocessing: _Preprocessing)
     per-sentence decode, with the originals the evaluation scores against.
     """
     del record_seed  # eval reads every sentence: nothing is drawn
-    parsed = schema.parse_example(serialized)
+    stored = preprocessing.stored_word_ids
+    parsed = schema.parse_example(serialized, word_ids=stored)
     ref_index = parsed["sentence/ref_index"]
     num_refs = tf.size(parsed["ref/id"], out_type=tf.int64)
-    with tf.control_dependencies(_record_checks(parsed, ref_index, num_refs)):
+    with tf.control_dependencies(_record_checks(parsed, ref_index, num_refs, word_ids=stored)):
         ref_index = tf.identity(ref_index)
     image = tf.io.decode_image(parsed["image/encoded"], channels=3, expand_animations=False)
     image = tf.ensure_shape(image, [None, None, 3])
@@ -544,6 +546,8 @@ def _decode_image_record(serialized, record_seed, preprocessing: _Preprocessing)
     example["ref_id"] = tf.gather(parsed["ref/id"], ref_index)
     example["sent_id"] = parsed["sentence/id"]
     example["image_id"] = tf.fill([count], parsed["image/id"])
+    if stored:
+        example["word_ids"] = _stored_word_ids(parsed, tf.range(count), preprocessing)
     return example
 
 

@@ -21,6 +21,18 @@ values {0, 1}. Sentences are stored flat with the index of the ref they describe
 | sentence/text         | bytes       | S     | raw UTF-8 sentence                               |
 | sentence/ref_index    | int64       | S     | index in [0, R) of the ref the sentence is about |
 
+Optional, written by `refseg-convert --word_ids` (`converters.word_ids`): the sentences
+tokenised once, at conversion, into the ids of the directory's `vocab.txt`:
+
+| feature               | type        | shape | meaning                                          |
+|-----------------------|-------------|-------|--------------------------------------------------|
+| sentence/word_ids     | int64       | sum W | every sentence's whole word ids, in order        |
+| sentence/num_words    | int64       | S     | W, the number of ids of each sentence            |
+
+`metadata.json` "word_ids" then holds the fingerprint of the vocabulary and tokeniser they were
+made with (`refseg_tf.text.tokenization_fingerprint`), which `refseg_tf.data.load` compares with
+its preprocessor's before it reads them instead of tokenising.
+
 Files are `<split>-NNNNN-of-MMMMM.tfrecord` beside `vocab.txt` and `metadata.json`.
 """
 
@@ -34,6 +46,8 @@ import numpy as np
 from refseg_tf.filenames import METADATA_FILENAME, VOCABULARY_FILENAME  # noqa: F401  (re-exported)
 
 SCHEMA_VERSION = 1
+WORD_IDS_KEY = "sentence/word_ids"
+NUM_WORDS_KEY = "sentence/num_words"
 SHARD_PATTERN = "{split}-{index:05d}-of-{count:05d}.tfrecord"
 SHARD_GLOB = "{split}-*-of-*.tfrecord"
 VOCAB_FILENAME = VOCABULARY_FILENAME
@@ -149,8 +163,19 @@ def encode_example(record: ImageRecord) -> bytes:
     return example.SerializeToString()
 
 
-def feature_spec():
-    """The `tf.io.parse_single_example` spec of the schema."""
+def feature_spec(word_ids: bool = False):
+    """The `tf.io.parse_single_example` spec of the schema (with the optional stored word ids
+    when `word_ids`)."""
+    import tensorflow as tf
+
+    spec = _base_feature_spec()
+    if word_ids:
+        spec[WORD_IDS_KEY] = tf.io.VarLenFeature(tf.int64)
+        spec[NUM_WORDS_KEY] = tf.io.VarLenFeature(tf.int64)
+    return spec
+
+
+def _base_feature_spec():
     import tensorflow as tf
 
     scalar_bytes = tf.io.FixedLenFeature([], tf.string)
@@ -173,15 +198,16 @@ def feature_spec():
     }
 
 
-def parse_example(serialized):
+def parse_example(serialized, word_ids: bool = False):
     """Parses one serialized example into dense tensors (graph-safe).
 
-    Returns a dict with the schema's keys; list features become dense 1-D tensors and
-    `ref/bbox` becomes [R, 4].
+    Returns a dict with the schema's keys (and the stored word ids when `word_ids`; empty
+    when a record has none); list features become dense 1-D tensors and `ref/bbox` becomes
+    [R, 4].
     """
     import tensorflow as tf
 
-    parsed = tf.io.parse_single_example(serialized, feature_spec())
+    parsed = tf.io.parse_single_example(serialized, feature_spec(word_ids))
     out = {}
     for key, value in parsed.items():
         out[key] = tf.sparse.to_dense(value) if isinstance(value, tf.SparseTensor) else value
@@ -200,7 +226,8 @@ def decode_example_numpy(serialized: bytes) -> dict:
         kind = feature[key].WhichOneof("kind")
         return list(getattr(feature[key], kind).value) if kind else []
 
-    return {key: values(key) for key in feature_spec()}
+    keys = [*feature_spec()] + [key for key in (WORD_IDS_KEY, NUM_WORDS_KEY) if key in feature]
+    return {key: values(key) for key in keys}
 
 
 # --------------------------------------------------------------------------------- shard files

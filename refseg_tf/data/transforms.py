@@ -402,7 +402,7 @@ def restore_batch_to_original(
         list of B float32 numpy arrays [height_i, width_i].
 
     Example:
-        for batch in load(data_dir, "val", mode="eval", image_size=320):
+        for batch in load(data_dir, "val", mode="eval"):  # the default S = 320
             logits = model(batch)  # [B, 40, 40, 1]
             scores = restore_batch_to_original(
                 logits, batch["image_window"], batch["original_size"], image_size=320)

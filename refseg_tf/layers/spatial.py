@@ -157,8 +157,38 @@ class SpatialCoordinates(keras.layers.Layer):
         return tuple(input_shape[:3]) + (SPATIAL_CHANNELS,)
 
 
+class Float32Layer(keras.layers.Layer):
+    """Base of the shape-preserving layers computed in float32 with one `epsilon` setting.
+
+    `call` casts the input to float32, applies the subclass's `compute(values)` and casts the
+    result back to the compute dtype, so a mixed-precision model keeps the numerics of these
+    normalisations and transforms (float16 sums of squares overflow, logs of 1 +- h lose all
+    precision). Used by `L2Normalize`, RMI's `ClippedArctanh` and RRN's
+    `SampleLayerNormalization`.
+
+    Args:
+        epsilon: the subclass's floor (a variance, a squared norm, a margin).
+        **kwargs: `keras.layers.Layer` arguments.
+    """
+
+    def __init__(self, epsilon, **kwargs):
+        super().__init__(**kwargs)
+        self.epsilon = float(epsilon)
+
+    def call(self, inputs):
+        return ops.cast(self.compute(ops.cast(inputs, "float32")), self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(epsilon=self.epsilon)
+        return config
+
+
 @keras.saving.register_keras_serializable(package="refseg_tf")
-class L2Normalize(keras.layers.Layer):
+class L2Normalize(Float32Layer):
     """Scales vectors along `axis` to unit L2 norm (`x / sqrt(max(sum(x^2), epsilon))`).
 
     The norm is computed in float32 even under a mixed-precision policy (a sum of 1000
@@ -180,22 +210,16 @@ class L2Normalize(keras.layers.Layer):
     """
 
     def __init__(self, axis=-1, epsilon=1e-12, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(epsilon, **kwargs)
         self.axis = axis
-        self.epsilon = epsilon
 
-    def call(self, inputs):
-        values = ops.cast(inputs, "float32")
+    def compute(self, values):
         squared_norm = ops.sum(ops.square(values), axis=self.axis, keepdims=True)
-        normalized = values * ops.rsqrt(ops.maximum(squared_norm, self.epsilon))
-        return ops.cast(normalized, self.compute_dtype)
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
+        return values * ops.rsqrt(ops.maximum(squared_norm, self.epsilon))
 
     def get_config(self):
         config = super().get_config()
-        config.update(axis=self.axis, epsilon=self.epsilon)
+        config.update(axis=self.axis)
         return config
 
 

@@ -1,4 +1,9 @@
-"""Recurrent text encoders over padded word-id sequences."""
+"""Recurrent text encoders over padded word-id sequences.
+
+`WordSequenceEncoder` is what they share (the vocabulary / embedding / units arguments, the
+build of the embedding and the recurrent layer, the `<pad>` mask); `LSTMTextEncoder` here,
+the LTS family's `GRUTextEncoder` in its package.
+"""
 
 import keras
 from keras import ops
@@ -6,8 +11,70 @@ from keras import ops
 from refseg_tf.text.vocabulary import PAD_ID  # `<pad>`, id 0 in every vocabulary
 
 
+class WordSequenceEncoder(keras.layers.Layer):
+    """Base of the encoders `word_ids [B, T] -> embedding -> recurrent layer`.
+
+    A subclass creates `self.embedding` (`keras.layers.Embedding`) and its recurrent layer in
+    `__init__`, under the attribute named by `recurrent_attribute` (the attribute names are
+    the paths of the weights in a `.keras` file, so each family keeps its own), and writes
+    `call` / `compute_output_shape`. The base checks and stores the three sizes, builds both
+    layers and puts the sizes in `get_config`.
+
+    Args:
+        vocabulary_size: number of word ids, at least `min_vocabulary_size`.
+        embedding_dim: word embedding size.
+        units: size of the recurrent layer (per direction for a bidirectional one).
+        **kwargs: `keras.layers.Layer` arguments.
+    """
+
+    # Ids below this are the vocabulary's special tokens the encoder relies on, plus a word.
+    min_vocabulary_size = PAD_ID + 2
+    # The attribute holding the recurrent layer (built on `[B, T, embedding_dim]`).
+    recurrent_attribute = "lstm"
+
+    def __init__(self, vocabulary_size, embedding_dim, units, **kwargs):
+        super().__init__(**kwargs)
+        if int(vocabulary_size) < self.min_vocabulary_size:
+            raise ValueError(
+                f"`vocabulary_size` must be at least {self.min_vocabulary_size} for "
+                f"{type(self).__name__} (the special tokens it reads and words); received "
+                f"{vocabulary_size}."
+            )
+        self.vocabulary_size = int(vocabulary_size)
+        self.embedding_dim = _positive(embedding_dim, "embedding_dim")
+        self.units = _positive(units, "units")
+
+    def build(self, word_ids_shape):
+        self.embedding.build(word_ids_shape)
+        recurrent = getattr(self, self.recurrent_attribute)
+        recurrent.build(tuple(word_ids_shape) + (self.embedding_dim,))
+        self.built = True
+
+    @staticmethod
+    def word_mask(word_ids):
+        """`(word_ids as int32, mask)`: the mask bool `[B, T]` is True at real words."""
+        word_ids = ops.cast(word_ids, "int32")
+        return word_ids, ops.not_equal(word_ids, PAD_ID)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            vocabulary_size=self.vocabulary_size,
+            embedding_dim=self.embedding_dim,
+            units=self.units,
+        )
+        return config
+
+
+def _positive(value, argument):
+    value = int(value)
+    if value <= 0:
+        raise ValueError(f"`{argument}` must be a positive integer; received {value}.")
+    return value
+
+
 @keras.saving.register_keras_serializable(package="refseg_tf")
-class LSTMTextEncoder(keras.layers.Layer):
+class LSTMTextEncoder(WordSequenceEncoder):
     """Word embedding + LSTM that encodes a padded expression into its last hidden state h_T.
 
     With `mask_padding=True` (the RMI/RRN code) `<pad>` (id 0) steps are masked: the LSTM
@@ -62,14 +129,7 @@ class LSTMTextEncoder(keras.layers.Layer):
         mask_padding=True,
         **kwargs,
     ):
-        super().__init__(**kwargs)
-        if vocabulary_size < 2:
-            raise ValueError(
-                f"vocabulary_size must be at least 2 (<pad> and one word); got {vocabulary_size}."
-            )
-        self.vocabulary_size = int(vocabulary_size)
-        self.embedding_dim = int(embedding_dim)
-        self.units = int(units)
+        super().__init__(vocabulary_size, embedding_dim, units, **kwargs)
         self.return_sequences = bool(return_sequences)
         self.embedding_dropout = float(embedding_dropout)
         self.mask_padding = bool(mask_padding)
@@ -99,14 +159,8 @@ class LSTMTextEncoder(keras.layers.Layer):
             name="lstm",
         )
 
-    def build(self, word_ids_shape):
-        self.embedding.build(word_ids_shape)
-        self.lstm.build(tuple(word_ids_shape) + (self.embedding_dim,))
-        self.built = True
-
     def call(self, word_ids, training=None):
-        word_ids = ops.cast(word_ids, "int32")
-        mask = ops.not_equal(word_ids, PAD_ID)
+        word_ids, mask = self.word_mask(word_ids)
         embeddings = self.dropout(self.embedding(word_ids), training=training)
         sequence, final, _ = self.lstm(
             embeddings, mask=mask if self.mask_padding else None, training=training
@@ -129,9 +183,6 @@ class LSTMTextEncoder(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(
-            vocabulary_size=self.vocabulary_size,
-            embedding_dim=self.embedding_dim,
-            units=self.units,
             return_sequences=self.return_sequences,
             embedding_dropout=self.embedding_dropout,
             embeddings_initializer=keras.initializers.serialize(self.embeddings_initializer),

@@ -106,24 +106,15 @@ def _check_pixel_reduction(pixel_reduction):
         )
 
 
-def weighted_logistic_loss(
-    mask,
-    logits,
-    foreground_weight=1.0,
-    background_weight=1.0,
-    label_mode="binary",
-    resolution="logits",
-    pixel_reduction="mean",
-    upsampling=DEFAULT_LOSS_UPSAMPLING,
-):
+def weighted_logistic_loss(mask, logits, *args, **kwargs):
     """Per-example loss `[B]`: the weighted logistic loss averaged ("mean", Hu et al. Eq. 1)
-    or summed ("sum", the RMI/RRN code's `util/loss.py`) over the pixels of the loss grid."""
-    _check_pixel_reduction(pixel_reduction)
-    labels, logits = align_target_and_logits(mask, logits, resolution, label_mode, upsampling)
-    per_pixel = weighted_logistic_map(labels, logits, foreground_weight, background_weight)
-    if pixel_reduction == "sum":
-        return ops.sum(per_pixel, axis=(1, 2, 3))
-    return ops.mean(per_pixel, axis=(1, 2, 3))
+    or summed ("sum", the RMI/RRN code's `util/loss.py`) over the pixels of the loss grid.
+
+    The functional form of `WeightedLogisticLoss` (before its mean over the batch): `args` /
+    `kwargs` are its arguments (`foreground_weight`, `background_weight`, `label_mode`,
+    `resolution`, `pixel_reduction`, `upsampling`), with its defaults and checks.
+    """
+    return WeightedLogisticLoss(*args, **kwargs).call(mask, logits)
 
 
 @keras.saving.register_keras_serializable(package="refseg_tf")
@@ -200,16 +191,15 @@ class WeightedLogisticLoss(keras.losses.Loss):
         self.upsampling = upsampling
 
     def call(self, y_true, y_pred):
-        return weighted_logistic_loss(
-            y_true,
-            y_pred,
-            self.foreground_weight,
-            self.background_weight,
-            self.label_mode,
-            self.resolution,
-            self.pixel_reduction,
-            self.upsampling,
+        labels, logits = align_target_and_logits(
+            y_true, y_pred, self.resolution, self.label_mode, self.upsampling
         )
+        per_pixel = weighted_logistic_map(
+            labels, logits, self.foreground_weight, self.background_weight
+        )
+        if self.pixel_reduction == "sum":
+            return ops.sum(per_pixel, axis=(1, 2, 3))
+        return ops.mean(per_pixel, axis=(1, 2, 3))
 
     def get_config(self):
         config = super().get_config()
@@ -230,7 +220,8 @@ class SigmoidCrossEntropyLoss(WeightedLogisticLoss):
 
     Args:
         label_mode, resolution, pixel_reduction, upsampling, name, reduction, dtype: as
-            `WeightedLogisticLoss`.
+            `WeightedLogisticLoss` (positional in that order); `name` defaults to
+            "sigmoid_cross_entropy".
 
     Example:
         >>> SigmoidCrossEntropyLoss(resolution="image")(mask, logits)  # RRN's training loss
@@ -240,27 +231,9 @@ class SigmoidCrossEntropyLoss(WeightedLogisticLoss):
         Liu et al. 2017 (RMI), Eq. 5-6.
     """
 
-    def __init__(
-        self,
-        label_mode="binary",
-        resolution="logits",
-        pixel_reduction="mean",
-        upsampling=DEFAULT_LOSS_UPSAMPLING,
-        name="sigmoid_cross_entropy",
-        reduction="sum_over_batch_size",
-        dtype=None,
-    ):
-        super().__init__(
-            1.0,
-            1.0,
-            label_mode=label_mode,
-            resolution=resolution,
-            pixel_reduction=pixel_reduction,
-            upsampling=upsampling,
-            name=name,
-            reduction=reduction,
-            dtype=dtype,
-        )
+    def __init__(self, *args, name="sigmoid_cross_entropy", **kwargs):
+        # `WeightedLogisticLoss`'s arguments after the two class weights, in its order.
+        super().__init__(1.0, 1.0, *args, name=name, **kwargs)
 
     def get_config(self):
         config = super().get_config()

@@ -163,8 +163,38 @@ class OverallIoU(_SegmentationIoUMetric):
         return ops.cast(ratio, self.dtype)
 
 
+class _PerSampleMeanMetric(_SegmentationIoUMetric):
+    """Shared part of `MeanIoU` and `PrecisionAtIoU`: a weighted mean over samples.
+
+    Each sample contributes `per_sample_value(I, U)` (float64 `[B]`) with its weight; the
+    state is the float64 sum of weighted values (the variable `total_name`) and of weights
+    (`count`), and the result their ratio (0 before any sample).
+
+    Args:
+        as `_SegmentationIoUMetric`.
+    """
+
+    total_name = "total"
+
+    def __init__(self, name, probability_threshold, from_logits, dtype, scoring_rule):
+        super().__init__(name, probability_threshold, from_logits, dtype, scoring_rule)
+        self.total = self.add_variable(
+            shape=(), initializer="zeros", dtype="float64", name=self.total_name
+        )
+        self.count = self.add_variable(shape=(), initializer="zeros", dtype="float64", name="count")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        intersection, union = self._per_sample_counts(y_true, y_pred)
+        weights = ops.cast(self._per_sample_weights(sample_weight, intersection), "float64")
+        self.total.assign_add(ops.sum(self.per_sample_value(intersection, union) * weights))
+        self.count.assign_add(ops.sum(weights))
+
+    def result(self):
+        return ops.cast(ops.divide_no_nan(self.total, self.count), self.dtype)
+
+
 @keras.saving.register_keras_serializable(package="refseg_tf")
-class MeanIoU(_SegmentationIoUMetric):
+class MeanIoU(_PerSampleMeanMetric):
     """Mean IoU: the per-sample IoU of a binary referring mask, averaged over samples.
 
     Not `keras.metrics.MeanIoU`: that one averages the IoU of each *class* (here background and
@@ -173,15 +203,9 @@ class MeanIoU(_SegmentationIoUMetric):
 
     Args:
         name: metric name, "mean_iou".
-        probability_threshold: foreground where sigmoid(logit) >= this (0.5: logit >= 1e-9).
-        from_logits: `y_pred` holds logits (True) or probabilities (False).
-        dtype: dtype of the result.
-        scoring_rule: "upsample_logits" (default) or "resize_probability" (`refseg_tf.scoring`).
+        probability_threshold, from_logits, dtype, scoring_rule: as `OverallIoU`.
 
-    Call args (`update_state`):
-        y_true: mask [B, H, W, 1] with values in {0, 1}.
-        y_pred: logits [B, h, w, 1]; brought to H x W by the scoring rule.
-        sample_weight: optional per-sample weights [B] (a weighted mean).
+    Call args (`update_state`): as `OverallIoU`; `sample_weight` gives a weighted mean.
 
     Example:
         >>> metric = MeanIoU()
@@ -192,41 +216,28 @@ class MeanIoU(_SegmentationIoUMetric):
         Jing et al. 2021 (LTS) Sec. 4.1; Li et al. 2018 (RRN) public code's "mean IoU".
     """
 
+    total_name = "total_iou"
+
     def __init__(self, name="mean_iou", probability_threshold=0.5, from_logits=True, dtype=None,
                  scoring_rule=scoring.DEFAULT_SCORING_RULE):
         super().__init__(name, probability_threshold, from_logits, dtype, scoring_rule)
-        self.total_iou = self.add_variable(
-            shape=(), initializer="zeros", dtype="float64", name="total_iou"
-        )
-        self.count = self.add_variable(shape=(), initializer="zeros", dtype="float64", name="count")
 
-    def update_state(self, y_true, y_pred, sample_weight=None):
-        intersection, union = self._per_sample_counts(y_true, y_pred)
-        weights = self._per_sample_weights(sample_weight, intersection)
-        iou = _per_sample_iou(intersection, union)
-        self.total_iou.assign_add(ops.sum(iou * ops.cast(weights, "float64")))
-        self.count.assign_add(ops.sum(ops.cast(weights, "float64")))
-
-    def result(self):
-        return ops.cast(ops.divide_no_nan(self.total_iou, self.count), self.dtype)
+    def per_sample_value(self, intersection, union):
+        return _per_sample_iou(intersection, union)
 
 
 @keras.saving.register_keras_serializable(package="refseg_tf")
-class PrecisionAtIoU(_SegmentationIoUMetric):
+class PrecisionAtIoU(_PerSampleMeanMetric):
     """precision@X: the share of samples whose IoU is at least X.
+
+    The variable `total_name` ("hits") counts the (weighted) samples at IoU >= X.
 
     Args:
         threshold: the IoU threshold X in [0, 1]; a sample counts when IoU >= X.
         name: metric name; default "precision@X" (e.g. "precision@0.5").
-        probability_threshold: foreground where sigmoid(logit) >= this (0.5: logit >= 1e-9).
-        from_logits: `y_pred` holds logits (True) or probabilities (False).
-        dtype: dtype of the result.
-        scoring_rule: "upsample_logits" (default) or "resize_probability" (`refseg_tf.scoring`).
+        probability_threshold, from_logits, dtype, scoring_rule: as `OverallIoU`.
 
-    Call args (`update_state`):
-        y_true: mask [B, H, W, 1] with values in {0, 1}.
-        y_pred: logits [B, h, w, 1]; brought to H x W by the scoring rule.
-        sample_weight: optional per-sample weights [B] (a weighted share).
+    Call args (`update_state`): as `OverallIoU`; `sample_weight` gives a weighted share.
 
     Example:
         >>> metric = PrecisionAtIoU(0.7)
@@ -237,6 +248,8 @@ class PrecisionAtIoU(_SegmentationIoUMetric):
         Hu et al. 2016 Sec. 4.2 (precision at IoU thresholds 0.5 .. 0.9); the authors' code
         counts IoU >= X.
     """
+
+    total_name = "hits"
 
     def __init__(
         self,
@@ -253,22 +266,14 @@ class PrecisionAtIoU(_SegmentationIoUMetric):
         name = precision_key(threshold) if name is None else name
         super().__init__(name, probability_threshold, from_logits, dtype, scoring_rule)
         self.threshold = threshold
-        self.hits = self.add_variable(shape=(), initializer="zeros", dtype="float64", name="hits")
-        self.count = self.add_variable(shape=(), initializer="zeros", dtype="float64", name="count")
 
-    def update_state(self, y_true, y_pred, sample_weight=None):
-        intersection, union = self._per_sample_counts(y_true, y_pred)
-        weights = self._per_sample_weights(sample_weight, intersection)
+    def per_sample_value(self, intersection, union):
         # float64 division of exact pixel counts: the same IoU values as scores.py, so a sample
         # at exactly X (e.g. I/U = 3/5 against 0.6) counts here as it does there.
         # An explicit float64 threshold: a Python float would become float32(X), above X.
         threshold = ops.convert_to_tensor(self.threshold, dtype="float64")
         hit = ops.greater_equal(_per_sample_iou(intersection, union), threshold)
-        self.hits.assign_add(ops.sum(ops.cast(hit, "float64") * ops.cast(weights, "float64")))
-        self.count.assign_add(ops.sum(ops.cast(weights, "float64")))
-
-    def result(self):
-        return ops.cast(ops.divide_no_nan(self.hits, self.count), self.dtype)
+        return ops.cast(hit, "float64")
 
     def get_config(self):
         config = super().get_config()

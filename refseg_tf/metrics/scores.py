@@ -432,6 +432,18 @@ def localization_hit(heatmap: Any, mask: Any) -> bool:
     tested (on a pixel boundary, the lower/right pixel). Ties go to the first maximum in
     row-major order (numpy's argmax).
     """
+    heatmap, mask, (row, col) = _heatmap_argmax(heatmap, mask)
+    mask_row = _cell_centre_to_pixel(row, heatmap.shape[0], mask.shape[0])
+    mask_col = _cell_centre_to_pixel(col, heatmap.shape[1], mask.shape[1])
+    return bool(mask[mask_row, mask_col])
+
+
+def _heatmap_argmax(heatmap: Any, mask: Any) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    """`(heatmap, binary mask, (row, col) of the heatmap's first maximum)`, both maps checked.
+
+    Raises:
+        ValueError: either is not a non-empty 2-D array, or the heatmap is not finite.
+    """
     heatmap = np.asarray(heatmap)
     mask = _as_binary(mask, "mask")
     if heatmap.ndim != 2 or mask.ndim != 2 or heatmap.size == 0 or mask.size == 0:
@@ -442,9 +454,7 @@ def localization_hit(heatmap: Any, mask: Any) -> bool:
     if not np.all(np.isfinite(heatmap)):
         raise ValueError("heatmap contains NaN or infinite values")
     row, col = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
-    mask_row = _cell_centre_to_pixel(row, heatmap.shape[0], mask.shape[0])
-    mask_col = _cell_centre_to_pixel(col, heatmap.shape[1], mask.shape[1])
-    return bool(mask[mask_row, mask_col])
+    return heatmap, mask, (int(row), int(col))
 
 
 def _cell_centre_to_pixel(cell: int, cells: int, pixels: int) -> int:
@@ -469,18 +479,10 @@ def letterbox_localization_hit(
     heatmap = np.asarray(heatmap, dtype=np.float64)
     if heatmap.ndim == 3 and heatmap.shape[-1] == 1:
         heatmap = heatmap[..., 0]
-    mask = _as_binary(mask, "mask")
-    if heatmap.ndim != 2 or mask.ndim != 2 or heatmap.size == 0 or mask.size == 0:
-        raise ValueError(
-            f"heatmap and mask must be non-empty 2-D arrays; got shapes {heatmap.shape} and "
-            f"{mask.shape}"
-        )
-    if not np.all(np.isfinite(heatmap)):
-        raise ValueError("heatmap contains NaN or infinite values")
+    heatmap, mask, (row, col) = _heatmap_argmax(heatmap, mask)
     top, left, height, width = (float(v) for v in np.asarray(image_window).reshape(4))
     if height <= 0 or width <= 0:
         raise ValueError(f"image_window must have a positive size; got {image_window}")
-    row, col = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
     y = (row + 0.5) * image_size / heatmap.shape[0] - top
     x = (col + 0.5) * image_size / heatmap.shape[1] - left
     if not (0.0 <= y < height and 0.0 <= x < width):

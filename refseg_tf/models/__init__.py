@@ -12,7 +12,9 @@ from refseg_tf.models.factory import build_model, build_preset
 from refseg_tf.models.registry import (
     PRESETS,
     SIZES,
+    InputContract,
     Preset,
+    check_input_contract,
     get_preset,
     list_presets,
     preset_kwargs,

@@ -33,34 +33,24 @@ DEFAULT_LOSS_CONFIG = {
 # A neutral default (Keras's Adam); every family passes its paper's optimizer_config.
 DEFAULT_OPTIMIZER_CONFIG = {"name": "adam", "learning_rate": 1e-3}
 
+# The allowed values of each loss_config key with a closed set of values.
+LOSS_CONFIG_CHOICES = {
+    "name": LOSS_NAMES,
+    "label_mode": LABEL_MODES,
+    "resolution": RESOLUTIONS,
+    "reduction": PIXEL_REDUCTIONS,
+    "upsampling": LOSS_UPSAMPLINGS,
+}
+
 
 def validate_loss_config(config):
     """Checks a loss configuration dict; returns a plain-dict copy with the defaults filled in."""
     config = dict(DEFAULT_LOSS_CONFIG, **dict(config or {}))
-    if config["name"] not in LOSS_NAMES:
-        raise ValueError(
-            f"`loss_config['name']` must be one of {LOSS_NAMES}; received {config['name']!r}."
-        )
-    if config["label_mode"] not in LABEL_MODES:
-        raise ValueError(
-            f"`loss_config['label_mode']` must be one of {LABEL_MODES}; "
-            f"received {config['label_mode']!r}."
-        )
-    if config["resolution"] not in RESOLUTIONS:
-        raise ValueError(
-            f"`loss_config['resolution']` must be one of {RESOLUTIONS}; "
-            f"received {config['resolution']!r}."
-        )
-    if config["reduction"] not in PIXEL_REDUCTIONS:
-        raise ValueError(
-            f"`loss_config['reduction']` must be one of {PIXEL_REDUCTIONS}; "
-            f"received {config['reduction']!r}."
-        )
-    if config["upsampling"] not in LOSS_UPSAMPLINGS:
-        raise ValueError(
-            f"loss_config['upsampling'] must be one of {LOSS_UPSAMPLINGS}; "
-            f"received {config['upsampling']!r}."
-        )
+    for key, choices in LOSS_CONFIG_CHOICES.items():
+        if config[key] not in choices:
+            raise ValueError(
+                f"`loss_config[{key!r}]` must be one of {choices}; received {config[key]!r}."
+            )
     if config["resolution"] != "image":
         config.pop("upsampling")  # the logits are not upsampled
     if config["name"] == "sigmoid_cross_entropy":
@@ -164,8 +154,22 @@ class ReferringSegmenter(keras.Model):
     takes_word_vectors = False
     # Whether `call(inputs, training, detail=, return_features=)` takes ASGN's DE / SE hook:
     # `detail(backbone_features, visual)` joins the fusion input, and `return_features=True`
-    # returns `{"logits", "semantic"}` (the visual feature SE reads).
+    # returns `{"logits", "semantic"}` (the visual feature SE reads) on the feature grid, which
+    # `output_logits` takes to the output grid.
     has_detail_hook = False
+    # The backbone feature the model reads as its image representation (e.g. "fc8", "C5"),
+    # None when it reads no single one. Wrappers (ASGN's generator) pass it on.
+    visual_feature = None
+
+    def output_logits(self, feature_logits):
+        """The output logits (as `call` returns them) from logits on the feature grid.
+
+        Part of the detail hook (`has_detail_hook`): `call(..., return_features=True)` gives
+        `logits` before any upsampling layer of the model, and a wrapper that changes them
+        (ASGN's SE) finishes with this. Default: unchanged (the output is the feature grid);
+        LSTM-CNN's high-resolution stage applies its deconvolution.
+        """
+        return feature_logits
 
     def inference_model(self):
         """The network prediction, export and TFLite run (default: the model itself)."""

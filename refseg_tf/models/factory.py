@@ -3,7 +3,13 @@
 import inspect
 
 from refseg_tf.models.base import build_with_dummy_inputs
-from refseg_tf.models.registry import get_preset, list_presets, preset_keys, preset_kwargs
+from refseg_tf.models.registry import (
+    check_input_contract,
+    get_preset,
+    list_presets,
+    preset_keys,
+    preset_kwargs,
+)
 
 # Keys of the `model` section that are not model keyword arguments.
 _SECTION_KEYS = ("name", "vocabulary_size", "size", "backbone", "loss", "optimizer")
@@ -138,6 +144,8 @@ def build_model(config, *, build=False):
             f"{section.get('vocabulary_size')!r}."
         )
     preset = get_preset(section["name"])
+    if build:  # the input size the model is built at must be one it takes
+        check_input_contract(preset.name, config["data"], prefix="data.")
     backbone_name, backbone_kwargs = _backbone_spec(section.get("backbone"))
     kwargs = {key: value for key, value in section.items() if key not in _SECTION_KEYS}
     _check_model_keys(preset, kwargs)

@@ -703,11 +703,7 @@ def generate(
     (`refseg_tf.synthetic_data.generate(..., style=)` chooses between the styles.)
 
     Args:
-        output_dir: data root; receives `images/`, `synthetic/instances.json` and
-            `synthetic/refs(unc).p` (existing files of the same names are replaced).
-        num_images: number of images (scenes) to draw.
-        seed: non-negative seed; the same arguments give byte-identical files.
-        image_size: the long side of every image in pixels (at least 32).
+        output_dir, num_images, seed, image_size: as `refseg_tf.synthetic_data.generate`.
 
     Example:
         summary = generate("/tmp/shapes", num_images=300, seed=0, image_size=96)

@@ -12,6 +12,7 @@ from refseg_tf.text.tokenizer import (
     lower_char,
     split_words,
     strip_control_characters,
+    tokenization_fingerprint,
 )
 from refseg_tf.text.vocabulary import (
     EOS_ID,
@@ -53,4 +54,5 @@ __all__ = [
     "lower_char",
     "split_words",
     "strip_control_characters",
+    "tokenization_fingerprint",
 ]

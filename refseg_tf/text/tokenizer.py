@@ -73,6 +73,35 @@ from refseg_tf.text.vocabulary import PAD_ID, UNK_ID, Vocabulary, as_vocabulary
 PADDING_MODES = ("front", "back")
 
 
+def tokenization_fingerprint(vocabulary, mode: str = "refseg") -> str:
+    """Hex digest of what a sentence's word ids depend on besides the sentence: the
+    vocabulary's words (and so their ids), the tokeniser mode, the Unicode version of the
+    character rules and the rules' source (`refseg_tf.text.rules`).
+
+    `refseg-convert --word_ids` stores it in `metadata.json` beside the ids it stores;
+    `refseg_tf.data.load` uses the stored ids only when its preprocessor's fingerprint is the
+    same, so stored ids are never read with another vocabulary or rule. (Truncation to
+    `max_length` and the padding are applied when the ids are read: stored ids are whole.)
+    """
+    import hashlib
+    import json
+    import unicodedata
+
+    from refseg_tf.text import rules
+
+    words = hashlib.sha256("\n".join(as_vocabulary(vocabulary).words).encode("utf-8"))
+    with open(rules.__file__, "rb") as source:
+        rule_source = hashlib.sha256(source.read())
+    document = {
+        "format": 1,
+        "vocabulary_sha256": words.hexdigest(),
+        "tokenizer": check_tokenizer_mode(mode),
+        "unicode": unicodedata.unidata_version,
+        "rules_sha256": rule_source.hexdigest(),
+    }
+    return hashlib.sha256(json.dumps(document, sort_keys=True).encode("utf-8")).hexdigest()
+
+
 def encode_sentence(
     sentence: Union[str, bytes],
     vocabulary: Vocabulary,
@@ -258,6 +287,12 @@ class Tokenizer(tf.Module):
         # Range i covers [starts[i], starts[i + 1]); starts[0] == 0 so the index is never -1.
         index = tf.searchsorted(self._class_starts, chars, side="right", out_type=tf.int32) - 1
         return tf.gather(self._class_values, index)
+
+    def pad(self, ids: tf.RaggedTensor) -> tf.Tensor:
+        """Whole word ids `[B, None]` (ragged; e.g. stored at conversion) -> int32
+        `[B, max_length]`: the first `max_length` ids, padded as `padding` says; exactly what
+        calling the tokenizer on the sentences gives."""
+        return self._truncate_and_pad(tf.cast(ids, tf.int32))
 
     def _truncate_and_pad(self, ids: tf.RaggedTensor) -> tf.Tensor:
         ids = ids[:, : self.max_length]

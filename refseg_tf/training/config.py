@@ -6,7 +6,8 @@ paper differs. The keys users override most sit at the same place in every confi
 
 Sections:
 - `data`: where the converted TFRecords are and how images and text are preprocessed
-  (the keyword arguments of `refseg_tf.data.load`).
+  (the `PreprocessingSettings` keys a `ReferringPreprocessor` is built from, and the reading
+  options of `refseg_tf.data.load`).
 - `model`: read by `refseg_tf.models.build_model`: `name` (a preset), `size` ("paper" or
   "tiny"), `backbone` (`name` and `kwargs`), `vocabulary_size` (0 = read from
   `data.dir/vocab.txt`), optional `loss`/`optimizer` overrides and the model's own arguments.
@@ -21,7 +22,7 @@ import os
 import ml_collections
 
 from refseg_tf.experiment import base_config  # noqa: F401  (the defaults; defined there)
-from refseg_tf.data.settings import PREPROCESSING_DEFAULTS, PREPROCESSING_KEYS
+from refseg_tf.data.settings import PREPROCESSING_KEYS
 from refseg_tf.files import atomic_write_text
 from refseg_tf.filenames import CONFIG_FILENAME  # noqa: F401  (re-exported)
 
@@ -54,6 +55,17 @@ def get_by_path(config, dotted: str):
             raise KeyError(dotted)
         node = node[part]
     return node
+
+
+def _input_contract_problems(config) -> list:
+    """`config.data` against the input contract of the preset `config.model.name`
+    (`refseg_tf.models.registry.InputContract`); an unknown preset is `build_model`'s error."""
+    from refseg_tf.models import PRESETS
+
+    name = config.model.get("name")
+    if name not in PRESETS:
+        return []
+    return PRESETS[name].input_contract.problems(name, config.data, prefix="data.")
 
 
 def validate_config(config, require_data_dir: bool = False) -> None:
@@ -92,23 +104,11 @@ def validate_config(config, require_data_dir: bool = False) -> None:
                 "`model.optimizer` must be unset for training; received "
                 f"{dict(config.model.optimizer)!r}: set `train.optimizer.<key>` instead"
             )
+        problems.extend(_input_contract_problems(config))
         if require_data_dir and not config.data.dir:
             problems.append("`data.dir` is empty: pass --config.data.dir=PATH to converted TFRecords")
     if problems:
         raise ValueError("Invalid config: " + "; ".join(problems))
-
-
-def preprocessing_kwargs(config) -> dict:
-    """The `refseg_tf.data.load` keyword arguments shared by training, evaluation and prediction."""
-    kwargs = {key: config.data.get(key, default) for key, default in PREPROCESSING_DEFAULTS.items()}
-    kwargs["tokenizer"] = tokenizer_mode(config)
-    kwargs.pop("blind_expression")  # the text-blind control is the preprocessor's
-    return kwargs
-
-
-def tokenizer_mode(config) -> str:
-    """`config.data.tokenizer`; "refseg" for model directories written before the key."""
-    return config.data.get("tokenizer", "refseg")
 
 
 def save_config(config, model_dir: str) -> str:

@@ -256,34 +256,6 @@ def restore_newest_readable(manager) -> int:
     return int(manager.checkpoint.optimizer.iterations.numpy())
 
 
-def blind_word_ids(config, vocabulary_path=None):
-    """The fixed word ids of the text-blind control, or None when `data.blind_expression` is off.
-
-    `vocabulary_path` is the model's vocabulary (default: the training data's `vocab.txt`).
-    """
-    expression = config.data.get("blind_expression", "")
-    if not expression:
-        return None
-    from refseg_tf.text import Vocabulary, encode_sentence
-
-    vocabulary = Vocabulary.load(vocabulary_path or _data_file(config, VOCAB_FILENAME))
-    return tf.constant(
-        encode_sentence(
-            expression, vocabulary, int(config.data.max_length), config.data.text_padding,
-            mode=config.data.get("tokenizer", "refseg"),
-        ),
-        tf.int32,
-    )
-
-
-def replace_word_ids(features, word_ids):
-    """Gives every example of the batch `features` the same `word_ids` (text-blind control)."""
-    batch = tf.shape(features["word_ids"])[0]
-    features = dict(features)
-    features["word_ids"] = tf.tile(word_ids[tf.newaxis], [batch, 1])
-    return features
-
-
 def _verify_training_data(config) -> None:
     """Checks the training shards against metadata.json before anything is written."""
     from refseg_tf.data import pipeline
@@ -292,29 +264,38 @@ def _verify_training_data(config) -> None:
     pipeline.verify_split(config.data.dir, config.data.split_train, paths)
 
 
-def training_dataset(config, batch_size, step=0):
-    """The training batches; the seed moves with `step` so a resumed run sees new batches."""
+def training_preprocessor(config):
+    """The one `ReferringPreprocessor` of a training run: `config.data`'s settings (text-blind
+    control and resolved threshold included) over the training data's `vocab.txt`."""
+    from refseg_tf.preprocessing import ReferringPreprocessor
+
+    settings = ReferringPreprocessor.config_from_training_config(config)
+    return ReferringPreprocessor.from_data_dir(config.data.dir, **settings)
+
+
+def training_dataset(config, batch_size, step=0, preprocessor=None):
+    """The training batches; the seed moves with `step` so a resumed run sees new batches.
+
+    `preprocessor`: the run's `training_preprocessor(config)` (built here when None); its
+    `tokenize` gives the text-blind control's fixed ids when `data.blind_expression` is set.
+    """
     from refseg_tf.data import load
 
-    dataset = load(
+    return load(
         config.data.dir,
         config.data.split_train,
         mode="train",
         batch_size=batch_size,
+        preprocessor=training_preprocessor(config) if preprocessor is None else preprocessor,
         sentences=config.data.sentences,
         shuffle_buffer=int(config.data.shuffle_buffer),
         interleave_all_files=bool(config.data.get("interleave_all_files", False)),
         seed=int(config.train.seed) + int(step),
         as_supervised=True,
-        **config_lib.preprocessing_kwargs(config),
     )
-    blind = blind_word_ids(config)
-    if blind is not None:
-        dataset = dataset.map(lambda features, mask: (replace_word_ids(features, blind), mask))
-    return dataset
 
 
-def _image_callback(config, model_dir, model, step):
+def _image_callback(config, model_dir, model, step, preprocessor):
     """The TensorBoard mask pictures of a fixed training batch.
 
     The batch comes from a dataset of its own: a second iterator over the training dataset
@@ -324,18 +305,18 @@ def _image_callback(config, model_dir, model, step):
     """
     from refseg_tf.data.transforms import denormalize_image
 
-    dataset = training_dataset(config, int(config.train.batch_size), step)
+    dataset = training_dataset(config, int(config.train.batch_size), step, preprocessor)
     inputs, masks = next(iter(dataset.take(1)))
     inputs = {key: value[:4] for key, value in inputs.items()}
-    preset = config.data.normalization
+    preset = preprocessor.normalization
     return callbacks_lib.MaskImageSummary(
         os.path.join(model_dir, "logs"),
         inputs,
         masks[:4],
         denormalize=lambda images: denormalize_image(images, preset),
-        threshold=model.threshold,
+        threshold=preprocessor.threshold_for(model),
         every=int(config.train.log_images_every),
-        scoring_rule=config.eval.get("scoring_rule", "upsample_logits"),
+        scoring_rule=preprocessor.scoring_rule,
     )
 
 
@@ -411,7 +392,7 @@ def _input_sharding(config) -> str:
     return sharding
 
 
-def distributed_training_dataset(config, batch_size, step, strategy):
+def distributed_training_dataset(config, batch_size, step, strategy, preprocessor=None):
     """`training_dataset` of global batches, with `train.input_sharding` for several workers.
 
     "auto" keeps the pipeline's policy (FILE when every worker gets a shard file, else DATA);
@@ -419,7 +400,7 @@ def distributed_training_dataset(config, batch_size, step, strategy):
     workers together train on exactly the batches one worker would.
     """
     sharding = _input_sharding(config)
-    dataset = training_dataset(config, batch_size, step)
+    dataset = training_dataset(config, batch_size, step, preprocessor)
     if sharding == "data" and loop_lib.is_multi_worker(strategy):
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = (
@@ -436,7 +417,8 @@ def _log_every_steps(config) -> int:
     return every
 
 
-def _training_callbacks(config, model_dir, manager, strategy, engine, verbose, model, step):
+def _training_callbacks(config, model_dir, manager, strategy, engine, verbose, model, step,
+                        preprocessor):
     """Checkpoints on every worker; TensorBoard, pictures on the chief; progress lines."""
     chief = loop_lib.is_chief(strategy)
     callbacks = [callbacks_lib.CheckpointEveryEpoch(manager, discard=not chief)]
@@ -450,7 +432,7 @@ def _training_callbacks(config, model_dir, manager, strategy, engine, verbose, m
     if every and verbose == 2:
         callbacks.append(callbacks_lib.StepLogLines(every, int(config.train.steps)))
     if chief and int(config.train.log_images_every) > 0:
-        callbacks.append(_image_callback(config, model_dir, model, step))
+        callbacks.append(_image_callback(config, model_dir, model, step, preprocessor))
     return callbacks
 
 
@@ -521,8 +503,13 @@ def train(config, model_dir: str, verbose="auto"):
         sum(int(np.prod(v.shape)) for v in model.trainable_weights), decayed, step, steps,
     )
     logging.info("Training with %s (engine %r).", loop_lib.describe_cluster(strategy), engine)
-    dataset = distributed_training_dataset(config, int(config.train.batch_size), step, strategy)
-    callbacks = _training_callbacks(config, model_dir, manager, strategy, engine, verbose, model, step)
+    preprocessor = training_preprocessor(config)  # one for every dataset of the run
+    dataset = distributed_training_dataset(
+        config, int(config.train.batch_size), step, strategy, preprocessor
+    )
+    callbacks = _training_callbacks(
+        config, model_dir, manager, strategy, engine, verbose, model, step, preprocessor
+    )
     train_function = loop_lib.make_train_function(model, strategy) if engine == "loop" else None
     for initial_epoch, epochs, epoch_steps in fit_plan(step, steps, steps_per_epoch):
         if engine == "loop":

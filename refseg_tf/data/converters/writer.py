@@ -67,6 +67,7 @@ def write_dataset(
     report: Optional[ConversionReport] = None,
     tokenizer: str = "refseg",
     vocabulary=None,
+    word_ids: bool = False,
 ) -> dict:
     """Converts every split a reader plans into TFRecord shards, a vocabulary and metadata.
 
@@ -88,6 +89,9 @@ def write_dataset(
         vocabulary: None builds `vocab.txt` from the vocabulary split; a word-list file path (or
             a `refseg_tf.text.Vocabulary`) is used as it is, with the same ids, and
             `metadata.json` counts the out-of-vocabulary tokens of the vocabulary split.
+        word_ids: also store each sentence's word ids (of that vocabulary, by that tokenizer)
+            beside its text, with their fingerprint in `metadata.json` "word_ids"
+            (`converters.word_ids`): `refseg_tf.data.load` then need not tokenise.
 
     Returns:
         The metadata dict also written to `metadata.json`.
@@ -128,6 +132,7 @@ def write_dataset(
             report.set_split(split)
             context = _SplitContext(reader, options, split, totals[split], report, progress, pool)
             context.tokenizer = tokenizer
+            context.word_ids = word_ids
             split_stats[split] = _write_split(context, items, output_dir, sharding)
         finished = True
     finally:
@@ -137,8 +142,15 @@ def write_dataset(
     vocabulary, vocabulary_info = _write_vocabulary(
         reader, split_stats, output_dir, min_count, tokenizer, given_vocabulary
     )
+    word_ids_info = None
+    if word_ids:
+        from refseg_tf.data.converters.word_ids import add_word_ids
+
+        word_ids_info = add_word_ids(output_dir, split_stats, vocabulary, tokenizer)
     metadata = _metadata(reader, options, split_stats, report, vocabulary, sharding, min_count)
     metadata["vocabulary"].update(vocabulary_info)
+    if word_ids_info is not None:
+        metadata["word_ids"] = word_ids_info
     write_json_atomic(output_dir / schema.METADATA_FILENAME, metadata)
     _print_summary(metadata, report, output_dir)
     return metadata
@@ -255,6 +267,7 @@ class _SplitContext:
         self.pool = pool
         self.keep_texts = split == reader.vocabulary_split
         self.tokenizer = "refseg"
+        self.word_ids = False
 
 
 def _write_split(context, items, output_dir, sharding):
@@ -271,6 +284,8 @@ def _write_split(context, items, output_dir, sharding):
         options = context.options
         if context.tokenizer != "refseg":  # decides which sentences are skipped as wordless
             options = dict(options, tokenizer=context.tokenizer)
+        if context.word_ids:  # the shard's records then hold word ids (converters.word_ids)
+            options = dict(options, word_ids=True)
         fingerprint = shard_fingerprint(
             context.reader.name, options, context.split, index, count, chunk, stamps
         )

@@ -5,6 +5,7 @@ from keras import ops
 
 from refseg_tf.labels import downsample_mask, label_grid
 from refseg_tf.layers.spatial import resize_bilinear
+from refseg_tf.losses import WeightedLogisticLoss
 from refseg_tf.models.asgn.layers import (
     DETAIL_CHANNELS,
     DISCRIMINATOR_FILTERS,
@@ -33,8 +34,33 @@ SCALING_TAU = 0.9
 DISCRIMINATOR_IMAGE_SCALE = 1.0 / 128.0
 
 
+class _WrappingSegmenter(ReferringSegmenter):
+    """A segmenter around another one (`wrapped`, default the attribute `base`): its backbone,
+    visual feature, output stride and training-time freezing are the wrapped segmenter's."""
+
+    @property
+    def wrapped(self):
+        return self.base
+
+    @property
+    def backbone(self):
+        return self.wrapped.backbone
+
+    @property
+    def visual_feature(self):
+        return self.wrapped.visual_feature
+
+    @property
+    def output_stride(self):
+        return self.wrapped.output_stride
+
+    def freeze_for_training(self, config_train):
+        """What the wrapped segmenter freezes (`ReferringSegmenter.freeze_for_training`)."""
+        self.wrapped.freeze_for_training(config_train)
+
+
 @keras.saving.register_keras_serializable(package="refseg_tf")
-class ASGNGenerator(ReferringSegmenter):
+class ASGNGenerator(_WrappingSegmenter):
     """ASGN's generator: a base segmenter with the optional DE and SE modules.
 
     - **DE** (`detail_features` non-empty): a `DetailEnhancement` of those backbone features
@@ -136,22 +162,6 @@ class ASGNGenerator(ReferringSegmenter):
         if semantic_embedding:
             self.semantic = SemanticEmbedding(self.semantic_kernel_size, name="semantic")
 
-    @property
-    def backbone(self):
-        return self.base.backbone
-
-    @property
-    def visual_feature(self):
-        return getattr(self.base, "visual_feature", None)
-
-    @property
-    def output_stride(self):
-        return self.base.output_stride
-
-    def freeze_for_training(self, config_train):
-        """What the base freezes (`ReferringSegmenter.freeze_for_training`)."""
-        self.base.freeze_for_training(config_train)
-
     def call(self, inputs, training=None):
         if self.detail is None and self.semantic is None:
             return self.base(inputs, training=training)
@@ -168,8 +178,7 @@ class ASGNGenerator(ReferringSegmenter):
             return outputs
         logits = self.semantic(outputs["semantic"], outputs["logits"])
         # SNLE's high-resolution stage: SE on the fc8 grid, then the base's deconvolution.
-        upsample = getattr(self.base, "upsample", None)
-        return logits if upsample is None else upsample(logits)
+        return self.base.output_logits(logits)
 
     def get_config(self):
         config = super().get_config()
@@ -197,7 +206,7 @@ class ASGNGenerator(ReferringSegmenter):
 
 
 @keras.saving.register_keras_serializable(package="refseg_tf")
-class ASGN(ReferringSegmenter):
+class ASGN(_WrappingSegmenter):
     """ASGN: an `ASGNGenerator` trained with a `Discriminator` (adversarial training, AT).
 
     `call` runs the generator only, so `predict`, evaluation, `refseg-predict` and the export
@@ -246,7 +255,9 @@ class ASGN(ReferringSegmenter):
         base_size: "paper" or "tiny" for the base preset.
         base_kwargs: extra keyword arguments of the base preset.
         detail_features, detail_channels, detail_activation, detail_normalize,
-            semantic_embedding, semantic_kernel_size: see `ASGNGenerator` (DE / SE).
+            semantic_embedding, semantic_kernel_size: see `ASGNGenerator` (DE / SE); None
+            (the default) takes the generator's default (no DE, no SE). Named here so that
+            `config.model` keys are checked against this signature.
         discriminator: a `Discriminator` (or serialised dict); None builds one from
             `discriminator_filters`, `discriminator_kernel_size`.
         discriminator_filters: REC `(64, 128, 256, 512, 512)` (+ the dense layer = six layers).
@@ -294,12 +305,12 @@ class ASGN(ReferringSegmenter):
         base_preset="r_lstm",
         base_size="paper",
         base_kwargs=None,
-        detail_features=(),
-        detail_channels=DETAIL_CHANNELS,
-        detail_activation="relu",
-        detail_normalize=False,
-        semantic_embedding=False,
-        semantic_kernel_size=1,
+        detail_features=None,
+        detail_channels=None,
+        detail_activation=None,
+        detail_normalize=None,
+        semantic_embedding=None,
+        semantic_kernel_size=None,
         discriminator=None,
         discriminator_filters=DISCRIMINATOR_FILTERS,
         discriminator_kernel_size=4,
@@ -341,18 +352,18 @@ class ASGN(ReferringSegmenter):
         if isinstance(generator, dict):
             generator = keras.saving.deserialize_keras_object(generator)
         if generator is None:
-            generator = self._new_generator(
-                backbone,
-                vocabulary_size,
-                base_preset,
-                base_size,
-                base_kwargs,
+            modules = dict(
                 detail_features=detail_features,
                 detail_channels=detail_channels,
                 detail_activation=detail_activation,
                 detail_normalize=detail_normalize,
                 semantic_embedding=semantic_embedding,
                 semantic_kernel_size=semantic_kernel_size,
+            )
+            # None: the generator's own default (ASGNGenerator holds the one definition).
+            generator = self._new_generator(
+                backbone, vocabulary_size, base_preset, base_size, base_kwargs,
+                **{key: value for key, value in modules.items() if value is not None},
             )
         if not isinstance(generator, ASGNGenerator):
             raise TypeError(
@@ -411,24 +422,12 @@ class ASGN(ReferringSegmenter):
     # --- A plain segmenter at inference -------------------------------------------------------
 
     @property
-    def backbone(self):
-        return self.generator.backbone
-
-    @property
-    def visual_feature(self):
-        return self.generator.visual_feature
-
-    @property
-    def output_stride(self):
-        return self.generator.output_stride
+    def wrapped(self):
+        return self.generator
 
     def inference_model(self):
         """The generator alone: what prediction, export and TFLite run (no discriminator)."""
         return self.generator
-
-    def freeze_for_training(self, config_train):
-        """What the generator's base freezes (`ReferringSegmenter.freeze_for_training`)."""
-        self.generator.freeze_for_training(config_train)
 
     def call(self, inputs, training=None):
         return self.generator(inputs, training=training)
@@ -517,9 +516,8 @@ class ASGN(ReferringSegmenter):
     def _cross_entropy_grid(self):
         """`(resolution, label_mode, upsampling)` of the CE the generator is trained with."""
         loss = self._cross_entropy
-        keys = ("resolution", "label_mode", "upsampling")
-        if loss is not None and all(hasattr(loss, key) for key in keys):
-            return tuple(getattr(loss, key) for key in keys)
+        if isinstance(loss, WeightedLogisticLoss):  # also SigmoidCrossEntropyLoss
+            return loss.resolution, loss.label_mode, loss.upsampling
         config = self.loss_config
         return (
             config.get("resolution", "logits"),
@@ -621,10 +619,3 @@ class ASGN(ReferringSegmenter):
             scaling_tau=self.scaling_tau,
         )
         return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["generator"] = keras.saving.deserialize_keras_object(config["generator"])
-        config["discriminator"] = keras.saving.deserialize_keras_object(config["discriminator"])
-        return cls(**config)

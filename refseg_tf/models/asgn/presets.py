@@ -6,7 +6,7 @@ rows without AT `adversarial_training=False` (see `refseg_tf.models.asgn.experim
 """
 
 from refseg_tf.models.asgn.model import ASGN
-from refseg_tf.models.registry import Preset, register_preset
+from refseg_tf.models.registry import Preset, get_preset, register_preset
 
 # Table III's best DE layer set, conv3+4+5 (ResNet res3 / res4 / res5c = lib C3, C4, C5).
 RESNET_DETAIL = ("C3", "C4", "C5")
@@ -34,6 +34,7 @@ def _preset(generator):
             semantic_embedding=True,
         ),
         tiny_kwargs=_TINY,
+        input_contract=get_preset(base).input_contract,  # the generator's inputs
         reference=(
             f"Qiu et al. (ASGN), Sec. III and IV.C, Table I ({base} generator +DE+SE+AT; "
             "DE conv3+4+5, Table III)"

@@ -16,7 +16,6 @@ from refseg_tf.experiment import (
     DEEPLAB_WEIGHTS,
     RMI_DECAY_STEPS,
     RMI_TRAIN_STEPS,
-    authors_adam,
     authors_data,
     base_config,
     register_experiment,
@@ -25,12 +24,14 @@ from refseg_tf.experiment import (
     set_loss,
     set_paper,
     synthetic,
-    synthetic_backbone,
-    whole_split_shuffle,
 )
 from refseg_tf.models.lstm_cnn.model import HU_HIGH_RES_LOSS, HU_LOW_RES_LOSS
-from refseg_tf.models.recipes import IMAGE_RESOLUTION_BCE, RMI_BASELINE_LOSS
-from refseg_tf.models.registry import preset_kwargs
+from refseg_tf.models.recipes import (
+    IMAGE_RESOLUTION_BCE,
+    RMI_BASELINE_LOSS,
+    authors_code_config,
+    synthetic_lstm_model,
+)
 
 # Overall IoU (%) the papers report, by (row, dataset) -> {split: value}.
 PAPER_RESULTS = {
@@ -153,8 +154,7 @@ def rmi_baseline(model="r_lstm", dataset="unc"):
     """
     if model not in ("r_lstm", "d_lstm", "d_lstm_ours"):
         raise ValueError(f"`model` must be r_lstm, d_lstm or d_lstm_ours; received {model!r}.")
-    config = base_config()
-    set_dataset(config, dataset)
+    config = authors_code_config(dataset, RMI_DECAY_STEPS, RMI_TRAIN_STEPS)
     names = {"r_lstm": "R+LSTM", "d_lstm": "D+LSTM", "d_lstm_ours": "D-LSTM-ours (RRN)"}
     config.description = f"{names[model]} baseline, {dataset}"
     if model == "d_lstm_ours":
@@ -162,8 +162,6 @@ def rmi_baseline(model="r_lstm", dataset="unc"):
             " (no public code: the RMI code's recipe with the loss at image resolution, "
             "summed as in the RRN code)"
         )
-    authors_data(config)
-    whole_split_shuffle(config)
     config.model.name = model
     config.model.mask_text_padding = True  # the code skips <pad> steps (tf.cond on id 0)
     set_loss(config, IMAGE_RESOLUTION_BCE if model == "d_lstm_ours" else RMI_BASELINE_LOSS)
@@ -171,7 +169,6 @@ def rmi_baseline(model="r_lstm", dataset="unc"):
     if model == "r_lstm":
         # `tvars` of LSTM_model.py include ResNet/fc1000: the only trained backbone layer.
         config.train.trainable_backbone_layers = ("fc1000",)
-    authors_adam(config, RMI_DECAY_STEPS, RMI_TRAIN_STEPS)
     source = "RRN Table 1" if model == "d_lstm_ours" else "RMI Table 1"
     set_paper(config, source, PAPER_RESULTS.get((model, dataset), {}))
     if model != "d_lstm_ours":
@@ -188,36 +185,22 @@ def rmi_baseline(model="r_lstm", dataset="unc"):
     return config
 
 
-def preset_loss(model, model_overrides):
-    """The loss preset `model` trains with (its `loss_config`, after `stage` / `table1_row`).
-
-    LSTM-CNN without a `stage` takes its high-resolution stage's loss. Raises KeyError for a
-    preset that states no loss.
-    """
-    keys = {key: value for key, value in model_overrides.items() if key in ("stage", "table1_row")}
-    if model == "lstm_cnn" and keys.get("stage") is None:
-        keys["stage"] = "high"
-    kwargs = preset_kwargs(model, "tiny", **keys)
-    if "loss_config" not in kwargs:
-        raise KeyError(model)
-    return kwargs["loss_config"]
-
-
 @register_synthetic_recipe("lstm_cnn", "r_lstm", "d_lstm", "d_lstm_ours")
 def synthetic_lstm_cnn_family(config, model, model_overrides):
     """The model section of `synthetic(model)` for the LSTM-CNN presets: a tiny VGG-16 FCN
-    (LSTM-CNN, at 128 px: a 4 x 4 grid) or ResNet-101 OS8, 32-wide classifier, the preset's loss."""
+    (LSTM-CNN, at 128 px: a 4 x 4 grid) or ResNet-101 OS8, 32-wide classifier, the preset's loss
+    (LSTM-CNN without a `stage`: its high-resolution stage's)."""
     if model == "lstm_cnn":
         config.data.image_size = 128  # stride 32: a 4 x 4 grid (Hu used 512 px -> 16 x 16)
-    synthetic_backbone(config, "vgg16_fcn" if model == "lstm_cnn" else "resnet101_os8")
-    config.model.embedding_dim = 32
-    config.model.text_units = 64
-    config.model.classifier_units = 32
+    sizes = {"classifier_units": 32}
     if model in ("d_lstm", "d_lstm_ours"):
-        config.model.visual_projection_dim = 32
-    for key, value in model_overrides.items():
-        config.model[key] = value
-    set_loss(config, preset_loss(model, model_overrides))
+        sizes["visual_projection_dim"] = 32
+    synthetic_lstm_model(
+        config, model, model_overrides,
+        backbone="vgg16_fcn" if model == "lstm_cnn" else "resnet101_os8",
+        sizes=sizes,
+        preset_defaults={"stage": "high"} if model == "lstm_cnn" else None,
+    )
 
 
 for _preset in ("r_lstm", "d_lstm", "d_lstm_ours"):

@@ -186,7 +186,7 @@ class LSTMCNN(VisualTextSegmenter):
         `detail`: optional callable `(backbone_features, visual) -> [B, h, w, E]` whose output
         joins the fusion input (`TextVisualFusion(extra_features=...)`); `return_features`:
         return `{"logits", "semantic"}` on the feature grid (before any deconvolution, which
-        the caller applies: `self.upsample`), `semantic` being the fusion's visual feature
+        the caller applies: `output_logits`), `semantic` being the fusion's visual feature
         (projected when `visual_projection_dim`, L2-normalised; recomputed by one 1x1 conv).
         """
         image, word_ids = self.check_inputs(inputs)
@@ -197,9 +197,11 @@ class LSTMCNN(VisualTextSegmenter):
         logits = self.score_conv(fused)
         if return_features:
             return {"logits": logits, "semantic": self._semantic_feature(visual)}
-        if self.upsample is not None:
-            logits = self.upsample(logits)
-        return logits
+        return self.output_logits(logits)
+
+    def output_logits(self, feature_logits):
+        """Hu's high-resolution stage: the deconvolution to the image grid (else unchanged)."""
+        return feature_logits if self.upsample is None else self.upsample(feature_logits)
 
     def _semantic_feature(self, visual):
         """The fusion's visual input: projected (when configured) and L2-normalised."""

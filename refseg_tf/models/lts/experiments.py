@@ -8,7 +8,14 @@ follows MCN's code base: an epoch is one pass over the refs (`data.sentences="sa
 
 import ml_collections
 
-from refseg_tf.experiment import base_config, register_experiment, set_dataset, set_loss
+from refseg_tf.experiment import (
+    base_config,
+    register_experiment,
+    register_synthetic_recipe,
+    set_dataset,
+    set_loss,
+    synthetic,
+)
 from refseg_tf.models.lts.model import LTS_LOSS
 
 
@@ -210,21 +217,15 @@ def lts(dataset="refcoco", *, localization="filter", table2_row=None, table5_row
     return config
 
 
-@register_experiment("synthetic_lts", synthetic=True, paper_row="lts_refcoco")
-def synthetic_lts(localization="filter"):
-    """A tiny LTS (Darknet-53 with neck, 64 px) that learns the synthetic data on two CPU cores."""
-    config = base_config()
-    set_dataset(config, "synthetic")
-    config.description = f"lts ({localization}, tiny) on the synthetic data"
-    config.data.image_size = 64
-    config.data.max_length = 12
+@register_synthetic_recipe("lts", "lts_trans")
+def synthetic_lts_model(config, model, model_overrides):
+    """The model section of `synthetic("lts")` / `synthetic("lts_trans")`: a tiny Darknet-53
+    with neck, and LTS's input contract (back padding, bicubic letterbox on grey, pixels / 255:
+    LTS Sec. 4.1, MCN), threshold 0.25 and scoring of resized probabilities."""
     config.data.text_padding = "back"
     config.data.resize_method = "bicubic"
     config.data.pad_value = "grey"
     config.data.normalization = "unit"
-    config.data.sentences = "all"
-    config.model.name = "lts" if localization == "filter" else "lts_trans"
-    config.model.size = "tiny"
     config.model.threshold = 0.25
     config.model.backbone.name = "darknet53_neck"
     config.model.backbone.kwargs = ml_collections.ConfigDict(
@@ -237,27 +238,26 @@ def synthetic_lts(localization="filter"):
     config.model.aspp_channels = 16
     config.model.aspp_rates = (1, 2, 3)
     config.model.text_dropout = 0.0
-    if localization == "filter":
+    if model == "lts":  # relevance filtering with one filter (LTS-Trans has none)
         config.model.num_filters = 1
+    for key, value in model_overrides.items():
+        config.model[key] = value
     set_loss(config, LTS_LOSS)
+    config.eval.scoring_rule = "resize_probability"
+
+
+@register_experiment("synthetic_lts", synthetic=True, paper_row="lts_refcoco")
+def synthetic_lts(localization="filter"):
+    """A tiny LTS (Darknet-53 with neck, 64 px) that learns the synthetic data on two CPU cores:
+    `synthetic("lts")` (or "lts_trans") with LTS's step decay (x0.1 for the last 200 steps)."""
+    config = synthetic("lts" if localization == "filter" else "lts_trans")
+    config.description = f"lts ({localization}, tiny) on the synthetic data"
     config.train.steps = 1200
-    config.train.batch_size = 16
-    config.train.optimizer.name = "adam"
-    config.train.optimizer.learning_rate = 3e-3  # as the other synthetic configs
-    config.train.optimizer.schedule = "piecewise"  # LTS's step decay, x0.1 for the last 200
+    config.train.optimizer.schedule = "piecewise"
     config.train.optimizer.decay_rate = 0.1
     config.train.optimizer.boundaries = (1000,)
-    config.train.optimizer.bias_lr_multiplier = 1.0
-    config.train.weight_decay = 0.0
-    config.train.freeze_backbone = False  # random initialisation: the backbone must learn
-    config.train.freeze_batchnorm = False
     config.train.checkpoint_every = 300
-    config.eval.batch_size = 32
-    config.eval.scoring_rule = "resize_probability"
-    config.paper = ml_collections.ConfigDict({"source": "none (synthetic data)", "overall_iou": {}})
     return config
-
-
 
 
 # experiments/<name>.py of the family.

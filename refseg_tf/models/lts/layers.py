@@ -8,7 +8,7 @@ import numpy as np
 import keras
 from keras import ops
 
-from refseg_tf.layers.text import PAD_ID
+from refseg_tf.layers.text import WordSequenceEncoder
 from refseg_tf.layers.upsampling import BilinearUpsamplingInitializer
 from refseg_tf.text.vocabulary import UNK_ID  # `<unk>`, id 3 in every vocabulary
 
@@ -90,7 +90,7 @@ class ConvBNLeaky(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="refseg_tf")
-class GRUTextEncoder(keras.layers.Layer):
+class GRUTextEncoder(WordSequenceEncoder):
     """Word embedding + bi-GRU; the sentence feature is the masked mean of the word states.
 
     `h_t = concat(forward_t, backward_t)` (Eq. 4) for every real word and
@@ -127,6 +127,10 @@ class GRUTextEncoder(keras.layers.Layer):
         MCN `model/language_backbone.py` (GRU dropout 0.1).
     """
 
+    # <pad>, <go>, <eos> and <unk> (an all-pad row is read as one <unk>).
+    min_vocabulary_size = UNK_ID + 1
+    recurrent_attribute = "bigru"
+
     def __init__(
         self,
         vocabulary_size,
@@ -138,15 +142,7 @@ class GRUTextEncoder(keras.layers.Layer):
         use_cudnn="auto",
         **kwargs,
     ):
-        super().__init__(**kwargs)
-        if int(vocabulary_size) <= UNK_ID:
-            raise ValueError(
-                "`vocabulary_size` must be larger than the special tokens "
-                f"(<pad>, <go>, <eos>, <unk>); received {vocabulary_size}."
-            )
-        self.vocabulary_size = int(vocabulary_size)
-        self.embedding_dim = _check_positive(embedding_dim, "embedding_dim")
-        self.units = _check_positive(units, "units")
+        super().__init__(vocabulary_size, embedding_dim, units, **kwargs)
         self.dropout = float(dropout)
         self.trainable_embeddings = bool(trainable_embeddings)
         self.use_cudnn = use_cudnn
@@ -169,11 +165,6 @@ class GRUTextEncoder(keras.layers.Layer):
             name="bigru",
         )
 
-    def build(self, word_ids_shape):
-        self.embedding.build(word_ids_shape)
-        self.bigru.build(tuple(word_ids_shape) + (self.embedding_dim,))
-        self.built = True
-
     def set_embeddings(self, matrix):
         """Replaces the embedding matrix (e.g. GloVe vectors `[vocabulary_size, embedding_dim]`)."""
         matrix = np.asarray(matrix, np.float32)
@@ -183,8 +174,7 @@ class GRUTextEncoder(keras.layers.Layer):
         self.embedding.embeddings.assign(matrix)
 
     def call(self, word_ids, training=None):
-        word_ids = ops.cast(word_ids, "int32")
-        mask = ops.not_equal(word_ids, PAD_ID)
+        word_ids, mask = self.word_mask(word_ids)
         empty = ops.logical_not(ops.any(mask, axis=1, keepdims=True))
         first_step = ops.expand_dims(ops.arange(ops.shape(word_ids)[1]) == 0, 0)
         guard = ops.logical_and(empty, first_step)  # all-pad row -> one <unk>
@@ -208,9 +198,6 @@ class GRUTextEncoder(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(
-            vocabulary_size=self.vocabulary_size,
-            embedding_dim=self.embedding_dim,
-            units=self.units,
             dropout=self.dropout,
             trainable_embeddings=self.trainable_embeddings,
             use_cudnn=self.use_cudnn,

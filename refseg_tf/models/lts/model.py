@@ -19,6 +19,8 @@ from refseg_tf.models.lts.layers import (
 )
 
 LOCALIZATIONS = ("filter", "transformer", "none")
+# The input side S must be a multiple of the coarsest fused stride (the presets' InputContract).
+IMAGE_SIZE_MULTIPLE = 32
 PRIOR_ACTIVATIONS = ("sigmoid", "none")
 
 # LTS Sec. 3.4 Eq. 11: BCE against the mask downsampled to the logits' grid. The downsampling
@@ -298,10 +300,11 @@ class LTS(ReferringSegmenter):
     def _fused(self, inputs, training):
         image, word_ids = self.check_inputs(inputs)
         size = tuple(image.shape[1:3])
-        if all(isinstance(side, int) for side in size) and (size[0] % 32 or size[1] % 32):
+        multiple = IMAGE_SIZE_MULTIPLE
+        if all(isinstance(side, int) for side in size) and (size[0] % multiple or size[1] % multiple):
             raise ValueError(
                 "LTS fuses strides 32, 16 and 8 by 2x upsampling: the image size must be a "
-                f"multiple of 32; received {size[0]}x{size[1]}."
+                f"multiple of {multiple}; received {size[0]}x{size[1]}."
             )
         visual = self.backbone(image, training=training)
         text = self.text_encoder(word_ids, training=training)

@@ -13,16 +13,11 @@ from refseg_tf.experiment import (
     RMI_DECAY_STEPS,
     RMI_SNAPSHOT_NOTE,
     RMI_TRAIN_STEPS,
-    authors_adam,
-    authors_data,
-    base_config,
     register_experiment,
-    set_dataset,
-    whole_split_shuffle,
     set_loss,
     synthetic,
 )
-from refseg_tf.models.recipes import RMI_BASELINE_LOSS
+from refseg_tf.models.recipes import RMI_BASELINE_LOSS, authors_code_config
 
 # RMI Table 1 (overall IoU, %): the R+RMI / D+RMI rows and their +DCRF rows, by dataset.
 RMI_RESULTS = {
@@ -66,8 +61,7 @@ def rmi(model="r_rmi", dataset="unc"):
     """
     if model not in RMI_MODELS:
         raise ValueError(f"`model` must be one of {sorted(RMI_MODELS)}; received {model!r}.")
-    config = base_config()
-    set_dataset(config, dataset)
+    config = authors_code_config(dataset, RMI_DECAY_STEPS, RMI_TRAIN_STEPS)
     config.description = (
         f"{RMI_MODELS[model]} (Liu et al. 2017), {dataset}; the Table 1 "
         f"{RMI_MODELS[model]}+DCRF row is this model evaluated with --dense_crf; "
@@ -75,9 +69,6 @@ def rmi(model="r_rmi", dataset="unc"):
     )
     config.model.name = model
     set_loss(config, RMI_BASELINE_LOSS)
-    authors_data(config)
-    authors_adam(config, RMI_DECAY_STEPS, RMI_TRAIN_STEPS)
-    whole_split_shuffle(config)
     if model == "r_rmi":
         config.train.backbone_weights = "imagenet"
         config.train.trainable_backbone_layers = ("fc1000",)  # fc1000 trained, rest frozen

@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from refseg_tf.layers.spatial import Float32Layer
+
 
 @keras.saving.register_keras_serializable(package="refseg_tf")
 class MultimodalLSTM(keras.layers.Layer):
@@ -176,7 +178,7 @@ class MultimodalLSTM(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="refseg_tf")
-class ClippedArctanh(keras.layers.Layer):
+class ClippedArctanh(Float32Layer):
     """`0.5 * (log(1 + eps + h) - log(1 + eps - h))`: a finite arctanh of a tanh-bounded state.
 
     Undoes the last `tanh` of an LSTM hidden state before the score convolution; `eps` keeps the
@@ -197,19 +199,8 @@ class ClippedArctanh(keras.layers.Layer):
     """
 
     def __init__(self, epsilon=0.001, **kwargs):
-        super().__init__(**kwargs)
-        self.epsilon = float(epsilon)
+        super().__init__(epsilon, **kwargs)
 
-    def call(self, inputs):
-        values = ops.cast(inputs, "float32")
+    def compute(self, values):
         one = 1.0 + self.epsilon
-        result = 0.5 * (ops.log(one + values) - ops.log(one - values))
-        return ops.cast(result, self.compute_dtype)
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(epsilon=self.epsilon)
-        return config
+        return 0.5 * (ops.log(one + values) - ops.log(one - values))

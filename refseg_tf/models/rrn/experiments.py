@@ -10,19 +10,13 @@ import ml_collections
 from refseg_tf.experiment import (
     DATASET_SUFFIXES,
     DEEPLAB_WEIGHTS,
-    authors_adam,
-    authors_data,
-    base_config,
     register_experiment,
     register_synthetic_recipe,
-    set_dataset,
-    whole_split_shuffle,
     set_loss,
     set_paper,
     synthetic,
-    synthetic_backbone,
 )
-from refseg_tf.models.registry import preset_kwargs
+from refseg_tf.models.recipes import authors_code_config, synthetic_lstm_model
 from refseg_tf.models.rrn.model import RRN_AUTHORS_CODE, RRN_LOSS
 
 # RRN Table 2 (LSTM), overall IoU (%) by dataset -> {split: value}.
@@ -68,16 +62,12 @@ def rrn(dataset="unc", table1_row=12, authors_cell=False):
     """
     if authors_cell and int(table1_row) != 12:
         raise ValueError(f"authors_cell needs table1_row=12 (the code's model); received {table1_row}.")
-    config = base_config()
-    set_dataset(config, dataset)
-    authors_data(config)
-    whole_split_shuffle(config)
+    config = authors_code_config(dataset, RRN_DECAY_STEPS, RRN_TRAIN_STEPS)
     config.model.name = "rrn"
     config.model.table1_row = int(table1_row)
     set_loss(config, RRN_LOSS)
     declare_rrn_options(config)
     config.train.backbone_weights = DEEPLAB_WEIGHTS
-    authors_adam(config, RRN_DECAY_STEPS, RRN_TRAIN_STEPS)
     config.description = f"RRN (Li et al. 2018), Table 1 row {table1_row}, {dataset}"
     if authors_cell:
         for key, value in RRN_AUTHORS_CODE.items():
@@ -102,16 +92,11 @@ def rrn(dataset="unc", table1_row=12, authors_cell=False):
 def synthetic_rrn_model(config, model, model_overrides):
     """The model section of `synthetic("rrn")`: a tiny ResNet-101 OS8, 32 fused channels, the
     cell options declared, the preset's loss (after `table1_row`)."""
-    synthetic_backbone(config, "resnet101_os8")
-    config.model.embedding_dim = 32
-    config.model.text_units = 64
-    config.model.fused_channels = 32
-    config.model.visual_projection_dim = 32
     declare_rrn_options(config)
-    for key, value in model_overrides.items():
-        config.model[key] = value
-    keys = {key: value for key, value in model_overrides.items() if key in ("stage", "table1_row")}
-    set_loss(config, preset_kwargs(model, "tiny", **keys)["loss_config"])
+    synthetic_lstm_model(
+        config, model, model_overrides, backbone="resnet101_os8",
+        sizes={"fused_channels": 32, "visual_projection_dim": 32},
+    )
 
 
 register_experiment("synthetic_rrn", synthetic=True, paper_row="rrn_unc", model="rrn")(synthetic)

@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from refseg_tf.layers.spatial import Float32Layer
+
 REFINEMENT_UPDATES = ("plain", "rnn", "fpn", "lstm")
 INITIAL_STATE_MODES = ("hidden", "input")
 LSTM_CELLS = ("keras", "unrolled", "layer_norm")
@@ -10,7 +12,7 @@ PEEPHOLE_MODES = (None, "channel", "spatial")
 
 
 @keras.saving.register_keras_serializable(package="refseg_tf")
-class SampleLayerNormalization(keras.layers.Layer):
+class SampleLayerNormalization(Float32Layer):
     """Layer normalisation over all non-batch axes with a per-channel scale and offset.
 
     Statistics are taken per example over `[H, W, C]` (the default of TF1
@@ -32,8 +34,7 @@ class SampleLayerNormalization(keras.layers.Layer):
     """
 
     def __init__(self, epsilon=1e-12, **kwargs):
-        super().__init__(**kwargs)
-        self.epsilon = float(epsilon)
+        super().__init__(epsilon, **kwargs)
 
     def build(self, input_shape):
         channels = input_shape[-1]
@@ -41,22 +42,12 @@ class SampleLayerNormalization(keras.layers.Layer):
         self.beta = self.add_weight(shape=(channels,), initializer="zeros", name="beta")
         self.built = True
 
-    def call(self, inputs):
-        values = ops.cast(inputs, "float32")
+    def compute(self, values):
         axes = tuple(range(1, len(values.shape)))
         mean = ops.mean(values, axis=axes, keepdims=True)
         variance = ops.mean(ops.square(values - mean), axis=axes, keepdims=True)
         normalized = (values - mean) * ops.rsqrt(variance + self.epsilon)
-        normalized = normalized * ops.cast(self.gamma, "float32") + ops.cast(self.beta, "float32")
-        return ops.cast(normalized, self.compute_dtype)
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(epsilon=self.epsilon)
-        return config
+        return normalized * ops.cast(self.gamma, "float32") + ops.cast(self.beta, "float32")
 
 
 @keras.saving.register_keras_serializable(package="refseg_tf")
