@@ -144,6 +144,9 @@ def base_config() -> ml_collections.ConfigDict:
     # else by batch) | "data" (every worker reads everything and keeps its part of each global
     # batch: the batches of one worker, at the cost of reading all).
     config.train.input_sharding = "auto"
+    # Multi-worker: how long (s) a collective waits for the other workers before every worker
+    # stops with an error naming the lost one (0: no bound; training.distribute).
+    config.train.worker_timeout_seconds = 300.0
     # With stdout not a terminal (a log file): a progress line every N steps besides the line
     # per epoch (0 = per epoch only). A terminal shows the progress bar.
     config.train.log_every_steps = 0

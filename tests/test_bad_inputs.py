@@ -3,6 +3,12 @@
 Every case is either an error whose message names the file (and says what to do), a counted
 skip naming the record, or accepted. The README table "What happens on bad input" lists the
 same cases. Each test below failed before its fix (issue 7); the docstrings say how.
+
+One case of the table lives beside its harness: a multi-worker run that loses a worker
+(killed, frozen, stuck; the survivor's error names it within the bound, a restart resumes
+every worker at one step) is `tests/test_multiworker.py::
+test_a_lost_worker_stops_the_other_in_bounded_time_and_both_resume` (slow: two TensorFlow
+processes, twice) with its fast variant `test_a_lost_worker_is_named_by_probe_then_by_the_error`.
 """
 
 import glob

@@ -114,6 +114,7 @@ def test_resumed_rrn_checkpoint_is_the_trained_model(data, tmp_path):  # noqa: F
     model_dir = str(tmp_path / "rrn")
     config = tiny_config(data_dir, "rrn")
     config.train.steps = 2
+    config.train.log_images_every = 0  # no picture dataset (tests/test_training.py draws them)
     model = trainer.train(config, model_dir, verbose=0)
     latest, _ = trainer.load_trained_model(model_dir, checkpoint="latest")
     lateral = "lateral_C5/kernel"

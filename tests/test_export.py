@@ -21,6 +21,7 @@ from PIL import Image
 
 from refseg_tf.models import RRN_VARIANTS, list_presets
 from tests.helpers import FLOAT_NOISE, assert_mask_near, encode_image, preset_params
+from tests.shared_cache import shared_directory
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_PRESETS = ("rrn",)
@@ -105,13 +106,21 @@ def _randomise_batchnorm(model):
 class Exported:
     """A model directory, its export and the loaded pieces a test needs."""
 
-    def __init__(self, root, preset, overrides=None):
+    def __init__(self, root, preset, overrides=None, reuse=False):
         from refseg_tf.export import export_model
         from refseg_tf.inference import Predictor
 
-        self.model_dir = make_model_dir(root, preset, overrides)
+        returned = os.path.join(root, preset + "_contract.json")  # export_model's return value
         self.output_dir = os.path.join(root, preset + "_exported")
-        self.contract = export_model(self.model_dir, self.output_dir)
+        if reuse:  # the directories another process made (tests/shared_cache.py)
+            self.model_dir = os.path.join(root, preset)
+            with open(returned, encoding="utf-8") as f:
+                self.contract = json.load(f)
+        else:
+            self.model_dir = make_model_dir(root, preset, overrides)
+            self.contract = export_model(self.model_dir, self.output_dir)
+            with open(returned, "w", encoding="utf-8") as f:
+                json.dump(self.contract, f)
         self.saved_model_dir = os.path.join(self.output_dir, "saved_model", "1")
         self.loaded = tf.saved_model.load(self.saved_model_dir)
         self.serve = self.loaded.signatures["serving_default"]
@@ -131,8 +140,15 @@ _EXPORTS = {}  # preset -> Exported: one export per preset for the whole module
 
 
 def _shared_export(tmp_path_factory, preset):
+    """One export per preset for the whole run: built by the first xdist worker, read by all."""
     if preset not in _EXPORTS:
-        _EXPORTS[preset] = Exported(str(tmp_path_factory.mktemp("export")), preset)
+        built = {}
+
+        def build(root):
+            built["exported"] = Exported(root, preset)
+
+        root, _ = shared_directory(tmp_path_factory, f"export-{preset}", build)
+        _EXPORTS[preset] = built.get("exported") or Exported(root, preset, reuse=True)
     return _EXPORTS[preset]
 
 

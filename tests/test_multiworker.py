@@ -37,7 +37,7 @@ DECAY_STEPS = 100  # a fixed schedule horizon: runs of different lengths share t
 WORKER_TIMEOUT = 300
 
 
-def worker_config(data_dir, steps, distribution="multi_worker"):
+def worker_config(data_dir, steps, distribution="multi_worker", worker_timeout=WORKER_TIMEOUT):
     """Tiny LSTM-CNN on the synthetic data, with weight decay and the bias multiplier on."""
     config = experiments.synthetic("lstm_cnn", stage="low")
     config.model.backbone.kwargs = ml_collections.ConfigDict()
@@ -59,19 +59,31 @@ def worker_config(data_dir, steps, distribution="multi_worker"):
     config.train.optimizer.decay_steps = DECAY_STEPS
     config.train.distribution = distribution
     config.train.input_sharding = "data"  # both workers together see one worker's batches
+    config.train.worker_timeout_seconds = float(worker_timeout)
     return config
 
 
 WORKER_SCRIPT = """
-import sys
+import os, sys, time
 sys.path.insert(0, sys.argv[1])
 from absl import logging
+from refseg_tf.training import callbacks
 from refseg_tf.training.trainer import train
 from tests.test_multiworker import worker_config
 
+if os.environ.get("REFSEG_TEST_HANG_AFTER_SAVE"):  # a worker alive but stuck (its heartbeats go on)
+    save = callbacks.CheckpointEveryEpoch.on_epoch_end
+
+    def save_then_hang(self, epoch, logs=None):
+        save(self, epoch, logs)
+        print("HANGING", flush=True)
+        time.sleep(3600)
+
+    callbacks.CheckpointEveryEpoch.on_epoch_end = save_then_hang
 logging.set_verbosity(logging.INFO)
 logging.use_absl_handler()
-model = train(worker_config(sys.argv[2], int(sys.argv[4])), sys.argv[3])
+model = train(worker_config(sys.argv[2], int(sys.argv[4]), worker_timeout=float(sys.argv[5])),
+              sys.argv[3])
 print("FINAL_ITERATIONS", int(model.optimizer.iterations.numpy()), flush=True)
 """
 
@@ -91,8 +103,12 @@ def _free_ports(count):
     return ports
 
 
-def _start_workers(data_dir, model_dir, steps, log_dir, tag):
-    """Two `train()` processes of one MultiWorkerMirroredStrategy job; returns (procs, logs)."""
+def _start_workers(data_dir, model_dir, steps, log_dir, tag, worker_timeout=WORKER_TIMEOUT,
+                   hang=()):
+    """Two `train()` processes of one MultiWorkerMirroredStrategy job; returns (procs, logs).
+
+    `hang`: indices of workers that hang (sleep) right after their first checkpoint save.
+    """
     cluster = {"worker": [f"localhost:{port}" for port in _free_ports(2)]}
     processes, logs = [], []
     for index in range(2):
@@ -101,11 +117,17 @@ def _start_workers(data_dir, model_dir, steps, log_dir, tag):
         stderr = open(os.path.join(log_dir, f"{tag}-{index}.err"), "w+")
         env = dict(os.environ, TF_CONFIG=tf_config, PYTHONPATH=REPO_ROOT,
                    TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+        env.pop("REFSEG_TEST_HANG_AFTER_SAVE", None)
+        if index in hang:
+            env["REFSEG_TEST_HANG_AFTER_SAVE"] = "1"
         processes.append(subprocess.Popen(
-            [sys.executable, "-c", WORKER_SCRIPT, REPO_ROOT, data_dir, model_dir, str(steps)],
+            [sys.executable, "-c", WORKER_SCRIPT, REPO_ROOT, data_dir, model_dir, str(steps),
+             str(worker_timeout)],
             stdout=stdout, stderr=stderr, env=env,
         ))
         logs.append((stdout, stderr))
+    for process, address in zip(processes, cluster["worker"]):
+        process.address = address
     return processes, logs
 
 
@@ -194,6 +216,179 @@ def test_two_workers_match_one_and_resume_after_a_kill(data_dir, tmp_path):
     assert moved > 1e-4
     for ours, theirs, variable in zip(_weights(two), _weights(reference), reference.weights):
         np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-6, err_msg=variable.path)
+
+
+# --------------------------------------------------------------------------- a lost worker
+
+LOSS_TIMEOUT = 60  # train.worker_timeout_seconds of the lost-worker runs
+# The survivor's bound: the collective timeout, the health probes (5 s a peer) and the exit.
+LOSS_BOUND = LOSS_TIMEOUT + 30
+
+
+def _wait_for_checkpoint(processes, logs, model_dir):
+    deadline = time.time() + WORKER_TIMEOUT
+    while not _kept_checkpoints(model_dir):
+        assert all(p.poll() is None for p in processes), _failure(processes, logs)
+        assert time.time() < deadline, _failure(processes, logs)
+        time.sleep(0.2)
+
+
+def _wait_for_text(processes, logs, index, text):
+    deadline = time.time() + WORKER_TIMEOUT
+    while text not in _read(logs[index][0]):
+        assert all(p.poll() is None for p in processes), _failure(processes, logs)
+        assert time.time() < deadline, _failure(processes, logs)
+        time.sleep(0.2)
+
+
+@pytest.mark.slow  # 65-145 s each, loaded 2 cores: two TF processes, twice ("stuck" waits 60 s)
+@pytest.mark.parametrize(
+    "how, lost",
+    [
+        ("killed", 1),  # SIGKILL: its connections close
+        ("frozen", 0),  # SIGSTOP of the chief (the coordination service): a machine gone silent
+        ("stuck", 1),  # alive (heartbeats go on) but out of the collectives: the timeout
+    ],
+)
+def test_a_lost_worker_stops_the_other_in_bounded_time_and_both_resume(
+    data_dir, tmp_path, how, lost
+):
+    """Before: the README said a collective "fails or hangs: stop them"; now the survivor
+    exits with status 1 within `train.worker_timeout_seconds` (+ probes) naming the lost
+    worker's task and address, and a restart of both resumes at one step on both."""
+    model_dir = str(tmp_path / "job")
+    survivor = 1 - lost
+    processes, logs = _start_workers(
+        data_dir, model_dir, 1000, str(tmp_path), "first", worker_timeout=LOSS_TIMEOUT,
+        hang=(lost,) if how == "stuck" else (),
+    )
+    try:
+        if how == "stuck":
+            _wait_for_text(processes, logs, lost, "HANGING")
+        else:
+            _wait_for_checkpoint(processes, logs, model_dir)
+            os.kill(processes[lost].pid, signal.SIGKILL if how == "killed" else signal.SIGSTOP)
+        lost_at = time.time()
+        try:
+            processes[survivor].wait(timeout=LOSS_BOUND)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"worker {survivor} still runs {LOSS_BOUND} s after worker {lost} was "
+                        f"{how}\n" + _failure(processes, logs))
+        took = time.time() - lost_at
+        err = _read(logs[survivor][1])
+        assert processes[survivor].returncode != 0, err[-3000:]
+        assert "WorkerLostError" in err, err[-3000:]
+        if how == "stuck":  # alive (it answers the probes): the collective timeout stopped it
+            assert took >= LOSS_TIMEOUT - 5, took
+            assert "no answer within `train.worker_timeout_seconds`" in err
+        address = processes[lost].address
+        assert f"lost worker worker:{lost} ({address})" in err, err[-3000:]
+        assert "run the same command again on every worker" in err
+    finally:
+        _kill(processes)
+    assert "FINAL_ITERATIONS" not in _read(logs[survivor][0])
+
+    saved = max(_kept_checkpoints(model_dir))
+    processes, logs = _start_workers(data_dir, model_dir, saved + 1, str(tmp_path), "second")
+    try:
+        for process in processes:
+            process.wait(timeout=WORKER_TIMEOUT)
+    finally:
+        _kill(processes)
+    assert [p.returncode for p in processes] == [0, 0], _failure(processes, logs)
+    for _, err in logs:  # every worker restored the same step
+        assert f"resuming at step {saved} of {saved + 1}" in _read(err)
+    for out, _ in logs:
+        assert f"FINAL_ITERATIONS {saved + 1}" in _read(out)
+
+
+class _Resolver:
+    def __init__(self, cluster, task_type, task_id):
+        self._cluster, self.task_type, self.task_id = cluster, task_type, task_id
+
+    def cluster_spec(self):
+        return tf.train.ClusterSpec(self._cluster)
+
+
+class _Strategy:
+    def __init__(self, cluster, task_type="worker", task_id=0):
+        self.cluster_resolver = _Resolver(cluster, task_type, task_id)
+
+
+CLUSTER = {"worker": ["host-a:2222", "host-b:2222", "host-c:2222"]}
+
+
+def _error(kind, message):
+    return kind(None, None, message)
+
+
+def test_a_lost_worker_is_named_by_probe_then_by_the_error():
+    """The fast variant of the test above: which peer `WorkerLostError` names, and its text."""
+    strategy = _Strategy(CLUSTER, "worker", 0)
+    aborted = _error(tf.errors.UnavailableError, "Collective ops is aborted by: recvmsg:Connection "
+                     "reset by peer\nAdditional GRPC error information from remote target "
+                     "/job:worker/replica:0/task:2 while calling RecvBuf")
+    assert loop.is_peer_failure(aborted)
+    assert not loop.is_peer_failure(_error(tf.errors.InvalidArgumentError, "bad shape"))
+    assert not loop.is_peer_failure(ValueError("Collective ops is aborted"))
+    # A probe that finds worker 1 silent wins over the message (which names worker 2).
+    silent_1 = lambda job, index, timeout: index != 1  # noqa: E731
+    error = loop.worker_lost_error(strategy, aborted, step=7, probe=silent_1)
+    assert isinstance(error, ConnectionError) and error.lost == (("worker", 1),)
+    text = str(error)
+    assert text.startswith(
+        "Multi-worker training on worker:0 stopped at step 7: lost worker worker:1 (host-b:2222)."
+        " TensorFlow: UnavailableError: Collective ops"
+    ), text
+    assert "run the same command again on every worker" in text
+    # Every peer answers: the tasks TensorFlow's message names, never this worker itself.
+    answers = lambda job, index, timeout: True  # noqa: E731
+    own_device = _error(tf.errors.UnavailableError, "{{function_node x_device_/job:worker/replica:0"
+                        "/task:0/device:CPU:0}} Collective ops is aborted by: Error reported from "
+                        "/job:worker/task:2: The following tasks are unhealthy (stopped sending "
+                        "heartbeats):\n/job:worker/replica:0/task:2")
+    assert loop.lost_workers(strategy, own_device, probe=answers) == [("worker", 2, "host-c:2222")]
+    assert "lost worker worker:2 (host-c:2222)" in str(
+        loop.worker_lost_error(strategy, own_device, probe=answers)
+    )
+    # A missed heartbeat of the coordination service names no task: its leader (worker 0).
+    heartbeat = _error(tf.errors.DeadlineExceededError, "Collective ops is aborted by: Deadline "
+                       "Exceeded\n\nRPC: /tensorflow.CoordinationService/Heartbeat")
+    assert loop.lost_workers(_Strategy(CLUSTER, "worker", 2), heartbeat, probe=answers) == [
+        ("worker", 0, "host-a:2222")
+    ]
+    with_chief = {"chief": ["boss:1"], "worker": ["host-a:2222"]}
+    assert loop.lost_workers(_Strategy(with_chief, "worker", 0), heartbeat, probe=answers) == [
+        ("chief", 0, "boss:1")
+    ]
+    # A probe that cannot run, and a message naming nobody: said so.
+    def broken(job, index, timeout):
+        raise RuntimeError("no context")
+
+    timeout = _error(tf.errors.DeadlineExceededError, "{{function_node x_device_/job:worker/"
+                     "replica:0/task:0/device:CPU:0}} Collective has timed out during execution.")
+    error = loop.worker_lost_error(strategy, timeout, probe=broken)
+    assert error.lost == () and "names none" in str(error)
+    assert "Multi-worker training on worker:0 stopped: lost a worker" in str(error)
+    assert "(no answer within `train.worker_timeout_seconds`)" in str(error)
+    # Two workers, the collective timed out and the peer answers: it is alive but stuck.
+    pair = _Strategy({"worker": ["host-a:2222", "host-b:2222"]}, "worker", 0)
+    error = loop.worker_lost_error(pair, timeout, probe=answers)
+    assert error.lost == (("worker", 1),)
+    assert "lost worker worker:1 (host-b:2222) (no answer within" in str(error)
+
+
+def test_worker_timeout_is_checked():
+    from refseg_tf.training import distribute
+
+    assert distribute.worker_timeout_seconds("12.5") == 12.5
+    assert distribute.worker_timeout_seconds(0) == 0
+    for bad in (-1, "soon", None, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="`train.worker_timeout_seconds` must be"):
+            distribute.get_strategy("default", bad)
+    config = worker_config("unused", 2, distribution="default", worker_timeout=-3)
+    with pytest.raises(ValueError, match="received -3.0"):
+        trainer.train(config, "/nonexistent/never_written")
 
 
 # --------------------------------------------------------------------------- the loop in-process

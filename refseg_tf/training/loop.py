@@ -32,6 +32,17 @@ workers write to a temporary directory of their own, deleted after each save
 (`worker_directory`, `discard_worker_directory`). Every worker restores from `model_dir`, so
 `model_dir` must be a path every worker reads (a shared file system or a bucket).
 
+A lost worker (killed, hung, unreachable): TensorFlow's coordination service sees a worker that
+stops sending heartbeats within about 10 s and aborts the collectives of the others (a killed
+worker on the same network is seen at once: its connections close); a worker that is alive but
+stops taking part in the collectives (stuck in its input pipeline, a hung file system) is
+caught by the collective timeout `train.worker_timeout_seconds` (`distribute.get_strategy`).
+Either way every other worker's `run_epochs` raises `WorkerLostError` (a `ConnectionError`,
+so `refseg-train` prints it as one line and exits with status 1) naming the lost worker's task
+and address (`lost_workers`: the peers that do not answer a health probe, else the tasks
+TensorFlow's error names) and saying how to resume: the same command on every worker, which
+all restore the newest checkpoint of `model_dir` (the same step on every worker).
+
 Which engine trains is `train.engine` (`choose_engine`): "auto" (the default) uses this loop
 under `MultiWorkerMirroredStrategy` with two or more workers and `fit` otherwise; "loop" and
 "fit" force one (`fit` is refused with several workers, where it fails).
@@ -39,6 +50,7 @@ under `MultiWorkerMirroredStrategy` with two or more workers and `fit` otherwise
 
 import json
 import os
+import re
 import shutil
 import tempfile
 
@@ -181,6 +193,135 @@ def epoch_logs(model, step_logs) -> dict:
     return step_logs
 
 
+class WorkerLostError(ConnectionError):
+    """A worker of a multi-worker job stopped answering; `lost` lists `(task_type, task_id)`."""
+
+    def __init__(self, message, lost=()):
+        super().__init__(message)
+        self.lost = tuple(lost)
+
+
+# Errors a collective raises when a peer is gone or silent (TensorFlow aborts the collectives
+# of every surviving worker with one of these; the coordination service's own errors too).
+_PEER_FAILURES = (
+    tf.errors.UnavailableError,
+    tf.errors.DeadlineExceededError,
+    tf.errors.AbortedError,
+    tf.errors.CancelledError,
+)
+_PEER_FAILURE_TEXT = ("Collective ops is aborted", "CoordinationService", "heartbeat")
+_TASK_PATTERN = re.compile(r"/job:(\w+)/(?:replica:\d+/)?task:(\d+)")
+PROBE_TIMEOUT_SECONDS = 5.0
+
+
+def is_peer_failure(error) -> bool:
+    """True for a TensorFlow error that says a collective lost (or timed out on) a peer."""
+    if not isinstance(error, tf.errors.OpError):
+        return False
+    if isinstance(error, _PEER_FAILURES):
+        return True
+    text = str(getattr(error, "message", "") or error)
+    return any(part in text for part in _PEER_FAILURE_TEXT)
+
+
+def cluster_tasks(strategy) -> list:
+    """`(task_type, task_id, address)` of every chief and worker task of the cluster."""
+    cluster = strategy.cluster_resolver.cluster_spec().as_dict()
+    tasks = []
+    for job in ("chief", "worker"):
+        addresses = cluster.get(job, ())
+        if isinstance(addresses, dict):  # a sparse cluster spec: {index: address}
+            items = sorted((int(index), address) for index, address in addresses.items())
+        else:
+            items = list(enumerate(addresses))
+        tasks.extend((job, index, address) for index, address in items)
+    return tasks
+
+
+def coordination_leader(strategy):
+    """`(task_type, task_id)` of the task running the coordination service (TensorFlow's rule:
+    the chief when there is one, else worker 0)."""
+    cluster = strategy.cluster_resolver.cluster_spec().as_dict()
+    return ("chief", 0) if cluster.get("chief") else ("worker", 0)
+
+
+def _probe(task_type, task_id, timeout_seconds) -> bool:
+    """True when the peer's TensorFlow server answers a health check within the timeout."""
+    from tensorflow.python.eager import context  # pylint: disable=g-direct-tensorflow-import
+
+    try:
+        context.context().check_collective_ops_peer_health(
+            f"/job:{task_type}/replica:0/task:{task_id}",
+            timeout_in_ms=int(timeout_seconds * 1000),
+        )
+    except tf.errors.OpError:
+        return False
+    return True
+
+
+def lost_workers(strategy, error, probe=None, probe_timeout=PROBE_TIMEOUT_SECONDS) -> list:
+    """The peers of this worker that `error` lost: `(task_type, task_id, address)` each.
+
+    The peers that do not answer a health probe (`probe(task_type, task_id, timeout) -> bool`,
+    by default TensorFlow's collective peer health check); when every peer answers (or probing
+    is impossible), the peers TensorFlow's error message names, and for a missed heartbeat of
+    the coordination service (which names no task), its leader; for a timed-out collective of
+    two workers whose peer answers (alive but stuck), that peer. Empty: no peer can be named.
+    """
+    probe = probe or _probe
+    own = task_of(strategy)
+    own = (own[0], int(own[1]) if own[1] is not None else None)
+    peers = [task for task in cluster_tasks(strategy) if (task[0], task[1]) != own]
+    silent = []
+    for task_type, task_id, address in peers:
+        try:
+            answered = probe(task_type, task_id, probe_timeout)
+        except Exception:  # pylint: disable=broad-except  (a probe that cannot run names none)
+            answered = True
+        if not answered:
+            silent.append((task_type, task_id, address))
+    if silent:
+        return silent
+    text = str(getattr(error, "message", "") or error)
+    named = {(job, int(index)) for job, index in _TASK_PATTERN.findall(text)}
+    if "CoordinationService/Heartbeat" in text:
+        named.add(coordination_leader(strategy))
+    named.discard(own)  # the message also names this worker's own devices
+    if not named and len(peers) == 1 and "timed out" in text:
+        # A collective of two workers timed out with its peer answering: that peer is alive
+        # but out of the collectives (stuck); with more peers this worker cannot tell which.
+        return peers
+    return [task for task in peers if (task[0], task[1]) in named]
+
+
+def worker_lost_error(strategy, error, step=None, probe=None) -> WorkerLostError:
+    """The `WorkerLostError` for a collective failure `error` of this worker (see `run_epochs`)."""
+    lost = lost_workers(strategy, error, probe=probe)
+    task_type, task_id = task_of(strategy)
+    if lost:
+        names = ", ".join(f"{job}:{index} ({address})" for job, index, address in lost)
+        what = f"lost {'worker' if len(lost) == 1 else 'workers'} {names}"
+    else:
+        what = "lost a worker (TensorFlow's error names none; see the other workers' logs)"
+    where = f" at step {int(step)}" if step is not None else ""
+    text = str(getattr(error, "message", "") or error)
+    if "timed out" in text:
+        what += " (no answer within `train.worker_timeout_seconds`)"
+    lines = text.strip().splitlines()
+    detail = lines[0] if lines else type(error).__name__
+    for line in lines:  # the line of TensorFlow's message that says why, when it has one
+        if "aborted by" in line or "unhealthy" in line or "Deadline" in line:
+            detail = line.strip()
+            break
+    return WorkerLostError(
+        f"Multi-worker training on {task_type}:{task_id} stopped{where}: {what}. "
+        f"TensorFlow: {type(error).__name__}: {detail} "
+        "Every worker stops; to resume, run the same command again on every worker: they all "
+        "restore the newest checkpoint in model_dir and go on from the same step.",
+        lost=[(job, index) for job, index, _ in lost],
+    )
+
+
 def run_epochs(
     model,
     dataset,
@@ -209,7 +350,34 @@ def run_epochs(
 
     Returns:
         the `keras.callbacks.History` of the run.
+
+    Raises:
+        WorkerLostError: with several workers, a collective of a step or a callback (a
+            checkpoint save) failed because another worker is gone or silent.
     """
+    try:
+        return _run_epochs(
+            model, dataset, strategy, epochs=epochs, steps_per_epoch=steps_per_epoch,
+            initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose,
+            train_function=train_function,
+        )
+    except tf.errors.OpError as error:
+        if not (is_multi_worker(strategy) and is_peer_failure(error)):
+            raise
+        step = None
+        try:
+            step = int(model.optimizer.iterations.numpy())
+        except Exception:  # pylint: disable=broad-except  (reading may need the lost peer)
+            pass
+        lost = worker_lost_error(strategy, error, step=step)
+        logging.error("%s", lost)
+        raise lost from error
+
+
+def _run_epochs(
+    model, dataset, strategy, *, epochs, steps_per_epoch, initial_epoch, callbacks, verbose,
+    train_function,
+):
     distributed = strategy.experimental_distribute_dataset(dataset)
     step = train_function or make_train_function(model, strategy)
     callback_list = keras.callbacks.CallbackList(

@@ -33,7 +33,7 @@ from refseg_tf.files import atomic_copy, atomic_output
 from refseg_tf.training import callbacks as callbacks_lib
 from refseg_tf.training import config as config_lib
 from refseg_tf.training import loop as loop_lib
-from refseg_tf.training.distribute import get_strategy
+from refseg_tf.training.distribute import DEFAULT_WORKER_TIMEOUT_SECONDS, get_strategy
 from refseg_tf.training.model_dir import (  # noqa: F401  (re-exported)
     load_trained_model,
     restore_first_readable,
@@ -456,7 +456,10 @@ def train(config, model_dir: str, verbose="auto"):
     config_lib.validate_config(config, require_data_dir=True)
     # First: MultiWorkerMirroredStrategy configures the collective ops when it is created, which
     # must happen before any other TensorFlow operation of the process.
-    strategy = get_strategy(config.train.distribution)
+    strategy = get_strategy(
+        config.train.distribution,
+        config.train.get("worker_timeout_seconds", DEFAULT_WORKER_TIMEOUT_SECONDS),
+    )
     engine = loop_lib.choose_engine(config.train.get("engine", "auto"), strategy)
     verbose = callbacks_lib.progress_verbosity(verbose)
     _log_every_steps(config)  # the training settings are checked before anything is written
