@@ -33,7 +33,8 @@ def _evaluate(model, config, preprocessor, batch_size, **kwargs):
     return evaluator._sample_ids, evaluator._intersections, evaluator._unions, evaluator._lengths
 
 
-@pytest.mark.parametrize("batch_size", [4, 7])  # 21 sentences: a partial last batch, or none
+# 21 sentences: a partial last batch (4), or none (7, with `-m slow`: issue 21, suite time).
+@pytest.mark.parametrize("batch_size", [4, pytest.param(7, marks=pytest.mark.slow)])
 def test_repeated_calls_reuse_traces_and_pipeline_with_identical_counts(
     split, monkeypatch, batch_size
 ):
