@@ -636,8 +636,28 @@ def test_shards_have_the_output_mode(converted):
 
 
 # ============================================================= 7. unwritable output directories
-def test_unwritable_conversion_output_is_one_line(tmp_path):
-    """Before: a traceback (the OSError escaped convert_with_flags)."""
+def test_unwritable_conversion_output_is_one_line(tmp_path, capsys):
+    """Before: a traceback (the OSError escaped convert_with_flags). In process: the flags
+    parsed as the command line gives them, then what `refseg-convert`'s main runs."""
+    from absl import flags
+
+    from refseg_tf import convert
+
+    builder = _happy_dataset(tmp_path / "data")
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    flag_values = flags.FlagValues()
+    convert.define_flags(flag_values)
+    flag_values(["refseg-convert", *_cli_conversion(builder, blocker / "out")[3:]])
+    assert convert.convert_with_flags(flag_values) == 1
+    stderr = capsys.readouterr().err
+    lines = [line for line in stderr.splitlines() if line.startswith("refseg-convert:")]
+    assert len(lines) == 1 and str(blocker) in lines[0] and "Not a directory" in lines[0]
+    assert "Traceback" not in stderr
+
+
+@pytest.mark.slow
+def test_unwritable_conversion_output_is_one_line_on_the_command_line(tmp_path):
     builder = _happy_dataset(tmp_path / "data")
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
