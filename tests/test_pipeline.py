@@ -355,7 +355,10 @@ def flat_colour_examples(directory, **kwargs):
 @pytest.mark.parametrize(
     "normalization, pad_value, inside, outside",
     [
-        ("vgg_rgb", "zero", np.subtract(CONSTANT_COLOUR, VGG_RGB_MEAN), -np.array(VGG_RGB_MEAN)),
+        # vgg_rgb and none (the arithmetic of each is in tests/test_transforms.py) run with
+        # `-m slow`; caffe_bgr (channel swap, zero pad) and unit (grey pad) by default (issue 21).
+        pytest.param("vgg_rgb", "zero", np.subtract(CONSTANT_COLOUR, VGG_RGB_MEAN),
+                     -np.array(VGG_RGB_MEAN), marks=pytest.mark.slow),
         (
             "caffe_bgr",
             "zero",
@@ -363,7 +366,8 @@ def flat_colour_examples(directory, **kwargs):
             -np.array(CAFFE_BGR_MEAN),
         ),
         ("unit", "grey", np.divide(CONSTANT_COLOUR, 255.0), np.full(3, 128.0 / 255.0)),
-        ("none", "grey", np.array(CONSTANT_COLOUR, float), np.full(3, 128.0)),
+        pytest.param("none", "grey", np.array(CONSTANT_COLOUR, float), np.full(3, 128.0),
+                     marks=pytest.mark.slow),
     ],
 )
 def test_image_window_padding_and_normalisation(dataset, normalization, pad_value, inside, outside):
