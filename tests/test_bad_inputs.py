@@ -915,16 +915,15 @@ def test_truncated_vgg_params_is_named(tmp_path):
 # ================================ 14. TF-phrasecut-public checkpoints (refseg-import, issue 18)
 @pytest.fixture(scope="module")
 def phrasecut_checkpoints(tmp_path_factory):
-    """Tiny R+LSTM and D+RMI snapshots of the authors' graphs (tests/tf1_phrasecut.py)."""
+    """Tiny R+LSTM and D+RMI snapshots of the authors' graphs (tests/tf1_phrasecut.py), the
+    ones tests/test_interop_phrasecut.py imports (built once per run; read only here)."""
     from tests import tf1_phrasecut as graphs
-    from tests.test_interop_phrasecut import TINY, _inputs
+    from tests.test_interop_phrasecut import TINY, tiny_authors_checkpoint
 
     root = tmp_path_factory.mktemp("phrasecut")
-    image, words = _inputs(TINY["size"], TINY["steps"], TINY["vocab"])
     paths = {}
     for model, weights in (("LSTM", "resnet"), ("RMI", "deeplab")):
-        paths[model] = str(root / f"unc_{weights}_{model}_iter_1.tfmodel")
-        graphs.run_reference(model, weights, paths[model], word_ids=words, image=image, **TINY)
+        paths[model], _ = tiny_authors_checkpoint(tmp_path_factory, model, weights)
     paths["vocabulary"] = graphs.write_vocabulary(str(root / "vocabulary.txt"), TINY["vocab"])
     return paths
 

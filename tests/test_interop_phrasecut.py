@@ -16,6 +16,7 @@ import pytest
 
 from refseg_tf.interop import import_checkpoint, load_experiment_config
 from tests import tf1_phrasecut as graphs
+from tests.shared_cache import shared_directory
 
 CASES = [
     ("LSTM", "resnet", "r_lstm_unc"),
@@ -52,11 +53,34 @@ def _tiny_config(row):
     return config
 
 
-def _import_and_compare(tmp_path, model, weights, row, config, dims, train):
+def tiny_authors_checkpoint(tmp_path_factory, model, weights):
+    """The tiny snapshot of the authors' graph (`train=True`: with Adam slots and the step, as
+    main.py's) and its logits on `_inputs`, built once per run and shared by this module and
+    tests/test_bad_inputs.py (tests/shared_cache.py; issue 21: suite time).
+
+    Returns:
+        `(checkpoint prefix, reference logits)`; the files are read only.
+    """
+    name = f"unc_{weights}_{model}_iter_1.tfmodel"
+
+    def build(path):
+        image, words = _inputs(TINY["size"], TINY["steps"], TINY["vocab"])
+        reference, _ = graphs.run_reference(model, weights, os.path.join(path, name),
+                                            word_ids=words, image=image, train=True, **TINY)
+        np.save(os.path.join(path, "reference.npy"), reference)
+
+    path, _ = shared_directory(tmp_path_factory, f"phrasecut-tiny-{model}-{weights}", build)
+    return os.path.join(path, name), np.load(os.path.join(path, "reference.npy"))
+
+
+def _import_and_compare(tmp_path, model, weights, row, config, dims, train, authors=None):
     image, words = _inputs(dims["size"], dims["steps"], dims["vocab"])
-    prefix = str(tmp_path / "authors" / f"unc_{weights}_{model}_iter_1.tfmodel")
-    reference, _ = graphs.run_reference(model, weights, prefix, word_ids=words, image=image,
-                                        train=train, **dims)
+    if authors is None:
+        prefix = str(tmp_path / "authors" / f"unc_{weights}_{model}_iter_1.tfmodel")
+        reference, _ = graphs.run_reference(model, weights, prefix, word_ids=words, image=image,
+                                            train=train, **dims)
+    else:
+        prefix, reference = authors
     vocabulary = graphs.write_vocabulary(str(tmp_path / "vocabulary.txt"), dims["vocab"])
     model_dir = tmp_path / "imported"
     report = import_checkpoint(f"phrasecut_{model.lower()}", prefix, vocabulary, config, model_dir)
@@ -75,9 +99,12 @@ def _import_and_compare(tmp_path, model, weights, row, config, dims, train):
 
 
 @pytest.mark.parametrize("model,weights,row", TINY_CASES)
-def test_tiny_checkpoint_imports_to_the_same_logits(tmp_path, model, weights, row):
+def test_tiny_checkpoint_imports_to_the_same_logits(tmp_path, tmp_path_factory, model, weights,
+                                                    row):
     # train=True: the snapshot also holds Adam slots and the step counter, as main.py's.
-    report = _import_and_compare(tmp_path, model, weights, row, _tiny_config(row), TINY, train=True)
+    authors = tiny_authors_checkpoint(tmp_path_factory, model, weights)
+    report = _import_and_compare(tmp_path, model, weights, row, _tiny_config(row), TINY,
+                                 train=True, authors=authors)
     assert report["ignored"] > 0
 
 
