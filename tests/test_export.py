@@ -592,11 +592,16 @@ def test_predict_with_saved_model_writes_what_model_dir_writes(default_exported,
     assert os.path.isfile(overlay)
 
 
-def test_saved_model_threshold_goes_through_the_scoring_rule(default_exported, tmp_path):
+def test_saved_model_threshold_goes_through_the_scoring_rule(default_exported, tmp_path, monkeypatch):
     """`refseg-predict --saved_model --threshold`: the model dir's scoring rule at that threshold
     (`serving_threshold`), as `--model_dir --threshold`; before, it cut the probability map."""
+    from refseg_tf import export
     from refseg_tf.export import THRESHOLD_SIGNATURE
     from refseg_tf.predict import predict_to_files, predict_with_saved_model_to_files
+
+    # One SavedModel load for the three thresholds (a load costs ~1.5 s); the same code path.
+    loaded = export.SavedModelPredictor(default_exported.saved_model_dir)
+    monkeypatch.setattr(export, "SavedModelPredictor", lambda directory: loaded)
 
     assert default_exported.predictor.scoring_rule == "upsample_logits"
     assert THRESHOLD_SIGNATURE in default_exported.loaded.signatures

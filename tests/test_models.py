@@ -84,7 +84,7 @@ def test_preset_passes_the_common_segmenter_checks(name, tmp_path):
         lambda: build_tiny_preset(name, frozen_backbone=True),
         tmp_path,
         paddings=preset_text_padding(name),
-        run_mixed_precision=False,  # every preset: test_preset_logits_stay_float32_under_...
+        run_mixed_precision=False,  # test_preset_logits_stay_float32_under_mixed_precision
     )
     assert isinstance(reloaded.loss, type(model.default_loss()))
 
@@ -94,7 +94,8 @@ def test_every_registered_preset_builds_at_tiny_size(name):
     run_preset_test(name)
 
 
-@pytest.mark.parametrize("name", list_presets())
+# One preset per family and per backbone by default; the others build the same layers (`-m slow`).
+@pytest.mark.parametrize("name", preset_params())
 def test_preset_logits_stay_float32_under_mixed_precision(name):
     assert_mixed_precision(lambda: build_tiny_preset(name))
 
