@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from refseg_tf.models import build_preset
 from refseg_tf.models.asgn import ASGN, ASGNGenerator, DetailEnhancement, Discriminator
+from tests.test_case import tiny_backbone_kwargs
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 64
@@ -30,6 +31,8 @@ def _batch(batch=2, seed=0):
 
 def _model(preset="asgn_r_lstm", seed=0, **kwargs):
     keras.utils.set_random_seed(seed)
+    # The tests' small backbone (one block per stage): half the build and first-call time.
+    kwargs.setdefault("backbone_kwargs", tiny_backbone_kwargs(preset))
     model = build_preset(preset, 20, size="tiny", **kwargs)
     model(_batch()[0], training=False)
     return model
