@@ -166,17 +166,22 @@ def test_lstm_cnn_low_res_outputs_and_paper_defaults(low_res):
 
 
 def test_lstm_cnn_with_masked_padding_passes_the_segmenter_checks(tmp_path):
-    """The class defaults mask the pads: front and back padding give the same logits."""
-    _, reloaded = run_segmenter_test(
+    """The class defaults mask the pads: front and back padding give the same logits.
+
+    Fit + `.keras` of LSTMCNN (its WeightedLogisticLoss compiled): the `lstm_cnn` preset's
+    common checks, the same class and loss with the pad mask off."""
+    model, _ = run_segmenter_test(
         lambda: LSTMCNN(
             _frozen(get_backbone("vgg16_fcn", tiny=True)), VOCAB, classifier_units=8, **TINY_HEAD
         ),
         tmp_path,
         padding_invariant=True,
         expected_stride=32,
+        run_training=False,
         run_mixed_precision=False,  # test_logits_stay_float32_under_mixed_precision
     )
-    assert isinstance(reloaded.loss, WeightedLogisticLoss)
+    assert model.mask_text_padding is True
+    assert isinstance(model.default_loss(), WeightedLogisticLoss)
 
 
 def test_high_resolution_model_from_low_resolution(low_res, tmp_path):
