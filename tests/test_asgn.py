@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from refseg_tf.models import build_preset
 from refseg_tf.models.asgn import ASGN, ASGNGenerator, DetailEnhancement, Discriminator
+from tests.test_case import tiny_backbone_kwargs
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 64
@@ -28,10 +29,13 @@ def _batch(batch=2, seed=0):
     return inputs, masks
 
 
-def _model(preset="asgn_r_lstm", seed=0, **kwargs):
+def _model(preset="asgn_r_lstm", seed=0, call=True, **kwargs):
     keras.utils.set_random_seed(seed)
+    # The tests' small backbone (one block per stage): half the build and first-call time.
+    kwargs.setdefault("backbone_kwargs", tiny_backbone_kwargs(preset))
     model = build_preset(preset, 20, size="tiny", **kwargs)
-    model(_batch()[0], training=False)
+    if call:  # builds the weights (a test of the mask encodings alone needs none)
+        model(_batch()[0], training=False)
     return model
 
 
@@ -131,13 +135,13 @@ def test_discriminator_loss_uses_the_detached_prediction():
 
 
 def test_scaling_real_mask_keeps_the_object_soft_where_the_prediction_is_right():
-    model = _model(real_mask_encoding="scaling", scaling_tau=0.8)
+    model = _model(real_mask_encoding="scaling", scaling_tau=0.8, call=False)
     mask = np.array([1.0, 1.0, 0.0, 0.0], "float32").reshape(1, 2, 2, 1)
     prediction = np.array([0.95, 0.3, 0.1, 0.6], "float32").reshape(1, 2, 2, 1)
     real = keras.ops.convert_to_numpy(model.real_mask(mask, prediction)).ravel()
     # object: max(tau, P); background: min(1 - tau, P).
     np.testing.assert_allclose(real, [0.95, 0.8, 0.1, 0.2], rtol=1e-6)
-    binary = _model()
+    binary = _model(call=False)
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(binary.real_mask(mask, prediction)), mask)
     config = model.get_config()
     assert (config["real_mask_encoding"], config["scaling_tau"]) == ("scaling", 0.8)
@@ -233,9 +237,9 @@ def test_batch_equals_single_examples_at_inference():
     model = _model()
     inputs, _ = _batch(batch=3)
     together = model.predict(inputs, verbose=0)
-    for index in range(3):
-        alone = model.predict({k: v[index : index + 1] for k, v in inputs.items()}, verbose=0)
-        np.testing.assert_allclose(alone[0], together[index], atol=1e-5)
+    for index in range(3):  # called directly: `predict` would trace again for a batch of one
+        alone = model({k: v[index : index + 1] for k, v in inputs.items()}, training=False)
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(alone)[0], together[index], atol=1e-5)
 
 
 @pytest.mark.slow

@@ -330,29 +330,29 @@ def test_segment_tensors_and_tflite_equal_keras_logits(exported):
     run_export_test(exported)  # every registered preset: `exported` iterates list_presets()
 
 
-def test_float16_tflite_is_close_to_keras(exported):
+def test_float16_tflite_is_close_to_keras(exported, tmp_path):
     """float16 weights keep the logits within 1e-2 (absolute) of the float32 model.
 
     The rounding error is about 1e-3 of the logits' magnitude, so the inputs must be what the
     preset is trained on: LTS fed mean-subtracted pixels instead of its pixels / 255 gave
     untrained logits of ~11.5 and errors of ~0.011 (`_tiny_config` takes the registered recipe).
+    Exported by `export_model(formats=["tflite"])`: the TFLite-only export is checked here too.
     """
-    from refseg_tf.export import TFLiteSegmenter, convert_to_tflite
+    from refseg_tf.export import TFLiteSegmenter, export_model
 
-    size, length = exported.contract["image_size"], exported.contract["max_length"]
-    model = exported.predictor.model
-    flatbuffer = convert_to_tflite(
-        lambda image, word_ids: model({"image": image, "word_ids": word_ids}, training=False),
-        model, size, length, quantization="float16",
+    contract = export_model(
+        exported.model_dir, str(tmp_path), formats=["tflite"], tflite_quantization="float16",
     )
-    path = os.path.join(exported.output_dir, "model_float16.tflite")
-    with open(path, "wb") as f:
-        f.write(flatbuffer)
+    assert contract["tflite"]["quantization"] == "float16" and contract["saved_model"] is None
+    assert not os.path.exists(tmp_path / "saved_model")
+    model = exported.predictor.model
     images, word_ids = _random_inputs(exported, 1, seed=7)
     keras_logits = np.asarray(model({"image": images, "word_ids": word_ids}, training=False))
-    np.testing.assert_allclose(TFLiteSegmenter(path)(images, word_ids), keras_logits, atol=1e-2)
+    lite = TFLiteSegmenter(str(tmp_path / contract["tflite"]["file"]))
+    np.testing.assert_allclose(lite(images, word_ids), keras_logits, atol=1e-2)
 
 
+@pytest.mark.slow  # a third TFLite conversion; the TFLite-only export runs by default (float16)
 def test_dynamic_range_tflite_runs(default_exported, tmp_path):
     from refseg_tf.export import TFLiteSegmenter, export_model
 
@@ -592,11 +592,16 @@ def test_predict_with_saved_model_writes_what_model_dir_writes(default_exported,
     assert os.path.isfile(overlay)
 
 
-def test_saved_model_threshold_goes_through_the_scoring_rule(default_exported, tmp_path):
+def test_saved_model_threshold_goes_through_the_scoring_rule(default_exported, tmp_path, monkeypatch):
     """`refseg-predict --saved_model --threshold`: the model dir's scoring rule at that threshold
     (`serving_threshold`), as `--model_dir --threshold`; before, it cut the probability map."""
+    from refseg_tf import export
     from refseg_tf.export import THRESHOLD_SIGNATURE
     from refseg_tf.predict import predict_to_files, predict_with_saved_model_to_files
+
+    # One SavedModel load for the three thresholds (a load costs ~1.5 s); the same code path.
+    loaded = export.SavedModelPredictor(default_exported.saved_model_dir)
+    monkeypatch.setattr(export, "SavedModelPredictor", lambda directory: loaded)
 
     assert default_exported.predictor.scoring_rule == "upsample_logits"
     assert THRESHOLD_SIGNATURE in default_exported.loaded.signatures

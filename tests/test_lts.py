@@ -181,7 +181,11 @@ def test_lts_layers_pass_the_common_layer_checks(
 # --------------------------------------------------------------------------- model
 
 
-@pytest.mark.parametrize("name", ["lts", "lts_trans"])
+# lts_trans: the transformer's own checks are in the layer cases above (`-m slow` runs it here).
+_LTS_AND_SLOW_TRANS = ["lts", pytest.param("lts_trans", marks=pytest.mark.slow)]
+
+
+@pytest.mark.parametrize("name", _LTS_AND_SLOW_TRANS)
 def test_lts_presets_round_trip_with_their_heatmap(name, tmp_path):
     """Training + `.keras` of every preset: tests/test_models.py (run_segmenter_test)."""
     model = _tiny_lts(name)
@@ -278,7 +282,7 @@ def test_table2_and_table5_variants(switches, stride, heatmap, locating):
         np.testing.assert_allclose(to_numpy(logits), to_numpy(model.heatmap(_back_padded(2))), atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["lts", "lts_trans"])
+@pytest.mark.parametrize("name", _LTS_AND_SLOW_TRANS)
 def test_lts_under_mixed_precision_returns_float32(name):
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:

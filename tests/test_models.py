@@ -84,7 +84,7 @@ def test_preset_passes_the_common_segmenter_checks(name, tmp_path):
         lambda: build_tiny_preset(name, frozen_backbone=True),
         tmp_path,
         paddings=preset_text_padding(name),
-        run_mixed_precision=False,  # every preset: test_preset_logits_stay_float32_under_...
+        run_mixed_precision=False,  # test_preset_logits_stay_float32_under_mixed_precision
     )
     assert isinstance(reloaded.loss, type(model.default_loss()))
 
@@ -94,7 +94,8 @@ def test_every_registered_preset_builds_at_tiny_size(name):
     run_preset_test(name)
 
 
-@pytest.mark.parametrize("name", list_presets())
+# One preset per family and per backbone by default; the others build the same layers (`-m slow`).
+@pytest.mark.parametrize("name", preset_params())
 def test_preset_logits_stay_float32_under_mixed_precision(name):
     assert_mixed_precision(lambda: build_tiny_preset(name))
 
@@ -165,17 +166,22 @@ def test_lstm_cnn_low_res_outputs_and_paper_defaults(low_res):
 
 
 def test_lstm_cnn_with_masked_padding_passes_the_segmenter_checks(tmp_path):
-    """The class defaults mask the pads: front and back padding give the same logits."""
-    _, reloaded = run_segmenter_test(
+    """The class defaults mask the pads: front and back padding give the same logits.
+
+    Fit + `.keras` of LSTMCNN (its WeightedLogisticLoss compiled): the `lstm_cnn` preset's
+    common checks, the same class and loss with the pad mask off."""
+    model, _ = run_segmenter_test(
         lambda: LSTMCNN(
             _frozen(get_backbone("vgg16_fcn", tiny=True)), VOCAB, classifier_units=8, **TINY_HEAD
         ),
         tmp_path,
         padding_invariant=True,
         expected_stride=32,
+        run_training=False,
         run_mixed_precision=False,  # test_logits_stay_float32_under_mixed_precision
     )
-    assert isinstance(reloaded.loss, WeightedLogisticLoss)
+    assert model.mask_text_padding is True
+    assert isinstance(model.default_loss(), WeightedLogisticLoss)
 
 
 def test_high_resolution_model_from_low_resolution(low_res, tmp_path):
