@@ -155,6 +155,21 @@ def _kill(processes):
         process.wait(timeout=30)
 
 
+def _resume_workers(data_dir, model_dir, saved, steps, tmp_path):
+    """Both workers restarted on `model_dir` for `steps`: each must finish and say it resumed
+    at the saved step `saved` (every worker restores the same step); returns their logs."""
+    processes, logs = _start_workers(data_dir, model_dir, steps, str(tmp_path), "second")
+    try:
+        for process in processes:
+            process.wait(timeout=WORKER_TIMEOUT)
+    finally:
+        _kill(processes)
+    assert [p.returncode for p in processes] == [0, 0], _failure(processes, logs)
+    for _, err in logs:
+        assert f"resuming at step {saved} of {steps}" in _read(err)
+    return logs
+
+
 def _failure(processes, logs):
     return "\n".join(
         f"--- worker {i} rc={p.poll()}\n{_read(err)[-3000:]}"
@@ -185,15 +200,7 @@ def test_two_workers_match_one_and_resume_after_a_kill(data_dir, tmp_path):
     assert "FINAL_ITERATIONS" not in chief_out
 
     resumed_at = max(_kept_checkpoints(model_dir))
-    processes, logs = _start_workers(data_dir, model_dir, resumed_at + 2, str(tmp_path), "second")
-    try:
-        for process in processes:
-            process.wait(timeout=WORKER_TIMEOUT)
-    finally:
-        _kill(processes)
-    assert [p.returncode for p in processes] == [0, 0], _failure(processes, logs)
-    for _, err in logs:  # every worker restored from model_dir
-        assert f"resuming at step {resumed_at} of {resumed_at + 2}" in _read(err)
+    logs = _resume_workers(data_dir, model_dir, resumed_at, resumed_at + 2, tmp_path)
     chief_out = _read(logs[0][0])
     assert f"FINAL_ITERATIONS {resumed_at + 2}" in chief_out
     assert re.search(r"^2/2 - .*loss: ", chief_out, re.M), chief_out  # the epoch's line
@@ -289,15 +296,7 @@ def test_a_lost_worker_stops_the_other_in_bounded_time_and_both_resume(
     assert "FINAL_ITERATIONS" not in _read(logs[survivor][0])
 
     saved = max(_kept_checkpoints(model_dir))
-    processes, logs = _start_workers(data_dir, model_dir, saved + 1, str(tmp_path), "second")
-    try:
-        for process in processes:
-            process.wait(timeout=WORKER_TIMEOUT)
-    finally:
-        _kill(processes)
-    assert [p.returncode for p in processes] == [0, 0], _failure(processes, logs)
-    for _, err in logs:  # every worker restored the same step
-        assert f"resuming at step {saved} of {saved + 1}" in _read(err)
+    logs = _resume_workers(data_dir, model_dir, saved, saved + 1, tmp_path)
     for out, _ in logs:
         assert f"FINAL_ITERATIONS {saved + 1}" in _read(out)
 

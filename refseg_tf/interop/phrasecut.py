@@ -171,7 +171,9 @@ def _checkpoint_weights(plan, model, options):
         raise ValueError(f"{plan.path}: option weights={wanted!r} but the checkpoint holds a {found} backbone.")
     model_weights = _model_weights(model)
     if model_weights != found:
-        family = "rmi" if hasattr(model, "mlstm") else "lstm"
+        from refseg_tf.models.rmi import RMI
+
+        family = "rmi" if isinstance(model, RMI) else "lstm"  # check_model admits these two
         raise ValueError(
             f"{plan.path}: the checkpoint was trained with -w {found} but the config builds "
             f"visual_feature={model.visual_feature!r} "
