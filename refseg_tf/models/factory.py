@@ -43,7 +43,7 @@ def _check_model_keys(preset, kwargs):
     model_class = preset.model_class
     parameters = inspect.signature(model_class.__init__).parameters
     allowed = set(parameters) - {"self", "backbone", "vocabulary_size", "kwargs"}
-    allowed |= set(_KERAS_KEYS) | set(getattr(model_class, "preset_keys", ()))
+    allowed |= set(_KERAS_KEYS) | set(model_class.preset_keys)
     unknown = set(kwargs) - allowed - set(preset_keys())
     if unknown:
         raise ValueError(

@@ -169,7 +169,7 @@ def make_train_function(model, strategy):
         outputs = strategy.run(model.train_step, args=(batch,))
         return reduce_logs(strategy, outputs)
 
-    if getattr(model, "run_eagerly", False):
+    if model.run_eagerly:
         return step
     jit_compile = bool(model.jit_compile)
     if jit_compile and is_multi_worker(strategy):
