@@ -349,24 +349,30 @@ def assert_logits_shape_and_dtype(model, count=2, padding="front", expected_stri
     return logits
 
 
-def assert_trains_and_round_trips(model, directory=None, padding="front"):
-    """compile() defaults, fit one epoch, the loss goes down on a repeated batch, `.keras`
-    round trip (outputs, type, config, compiled optimizer, trainable variables). Returns the
-    reloaded model."""
+def assert_trains_and_round_trips(model, directory=None, padding="front", epochs=4):
+    """compile() defaults, `fit` over the same two mixed-length batches for `epochs` epochs
+    (the loss goes down and the head's weights move), `.keras` round trip (outputs, type,
+    config, compiled optimizer, trainable variables). Returns the reloaded model.
+
+    One `fit` call: each epoch's loss is the mean over the same data, so a falling loss is seen
+    without a second training function (`train_on_batch` traces its own, the slowest part of
+    this check; issue 21: suite time).
+    """
     model.compile()
     model(segmenter_inputs(1, padding))  # build, to compare weights before and after training
     before = head_weights(model)
     assert before
-    history = model.fit(segmenter_dataset(padding=padding), epochs=1, verbose=0, shuffle=False)
+    history = model.fit(
+        segmenter_dataset(padding=padding), epochs=epochs, verbose=0, shuffle=False
+    )
     assert {"loss", "overall_iou", "mean_iou", "precision@0.5"} <= set(history.history)
-    assert np.isfinite(history.history["loss"][0])
+    losses = history.history["loss"]
+    assert np.isfinite(losses).all(), losses
+    assert losses[-1] < losses[0], losses
     after = head_weights(model)
     assert any(not np.allclose(b, a) for b, a in zip(before, after))
 
-    inputs, masks = segmenter_inputs(2, padding), segmenter_masks(2)
-    losses = [float(model.train_on_batch(inputs, masks)[0]) for _ in range(5)]
-    assert losses[-1] < losses[0]
-
+    inputs = segmenter_inputs(2, padding)
     reloaded = save_and_reload(model, directory)
     np.testing.assert_allclose(
         to_numpy(reloaded(inputs, training=False)), to_numpy(model(inputs, training=False)),

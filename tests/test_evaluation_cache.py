@@ -20,7 +20,7 @@ from tests.test_evaluation_grouped import (  # noqa: F401  (the module's split f
 
 @pytest.fixture(autouse=True)
 def _fresh_streams():
-    evaluation.clear_cached_streams()
+    """As in tests/test_evaluation_grouped.py: cleared after the test only."""
     yield
     evaluation.clear_cached_streams()
 
