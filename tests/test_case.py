@@ -355,8 +355,8 @@ def assert_trains_and_round_trips(model, directory=None, padding="front", epochs
     config, compiled optimizer, trainable variables). Returns the reloaded model.
 
     One `fit` call: each epoch's loss is the mean over the same data, so a falling loss is seen
-    without a second training function (`train_on_batch` traces its own, the slowest part of
-    this check; issue 21: suite time).
+    without `train_on_batch`, which traced a second training function (tracing, not the steps,
+    is the cost of this check; issue 21: suite time).
     """
     model.compile()
     model(segmenter_inputs(1, padding))  # build, to compare weights before and after training

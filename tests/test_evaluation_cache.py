@@ -10,19 +10,13 @@ import tensorflow as tf
 
 from refseg_tf.data import schema
 from refseg_tf.training import evaluation
-from tests.test_evaluation_grouped import (  # noqa: F401  (the module's split fixture)
+from tests.test_evaluation_grouped import (  # noqa: F401  (its split and autouse fixtures)
     BUCKETS,
+    _fresh_streams,
     _preprocessor,
     _TextAwareModel,
     split,
 )
-
-
-@pytest.fixture(autouse=True)
-def _fresh_streams():
-    """As in tests/test_evaluation_grouped.py: cleared after the test only."""
-    yield
-    evaluation.clear_cached_streams()
 
 
 def _evaluate(model, config, preprocessor, batch_size, **kwargs):
