@@ -302,6 +302,17 @@ def test_predict_cli_on_a_large_rgba_png(untrained_model_dir, workdir, tmp_path)
 def test_predict_missing_image(untrained_model_dir, tmp_path):
     missing = str(tmp_path / "no_such_photo.jpg")
     output = str(tmp_path / "mask.png")
+    status, stderr = predict_in_process(f"--model_dir={untrained_model_dir}", f"--image={missing}",
+                                        "--expression=the dog", f"--output={output}")
+    assert status == 1, stderr
+    assert missing in _last_line(stderr) and _last_line(stderr).startswith("refseg-predict: error:")
+    assert not os.path.exists(output)
+
+
+@pytest.mark.slow
+def test_predict_missing_image_on_the_command_line(untrained_model_dir, tmp_path):
+    missing = str(tmp_path / "no_such_photo.jpg")
+    output = str(tmp_path / "mask.png")
     result = run_cli("predict", f"--model_dir={untrained_model_dir}", f"--image={missing}",
                      "--expression=the dog", f"--output={output}")
     assert result.returncode != 0

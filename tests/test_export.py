@@ -417,6 +417,33 @@ def _saved_model_cli(*args):
     return subprocess.run([executable, *args], capture_output=True, text=True, env=env, timeout=300)
 
 
+def test_tf1_session_loader_runs_the_tensor_signature_as_tf_serving(default_exported):
+    """What `saved_model_cli run` and TF Serving do, in this process: load the `serve` tag set
+    into a TF1 graph and session, then feed and fetch the signature's tensor names (the
+    subprocess test below runs the real command; `-m slow`, issue 21: suite time)."""
+    exported = default_exported
+    images, word_ids = _random_inputs(exported, 1)
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+        meta_graph = tf.compat.v1.saved_model.loader.load(
+            session, ["serve"], exported.saved_model_dir
+        )
+        assert {"serving_default", "segment_tensors"} <= set(meta_graph.signature_def)
+        signature = meta_graph.signature_def["segment_tensors"]
+        assert set(signature.inputs) == {"image", "word_ids"}
+        assert set(signature.outputs) == {"logits"}
+        logits = session.run(
+            signature.outputs["logits"].name,
+            feed_dict={
+                signature.inputs["image"].name: images,
+                signature.inputs["word_ids"].name: word_ids,
+            },
+        )
+    keras_logits = np.asarray(exported.predictor.model({"image": images, "word_ids": word_ids}))
+    # Two forward passes (graph vs Keras): oneDNN may change the last bits.
+    np.testing.assert_allclose(logits, keras_logits, atol=1e-4)
+
+
+@pytest.mark.slow
 def test_saved_model_cli_lists_both_signatures_and_runs_them_as_tf_serving(default_exported, tmp_path):
     exported = default_exported
     shown = _saved_model_cli("show", "--dir", exported.saved_model_dir, "--all")

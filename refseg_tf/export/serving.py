@@ -285,6 +285,15 @@ class ServingModule(tf.Module):
         self.scoring_rule = self.preprocessor.scoring_rule
         self.max_pixels = max_pixels
         size, length = self.image_size, self.max_length
+        # One trace of the network for the three signatures: each calls this function (one
+        # graph in the SavedModel) instead of tracing the model again (issue 21: export time).
+        self.logits = tf.function(
+            self.model_logits,
+            input_signature=[
+                tf.TensorSpec([None, size, size, 3], tf.float32, name="image"),
+                tf.TensorSpec([None, length], tf.int32, name="word_ids"),
+            ],
+        )
         self.segment_tensors = tf.function(
             self._segment_tensors,
             input_signature=[
@@ -334,7 +343,8 @@ class ServingModule(tf.Module):
             THRESHOLD_SIGNATURE: self.serve_threshold,
         }
 
-    def logits(self, image, word_ids):
+    def model_logits(self, image, word_ids):
+        """float32 logits of the network (`logits` is this as one traced `tf.function`)."""
         logits = self.model({"image": image, "word_ids": word_ids}, training=False)
         return tf.cast(logits, tf.float32)
 

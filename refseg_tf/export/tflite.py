@@ -32,7 +32,7 @@ def convert_to_tflite(logits_fn, trackable, image_size: int, max_length: int,
 
     Args:
         logits_fn: a function of float32 `[1, S, S, 3]` images and int32 `[1, T]` word ids
-            returning float32 `[1, h, w, 1]` logits (e.g. `ServingModule.logits`).
+            returning float32 `[1, h, w, 1]` logits (e.g. `ServingModule.model_logits`).
         trackable: the Keras model whose variables `logits_fn` uses.
         image_size, max_length: S and T.
         quantization: "none" (float32), "float16" (float16 weights, float32 compute) or
