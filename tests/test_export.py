@@ -425,7 +425,7 @@ def test_tf1_session_loader_runs_the_tensor_signature_as_tf_serving(default_expo
     images, word_ids = _random_inputs(exported, 1)
     with tf.Graph().as_default(), tf.compat.v1.Session() as session:
         meta_graph = tf.compat.v1.saved_model.loader.load(
-            session, ["serve"], exported.saved_model_dir
+            session, [tf.saved_model.SERVING], exported.saved_model_dir
         )
         assert {"serving_default", "segment_tensors"} <= set(meta_graph.signature_def)
         signature = meta_graph.signature_def["segment_tensors"]

@@ -219,7 +219,8 @@ def export_model(
     tflite = None
     if "tflite" in formats:
         flatbuffer = convert_to_tflite(
-            module.model_logits, module.model, module.image_size, module.max_length, tflite_quantization
+            module.model_logits, module.model, module.image_size, module.max_length,
+            tflite_quantization,
         )
         path = atomic_write_bytes(os.path.join(output_dir, TFLITE_FILENAME), flatbuffer)
         tflite = _tflite_contract(path, tflite_quantization)

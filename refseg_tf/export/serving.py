@@ -287,20 +287,12 @@ class ServingModule(tf.Module):
         size, length = self.image_size, self.max_length
         # One trace of the network for the three signatures: each calls this function (one
         # graph in the SavedModel) instead of tracing the model again (issue 21: export time).
-        self.logits = tf.function(
-            self.model_logits,
-            input_signature=[
-                tf.TensorSpec([None, size, size, 3], tf.float32, name="image"),
-                tf.TensorSpec([None, length], tf.int32, name="word_ids"),
-            ],
-        )
-        self.segment_tensors = tf.function(
-            self._segment_tensors,
-            input_signature=[
-                tf.TensorSpec([None, size, size, 3], tf.float32, name="image"),
-                tf.TensorSpec([None, length], tf.int32, name="word_ids"),
-            ],
-        )
+        tensor_inputs = [
+            tf.TensorSpec([None, size, size, 3], tf.float32, name="image"),
+            tf.TensorSpec([None, length], tf.int32, name="word_ids"),
+        ]
+        self.logits = tf.function(self.model_logits, input_signature=tensor_inputs)
+        self.segment_tensors = tf.function(self._segment_tensors, input_signature=tensor_inputs)
         self.serve = tf.function(
             self._serve,
             input_signature=[
