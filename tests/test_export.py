@@ -69,8 +69,10 @@ def _tiny_config(preset, overrides):
         return config
 
 
-def make_model_dir(root, preset, overrides=None, seed=0):
-    """A model directory as refseg-train writes it (config.json, vocab.txt, model.keras)."""
+def make_model_dir(root, preset, overrides=None, seed=0, config=None):
+    """A model directory as refseg-train writes it (config.json, vocab.txt, model.keras), of an
+    untrained model: `config` (default: the preset's `_tiny_config` with `overrides`) with this
+    file's vocabulary."""
     import keras
 
     from refseg_tf.text import Vocabulary
@@ -80,7 +82,8 @@ def make_model_dir(root, preset, overrides=None, seed=0):
     keras.utils.set_random_seed(seed)
     model_dir = os.path.join(root, preset)
     os.makedirs(model_dir)
-    config = _tiny_config("rrn" if preset.startswith("rrn_") else preset, overrides or {})
+    if config is None:
+        config = _tiny_config("rrn" if preset.startswith("rrn_") else preset, overrides or {})
     vocabulary = Vocabulary.build(SENTENCES)
     config.model.vocabulary_size = len(vocabulary)
     config.data.dir = model_dir

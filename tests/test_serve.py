@@ -1,7 +1,6 @@
 """`refseg-serve`: the demo page, its JSON endpoint and the page driven in headless Chromium.
 
-A tiny R+RMI trained for a few steps on synthetic data (module fixture) is served on a free
-localhost port. The browser test uploads an image, types a phrase and checks that the mask the
+A tiny R+RMI model directory (module fixture) is served on a free localhost port. The browser test uploads an image, types a phrase and checks that the mask the
 page offers for download equals `Predictor.predict_mask`'s; it writes a screenshot of the page
 (path printed; `pytest -s` shows it). It is skipped when Chromium, its driver or selenium is
 missing (`.ci/run` installs Debian's `chromium` and `chromium-driver`).
@@ -33,27 +32,14 @@ def workdir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model_dir(workdir, photo_path):
-    """A tiny synthetic R+RMI trained for 3 steps with the library's training function."""
-    from refseg_tf.data.converters.refer import ReferReader
-    from refseg_tf.data.converters.writer import write_dataset
-    from refseg_tf.synthetic_data import generate
-    from refseg_tf.training import experiments, trainer
+    """A tiny R+RMI model directory (untrained: what is served is the directory's contract, and
+    `refseg-train` writing one is tests/test_training.py's), its threshold at the photo's median."""
+    from refseg_tf.training import experiments
+    from tests.test_export import make_model_dir
 
-    raw = str(workdir / "raw")
-    summary = generate(raw, num_images=20, seed=3, image_size=48)
-    reader = ReferReader(data_root=raw, dataset="synthetic", split_by="unc",
-                         image_root=summary["image_root"])
-    data_dir = str(workdir / "tfrecords")
-    write_dataset(reader, data_dir, num_shards=1, show_progress=False)
     config = experiments.synthetic_rmi("r_rmi")
-    config.data.dir = data_dir
     config.data.image_size = 32
-    config.train.steps = 3
-    config.train.batch_size = 4
-    config.train.checkpoint_every = 3
-    config.train.log_images_every = 0
-    directory = str(workdir / "r_rmi")
-    trainer.train(config, directory, verbose=0)
+    directory = make_model_dir(str(workdir), "r_rmi", config=config)
     _threshold_at_the_median(directory, photo_path)
     return directory
 
@@ -62,7 +48,7 @@ def _threshold_at_the_median(model_dir, image_path):
     """Sets the model directory's threshold (`eval.threshold` in `config.json` and in
     `preprocessor.json`, which `Predictor` reads) so that about half the photo is foreground.
 
-    Three training steps leave every pixel below 0.5; at this threshold the mask has an
+    An untrained model's probabilities sit near one value; at this threshold the mask has an
     outline, so that comparing two masks tests something.
     """
     from refseg_tf.inference import Predictor, read_image
