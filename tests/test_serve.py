@@ -1,9 +1,10 @@
 """`refseg-serve`: the demo page, its JSON endpoint and the page driven in headless Chromium.
 
-A tiny R+RMI model directory (module fixture) is served on a free localhost port. The browser test uploads an image, types a phrase and checks that the mask the
-page offers for download equals `Predictor.predict_mask`'s; it writes a screenshot of the page
-(path printed; `pytest -s` shows it). It is skipped when Chromium, its driver or selenium is
-missing (`.ci/run` installs Debian's `chromium` and `chromium-driver`).
+A tiny R+RMI model directory (module fixture) is served on a free localhost port. The browser
+test uploads an image, types a phrase and checks that the mask the page offers for download
+equals `Predictor.predict_mask`'s; it writes a screenshot of the page (path printed; `pytest -s`
+shows it). It is skipped when Chromium, its driver or selenium is missing (`.ci/run` installs
+Debian's `chromium` and `chromium-driver`).
 """
 
 import base64
