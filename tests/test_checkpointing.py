@@ -16,7 +16,9 @@ import tensorflow as tf
 
 from refseg_tf.training import trainer
 from refseg_tf.training.checkpointing import CheckpointViews, training_checkpoint_items
-from tests.test_case import build_tiny_preset, preset_text_padding, segmenter_inputs, to_numpy
+from tests.test_case import (
+    TINY_RESNET, build_tiny_preset, preset_text_padding, segmenter_inputs, to_numpy,
+)
 from tests.test_training import data, tiny_config  # noqa: F401  (the module's data fixture)
 
 
@@ -115,6 +117,9 @@ def test_resumed_rrn_checkpoint_is_the_trained_model(data, tmp_path):  # noqa: F
     config = tiny_config(data_dir, "rrn")
     config.train.steps = 2
     config.train.log_images_every = 0  # no picture dataset (tests/test_training.py draws them)
+    # RRN's own recipe (a fixed CNN) on the tests' one-block ResNet: half the graph to trace.
+    config.train.freeze_backbone = True
+    config.model.backbone.kwargs = dict(TINY_RESNET)
     model = trainer.train(config, model_dir, verbose=0)
     latest, _ = trainer.load_trained_model(model_dir, checkpoint="latest")
     lateral = "lateral_C5/kernel"
