@@ -352,8 +352,8 @@ def assert_logits_shape_and_dtype(model, count=2, padding="front", expected_stri
 def assert_trains_and_round_trips(model, directory=None, padding="front", epochs=4):
     """compile() defaults, `fit` over the same two mixed-length batches for `epochs` epochs
     (the loss goes down, the head's weights move, no variable is created while the train step
-    is traced), `.keras` round trip (outputs, type,
-    config, compiled optimizer, trainable variables). Returns the reloaded model.
+    is traced), `.keras` round trip (outputs, type, config, compiled optimizer, trainable
+    variables). Returns the reloaded model.
 
     One `fit` call: each epoch's loss is the mean over the same data, so a falling loss is seen
     without `train_on_batch`, which traced a second training function (tracing, not the steps,
