@@ -82,6 +82,10 @@ def make_model_dir(root, preset, overrides=None, seed=0, config=None):
     keras.utils.set_random_seed(seed)
     model_dir = os.path.join(root, preset)
     os.makedirs(model_dir)
+    if config is not None and overrides:
+        raise ValueError(
+            f"make_model_dir takes `config` or `overrides`, not both; received {overrides}."
+        )
     if config is None:
         config = _tiny_config("rrn" if preset.startswith("rrn_") else preset, overrides or {})
     vocabulary = Vocabulary.build(SENTENCES)
