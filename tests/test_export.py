@@ -337,19 +337,32 @@ def test_segment_tensors_and_tflite_equal_keras_logits(exported):
     run_export_test(exported)  # every registered preset: `exported` iterates list_presets()
 
 
-def test_float16_tflite_is_close_to_keras(exported, tmp_path):
+def test_float16_tflite_is_close_to_keras(exported, tmp_path, monkeypatch):
     """float16 weights keep the logits within 1e-2 (absolute) of the float32 model.
 
     The rounding error is about 1e-3 of the logits' magnitude, so the inputs must be what the
     preset is trained on: LTS fed mean-subtracted pixels instead of its pixels / 255 gave
     untrained logits of ~11.5 and errors of ~0.011 (`_tiny_config` takes the registered recipe).
-    Exported by `export_model(formats=["tflite"])`: the TFLite-only export is checked here too.
+    Exported by `export_model(formats=["tflite"])`: the TFLite-only export is checked here too,
+    and that it traces the network once (through `keras.export.ExportArchive` it traced it three
+    times, twice through `model_logits`).
     """
     from refseg_tf.export import TFLiteSegmenter, export_model
+    from refseg_tf.export.serving import ServingModule
 
+    traces = []
+    original = ServingModule.model_logits
+
+    def counted(self, image, word_ids):
+        traces.append(tuple(image.shape))
+        return original(self, image, word_ids)
+
+    monkeypatch.setattr(ServingModule, "model_logits", counted)
     contract = export_model(
         exported.model_dir, str(tmp_path), formats=["tflite"], tflite_quantization="float16",
     )
+    size = exported.contract["image_size"]
+    assert traces == [(1, size, size, 3)]
     assert contract["tflite"]["quantization"] == "float16" and contract["saved_model"] is None
     assert not os.path.exists(tmp_path / "saved_model")
     model = exported.predictor.model

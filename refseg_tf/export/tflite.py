@@ -47,24 +47,20 @@ def convert_to_tflite(logits_fn, trackable, image_size: int, max_length: int,
     """
     _check_quantization(quantization)
 
-    def segment(image, word_ids):
-        return {"logits": logits_fn(image, word_ids)}
-
-    # Through a Keras ExportArchive SavedModel, as `keras.Model.export(format="litert")` does: a
-    # `tf.Module` holding the model, or `from_concrete_functions`, left the variables read inside
-    # the LSTM / ConvLSTM2D loops as uninitialised READ_VARIABLE ops (TF 2.21, LiteRT 2.3).
-    archive = keras.export.ExportArchive()
-    archive.track(trackable)
-    archive.add_endpoint(
-        TFLITE_SIGNATURE,
-        segment,
-        input_signature=[
-            tf.TensorSpec([1, image_size, image_size, 3], tf.float32, name="image"),
-            tf.TensorSpec([1, max_length], tf.int32, name="word_ids"),
-        ],
-    )
+    signature = [
+        tf.TensorSpec([1, image_size, image_size, 3], tf.float32, name="image"),
+        tf.TensorSpec([1, max_length], tf.int32, name="word_ids"),
+    ]
+    module = _TFLiteModule(logits_fn, trackable, signature)
+    # Through a SavedModel whose object graph holds the model's tf.Variables themselves (as
+    # `keras.export.ExportArchive`, which `keras.Model.export(format="litert")` uses, does):
+    # converted from a `tf.Module` tracking the Keras model, or `from_concrete_functions`, the
+    # variables read inside the LSTM / ConvLSTM2D loops were left as uninitialised READ_VARIABLE
+    # ops (TF 2.21, LiteRT 2.3). Not through ExportArchive itself: it traced the network three
+    # times (listing the endpoint's variables, walking the Keras model, whose
+    # `_default_save_signature` is a new `tf.function` of the whole model, and saving).
     with tempfile.TemporaryDirectory(prefix="refseg-tflite-") as staging:
-        archive.write_out(staging, verbose=False)
+        tf.saved_model.save(module, staging, signatures={TFLITE_SIGNATURE: module.segment})
         converter = tf.lite.TFLiteConverter.from_saved_model(staging, [TFLITE_SIGNATURE])
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
         converter.experimental_enable_resource_variables = True
@@ -73,6 +69,21 @@ def convert_to_tflite(logits_fn, trackable, image_size: int, max_length: int,
         if quantization == "float16":
             converter.target_spec.supported_types = [tf.float16]
         return converter.convert()
+
+
+class _TFLiteModule(tf.Module):
+    """`segment(image, word_ids) -> {"logits"}` at batch 1 over the model's tf.Variables."""
+
+    def __init__(self, logits_fn, trackable, signature):
+        super().__init__(name="refseg_tflite")
+        self._logits_fn = logits_fn
+        # The tf.Variables under the Keras variables (`variables`: Dropout's seed state too);
+        # the Keras model itself is not tracked, so no Keras `tf.function` is traced.
+        self.model_variables = [variable.value for variable in trackable.variables]
+        self.segment = tf.function(self._segment, input_signature=signature, autograph=False)
+
+    def _segment(self, image, word_ids):
+        return {"logits": self._logits_fn(image, word_ids)}
 
 
 def _describe(details) -> dict:
