@@ -54,6 +54,10 @@ def test_repeated_calls_reuse_traces_and_pipeline_with_identical_counts(
     assert evaluation._predict_fn(model).experimental_get_tracing_count() == traces
     assert evaluation._heatmap_fn(model).experimental_get_tracing_count() == heatmap_traces
     assert timings["setup_seconds"] >= 0 and timings["loop_seconds"] > 0
+    # The cached stream runs without tf.data's autotuning thread: an autotuned iterator that had
+    # lived a while took 20-65 s to destroy (when the stream was dropped).
+    streams = list(evaluation._STREAMS.values())
+    assert streams and all(s.dataset.options().autotune.enabled is False for s in streams)
     # Another batch size is another pipeline, with the same per-sentence counts.
     other = _evaluate(model, config, preprocessor, batch_size + 1)
     assert len(builds) == 2

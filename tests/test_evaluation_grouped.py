@@ -217,9 +217,9 @@ def _fresh_streams():
     """No cached eval pipeline (and its prefetching iterator) outlives the test that made it.
 
     Cleared after the test only: the streams are keyed by their preprocessor, which each
-    stream keeps alive, so another file's streams cannot be mistaken for this test's; and
-    destroying an iterator that an earlier file left prefetching took 20 to 60 s on a loaded
-    two-core machine (issue 21: suite time), time this test need not spend.
+    stream keeps alive, so another file's streams cannot be mistaken for this test's. (Dropping
+    a stream that had lived a while took 20 to 65 s while its pipeline was autotuned, see
+    `evaluation._without_autotuning`.)
     """
     yield
     evaluation.clear_cached_streams()
