@@ -317,6 +317,7 @@ def test_each_family_registers_experiments_of_its_own_presets():
     assert not failures, "\n".join(failures)
 
 
+@pytest.mark.slow  # a fresh interpreter (~8 s loaded); tests/test_import_graph.py reads it statically
 def test_the_models_register_their_experiments_without_importing_training():
     """The layering: refseg_tf.experiment <- models/<family>/experiments.py <- training."""
     import subprocess

@@ -118,3 +118,27 @@ def test_the_commands_modules_stay_apart():
     assert not reaches("refseg_tf.webdemo", "refseg_tf.predict")
     shapes, shapes_v2 = "refseg_tf.synthetic_data.shapes", "refseg_tf.synthetic_data.shapes_v2"
     assert not (shapes in graph[shapes_v2] and shapes_v2 in graph[shapes])
+
+
+def _imported_at_module_level(roots):
+    """Every refseg_tf module that importing `roots` runs (module-level imports, parents too)."""
+    graph = import_graph()
+    seen, todo = set(), list(roots)
+    while todo:
+        module = todo.pop()
+        if module in seen:
+            continue
+        seen.add(module)
+        parents = [".".join(module.split(".")[:i]) for i in range(1, module.count(".") + 1)]
+        todo.extend(parents + sorted(graph.get(module, ())))
+    return seen
+
+
+def test_the_models_and_the_experiment_registry_do_not_import_training():
+    """The layering refseg_tf.experiment <- models/<family>/experiments.py <- training, read
+    from the source; tests/test_experiments.py checks it in a fresh interpreter (`-m slow`)."""
+    loaded = _imported_at_module_level(["refseg_tf.models", "refseg_tf.experiment"])
+    assert "refseg_tf.models.lts.experiments" in loaded  # the families register their rows
+    assert sorted(m for m in loaded if m.startswith("refseg_tf.training")) == []
+    # The check can fail: the trainer's own imports reach the rest of training.
+    assert "refseg_tf.training.config" in _imported_at_module_level(["refseg_tf.training.trainer"])

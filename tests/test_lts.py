@@ -191,7 +191,8 @@ def test_lts_presets_round_trip_with_their_heatmap(name, tmp_path):
     model = _tiny_lts(name)
     assert model.output_stride == 4 and model.has_heatmap and model.threshold == 0.25
     inputs = _back_padded(2)
-    model(inputs)
+    assert model(inputs).shape == (2, IMAGE // 4, IMAGE // 4, 1)
+    assert model.heatmap(inputs).shape == (2, IMAGE // 8, IMAGE // 8, 1)
     reloaded = save_and_reload(model, tmp_path)
     np.testing.assert_allclose(to_numpy(reloaded(inputs)), to_numpy(model(inputs)), atol=1e-5)
     np.testing.assert_allclose(
@@ -222,7 +223,9 @@ def test_training_checkpoint_restores_every_lts_weight(name, tmp_path):
     assert not lost, f"not in the training checkpoint: {lost}"
 
 
-@pytest.mark.parametrize("name", ["lts", "lts_trans"])
+# "lts" batching runs by default in tests/test_models.py's common checks (its heatmap's shape in
+# test_lts_presets_round_trip_with_their_heatmap); here with `-m slow` (issue 21: suite time).
+@pytest.mark.parametrize("name", [pytest.param("lts", marks=pytest.mark.slow), "lts_trans"])
 def test_lts_batch_equals_single_runs(name):
     model = _tiny_lts(name)
     assert_batch_equals_single_runs(model, "back")
