@@ -10,7 +10,6 @@ convert to builtin `WHILE` / unrolled ops.
 
 import tempfile
 
-import keras
 import numpy as np
 import tensorflow as tf
 
