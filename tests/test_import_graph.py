@@ -86,6 +86,21 @@ def find_cycle(graph):
     return None
 
 
+def reachable(graph, roots, with_parents=False):
+    """The modules `roots` reach in `graph` (`roots` included); `with_parents`: a module's
+    parent packages too (Python initialises them when it imports the module)."""
+    seen, todo = set(), list(roots)
+    while todo:
+        module = todo.pop()
+        if module in seen:
+            continue
+        seen.add(module)
+        if with_parents:
+            todo.extend(".".join(module.split(".")[:i]) for i in range(1, module.count(".") + 1))
+        todo.extend(graph.get(module, ()))
+    return seen
+
+
 def test_find_cycle_finds_a_cycle_and_only_a_cycle():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) is None
@@ -102,43 +117,18 @@ def test_the_commands_modules_stay_apart():
     """`inference` does not import the trainer, `webdemo` not the `predict` command, and the
     two synthetic styles share the refer-format writer, not each other (at any level)."""
     graph = import_graph(function_level=True)
-
-    def reaches(start, goal):
-        seen, todo = set(), [start]
-        while todo:
-            node = todo.pop()
-            if node == goal:
-                return True
-            if node not in seen:
-                seen.add(node)
-                todo.extend(graph.get(node, ()))
-        return False
-
     assert "refseg_tf.training.trainer" not in graph["refseg_tf.inference"]
-    assert not reaches("refseg_tf.webdemo", "refseg_tf.predict")
+    assert "refseg_tf.predict" not in reachable(graph, ["refseg_tf.webdemo"])
     shapes, shapes_v2 = "refseg_tf.synthetic_data.shapes", "refseg_tf.synthetic_data.shapes_v2"
     assert not (shapes in graph[shapes_v2] and shapes_v2 in graph[shapes])
-
-
-def _imported_at_module_level(roots):
-    """Every refseg_tf module that importing `roots` runs (module-level imports, parents too)."""
-    graph = import_graph()
-    seen, todo = set(), list(roots)
-    while todo:
-        module = todo.pop()
-        if module in seen:
-            continue
-        seen.add(module)
-        parents = [".".join(module.split(".")[:i]) for i in range(1, module.count(".") + 1)]
-        todo.extend(parents + sorted(graph.get(module, ())))
-    return seen
 
 
 def test_the_models_and_the_experiment_registry_do_not_import_training():
     """The layering refseg_tf.experiment <- models/<family>/experiments.py <- training, read
     from the source; tests/test_experiments.py checks it in a fresh interpreter (`-m slow`)."""
-    loaded = _imported_at_module_level(["refseg_tf.models", "refseg_tf.experiment"])
+    graph = import_graph()
+    loaded = reachable(graph, ["refseg_tf.models", "refseg_tf.experiment"], with_parents=True)
     assert "refseg_tf.models.lts.experiments" in loaded  # the families register their rows
     assert sorted(m for m in loaded if m.startswith("refseg_tf.training")) == []
     # The check can fail: the trainer's own imports reach the rest of training.
-    assert "refseg_tf.training.config" in _imported_at_module_level(["refseg_tf.training.trainer"])
+    assert "refseg_tf.training.config" in reachable(graph, ["refseg_tf.training.trainer"])

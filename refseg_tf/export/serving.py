@@ -227,6 +227,21 @@ def stored_state_size(model) -> int:
     return sum(int(np.prod(variable.shape)) for variable in extra)
 
 
+def saved_model_variables(model) -> list:
+    """The tf.Variables a SavedModel of `model` tracks directly, the Keras model left untracked.
+
+    Tracked through the Keras model, some (e.g. BatchNorm moving statistics) were missing from
+    the SavedModel's variable list, so TF Serving's TF1 loader and `saved_model_cli` failed with
+    "Could not find variable ...", and LiteRT left the variables read inside LSTM / ConvLSTM2D
+    loops as uninitialised READ_VARIABLE ops; tracked both ways, each weight was stored twice
+    (issue 21). `keras.export.ExportArchive` tracks them the same way. `variables`, not
+    `weights`: it includes the random-seed state of Dropout layers (LTS's transformer), which
+    the graph captures even at inference, so the SavedModel stores `model.count_params()` values
+    plus `stored_state_size(model)` (`STORED_STATE`).
+    """
+    return [variable.value for variable in model.variables]
+
+
 class _Untracked:
     """A reference `tf.Module` does not track (the SavedModel does not store what it holds)."""
 
@@ -264,19 +279,11 @@ class ServingModule(tf.Module):
         # the network inference runs, `inference_model()`.
         model = predictor.model
         model = model.inference_model()
-        # The Keras model is held out of the object graph (`_Untracked`): tracked as well, each
-        # weight was stored twice in `variables/variables`, once as the Keras variable under
-        # `model/...` and once as its tf.Variable under `model_variables/...` (issue 21).
+        # The Keras model is held out of the object graph (`_Untracked`); its tf.Variables are
+        # tracked directly (`saved_model_variables`).
         self._model = _Untracked(model)
         self.preprocessor = predictor.preprocessor
-        # The underlying tf.Variables, tracked directly (as keras.export.ExportArchive does):
-        # through the Keras model alone some (e.g. BatchNorm moving statistics) are missing
-        # from the SavedModel's variable list and the TF1 loader of TF Serving and
-        # saved_model_cli fails with "Could not find variable ...".
-        # `variables`, not `weights`: it includes the random-seed state of Dropout layers (LTS's
-        # transformer), which the graph captures even at inference. So the SavedModel stores
-        # `model.count_params()` values plus `stored_state_size(model)` (`STORED_STATE`).
-        self.model_variables = [variable.value for variable in model.variables]
+        self.model_variables = saved_model_variables(model)
         self.tokenizer = self.preprocessor.tokenizer
         self.vocabulary_file = tf.saved_model.Asset(vocabulary_path)
         self.image_size = int(self.preprocessor.image_size)

@@ -13,6 +13,8 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
+from refseg_tf.export.serving import saved_model_variables
+
 QUANTIZATIONS = ("none", "float16", "dynamic_range")
 TFLITE_SIGNATURE = "serving_default"
 
@@ -51,13 +53,12 @@ def convert_to_tflite(logits_fn, trackable, image_size: int, max_length: int,
         tf.TensorSpec([1, max_length], tf.int32, name="word_ids"),
     ]
     module = _TFLiteModule(logits_fn, trackable, signature)
-    # Through a SavedModel whose object graph holds the model's tf.Variables themselves (as
-    # `keras.export.ExportArchive`, which `keras.Model.export(format="litert")` uses, does):
-    # converted from a `tf.Module` tracking the Keras model, or `from_concrete_functions`, the
-    # variables read inside the LSTM / ConvLSTM2D loops were left as uninitialised READ_VARIABLE
-    # ops (TF 2.21, LiteRT 2.3). Not through ExportArchive itself: it traced the network three
-    # times (listing the endpoint's variables, walking the Keras model, whose
-    # `_default_save_signature` is a new `tf.function` of the whole model, and saving).
+    # Through a SavedModel that tracks the model's tf.Variables (`saved_model_variables`):
+    # `from_concrete_functions` left the variables read inside the LSTM / ConvLSTM2D loops as
+    # uninitialised READ_VARIABLE ops (TF 2.21, LiteRT 2.3). Not through
+    # `keras.export.ExportArchive`: it traced the network three times (listing the endpoint's
+    # variables; walking the Keras model, whose `_default_save_signature` is a new `tf.function`
+    # of the whole model; saving).
     with tempfile.TemporaryDirectory(prefix="refseg-tflite-") as staging:
         tf.saved_model.save(module, staging, signatures={TFLITE_SIGNATURE: module.segment})
         converter = tf.lite.TFLiteConverter.from_saved_model(staging, [TFLITE_SIGNATURE])
@@ -76,9 +77,8 @@ class _TFLiteModule(tf.Module):
     def __init__(self, logits_fn, trackable, signature):
         super().__init__(name="refseg_tflite")
         self._logits_fn = logits_fn
-        # The tf.Variables under the Keras variables (`variables`: Dropout's seed state too);
-        # the Keras model itself is not tracked, so no Keras `tf.function` is traced.
-        self.model_variables = [variable.value for variable in trackable.variables]
+        # The Keras model itself is not tracked, so saving traces no Keras `tf.function`.
+        self.model_variables = saved_model_variables(trackable)
         self.segment = tf.function(self._segment, input_signature=signature, autograph=False)
 
     def _segment(self, image, word_ids):

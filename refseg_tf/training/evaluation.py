@@ -198,7 +198,8 @@ def _eval_stream(config, split, batch_size, data_dir, preprocessor) -> _EvalStre
         pipeline.verify_split(data_dir, split, paths)  # as `load` does on every build
         return stream
     dataset = evaluation_dataset(config, split, batch_size, data_dir, preprocessor=preprocessor)
-    stream = _EvalStream(_without_autotuning(dataset), stamp)  # holds `preprocessor`: its id stays unique
+    # The stream holds `preprocessor`, so its id stays unique.
+    stream = _EvalStream(_without_autotuning(dataset), stamp)
     with _STREAMS_LOCK:
         _STREAMS[key] = stream
         while len(_STREAMS) > _STREAM_CACHE_SIZE:
